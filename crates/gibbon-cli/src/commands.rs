@@ -1,0 +1,556 @@
+//! Command definitions and their implementations.
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use gibbon::attack::AttackOptions;
+use gibbon::data::{DataSpec, Dataset, Split};
+use gibbon::eval::{evaluate, EvalReport, EvalSettings, Examples, RunInfo};
+use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelSpec, Normalized};
+use gibbon::threat::{Goal, Norm, TargetSelection, ThreatModel};
+use gibbon::train::{AdversarialTraining, OptimizerKind, Schedule, TrainConfig};
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// A mistake in the command line that clap cannot see (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+/// gibbon: find the faint nudges that fool a classifier, and report honestly how robust it is.
+#[derive(Parser, Debug)]
+#[command(name = "gibbon", version, about)]
+pub struct Cli {
+    /// Only print warnings and errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Clean and robust accuracy of a model under a threat model, as JSON.
+    Eval(EvalArgs),
+    /// Like eval, and writes the adversarial examples (.npy) and PNGs of them.
+    Attack(AttackArgs),
+    /// Train a built-in architecture (standard or PGD adversarial training).
+    Train(TrainArgs),
+    /// The demo: PGD at eps 0.3 against the shipped standard and adversarially trained SmallCNN.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: a TorchScript file (.pt), a .safetensors file with --arch, or builtin:NAME.
+    #[arg(long)]
+    pub model: String,
+    /// Architecture of a .safetensors model (linear, mlp, smallcnn, preact-resnet18).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Per-channel normalization inside the model, "MEAN/STD" with comma lists, e.g. 0.1307/0.3081.
+    #[arg(long)]
+    pub normalize: Option<String>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Data: idx:DIR, cifar10:DIR, images:DIR or npy:IMAGES.npy,LABELS.npy.
+    #[arg(long, default_value = "idx:data/mnist")]
+    pub data: String,
+    /// Split: test or train.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Use the first N samples.
+    #[arg(long)]
+    pub n: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ThreatArgs {
+    /// Threat model TOML file; the flags below override its fields.
+    #[arg(long)]
+    pub threat: Option<PathBuf>,
+    /// Norm: linf, l2 or l1.
+    #[arg(long)]
+    pub norm: Option<String>,
+    /// Radius of the allowed perturbation.
+    #[arg(long, allow_hyphen_values = true)]
+    pub eps: Option<f64>,
+    /// Iterations per restart.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Random restarts.
+    #[arg(long)]
+    pub restarts: Option<usize>,
+    /// Targeted attack: next, most-likely, least-likely or a class number.
+    #[arg(long)]
+    pub targeted: Option<String>,
+    /// Attack plan: one name or a comma list run in order (fgsm, bim, pgd).
+    #[arg(long, default_value = "pgd")]
+    pub attack: String,
+    /// Step size (attack default when omitted).
+    #[arg(long, allow_hyphen_values = true)]
+    pub alpha: Option<f64>,
+    /// Start PGD from the clean input instead of a random point.
+    #[arg(long)]
+    pub no_random_start: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Samples per forward/backward pass (results do not depend on it).
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Seed of the counter-based random generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not resume from, or write, the per-sample stream file (OUT.partial.jsonl).
+    #[arg(long)]
+    pub no_resume: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub threat: ThreatArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Write the JSON result here (per-sample records stream to OUT.partial.jsonl meanwhile).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttackArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub threat: ThreatArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Folder for adversarial.npy, labels.npy, result.json and png/.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Write PNGs (original, perturbation, adversarial) for at most this many samples.
+    #[arg(long, default_value_t = 32)]
+    pub png: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Architecture: linear, mlp, smallcnn, preact-resnet18.
+    #[arg(long)]
+    pub arch: String,
+    #[command(flatten)]
+    pub data: TrainDataArgs,
+    /// Epochs.
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Optimizer: adam or sgd.
+    #[arg(long, default_value = "adam")]
+    pub optimizer: String,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Schedule: constant, cosine or step.
+    #[arg(long, default_value = "constant")]
+    pub schedule: String,
+    /// PGD adversarial training at this eps (standard training when omitted).
+    #[arg(long)]
+    pub adv_eps: Option<f64>,
+    /// Norm of adversarial training.
+    #[arg(long, default_value = "linf")]
+    pub adv_norm: String,
+    /// PGD steps per batch.
+    #[arg(long, default_value_t = 10)]
+    pub adv_steps: usize,
+    /// PGD step size (default 2.5 eps / steps).
+    #[arg(long)]
+    pub adv_alpha: Option<f64>,
+    /// Epochs over which eps ramps up from 0.
+    #[arg(long, default_value_t = 0)]
+    pub adv_ramp_epochs: usize,
+    /// Samples at the end of the split held out for per-epoch accuracy.
+    #[arg(long, default_value_t = 1000)]
+    pub holdout: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the trained weights (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write a checkpoint after every epoch into this folder.
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Device.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainDataArgs {
+    /// Training data (see eval --data).
+    #[arg(long, default_value = "idx:data/mnist")]
+    pub data: String,
+    /// Split to train on.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Use the first N samples of the split (hold-out included).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Images to evaluate (first N of the shipped MNIST test set).
+    #[arg(long, default_value_t = 500)]
+    pub n: usize,
+    /// Folder for the HTML page and JSON results.
+    #[arg(long, default_value = "out/demo")]
+    pub out_dir: PathBuf,
+    /// Data (the shipped MNIST test set by default).
+    #[arg(long, default_value = "idx:data/mnist")]
+    pub data: String,
+    /// Threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Eval(a) => eval_cmd(a, cli.quiet),
+        Command::Attack(a) => attack_cmd(a, cli.quiet),
+        Command::Train(a) => train_cmd(a, cli.quiet),
+        Command::Demo(a) => crate::demo::run(a, cli.quiet),
+    }
+}
+
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if tch::Cuda::is_available() {
+                Ok(Device::Cuda(0))
+            } else {
+                Err(usage("device 'cuda': no CUDA device is available to this libtorch"))
+            }
+        }
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) if (n as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(n)),
+            Some(n) => Err(usage(format!("device 'cuda:{n}': only {} CUDA devices", tch::Cuda::device_count()))),
+            None => Err(usage(format!("device '{other}' is not one of cpu, cuda, cuda:N"))),
+        },
+    }
+}
+
+pub fn set_threads(threads: Option<i32>) -> Result<()> {
+    if let Some(t) = threads {
+        if t < 1 {
+            return Err(usage(format!("threads {t} must be at least 1")));
+        }
+        tch::set_num_threads(t);
+    }
+    Ok(())
+}
+
+pub fn load_data(args: &DataArgs) -> Result<Dataset> {
+    let spec: DataSpec = args.data.parse()?;
+    let split: Split = args.split.parse()?;
+    if args.n == Some(0) {
+        return Err(usage("n must be at least 1"));
+    }
+    Ok(Dataset::load(&spec, split, args.n)?)
+}
+
+pub fn build_model(args: &ModelArgs, data: &Dataset) -> Result<Box<dyn Classifier>> {
+    let device = parse_device(&args.device)?;
+    let spec: ModelSpec = args.model.parse()?;
+    let arch = args.arch.as_deref().map(str::parse::<Arch>).transpose()?;
+    let classes = data.num_classes().max(2) as i64;
+    let model = load_model(&spec, arch, &data.sample_shape(), classes, device)?;
+    match &args.normalize {
+        None => Ok(model),
+        Some(text) => {
+            let (mean, std) = text
+                .split_once('/')
+                .ok_or_else(|| usage(format!("normalize '{text}' must look like MEAN/STD")))?;
+            let list = |s: &str| -> Result<Vec<f64>> {
+                s.split(',')
+                    .map(|v| v.trim().parse::<f64>().map_err(|_| usage(format!("normalize: '{v}' is not a number"))))
+                    .collect()
+            };
+            Ok(Box::new(Normalized::new(model, &list(mean)?, &list(std)?)?))
+        }
+    }
+}
+
+pub fn build_threat(args: &ThreatArgs) -> Result<ThreatModel> {
+    let mut threat = match &args.threat {
+        Some(path) => ThreatModel::from_toml_file(path)?,
+        None => {
+            let norm: Norm = args.norm.as_deref().unwrap_or("linf").parse()?;
+            let eps = args.eps.ok_or_else(|| usage("--eps is required (or give --threat FILE)"))?;
+            gibbon::threat::ThreatModel { eps, ..ThreatModel::new(norm, 0.0)? }
+        }
+    };
+    if let Some(n) = &args.norm {
+        threat.norm = n.parse()?;
+    }
+    if let Some(e) = args.eps {
+        threat.eps = e;
+    }
+    if let Some(s) = args.steps {
+        threat.budget.steps = s;
+    }
+    if let Some(r) = args.restarts {
+        threat.budget.restarts = r;
+    }
+    if let Some(t) = &args.targeted {
+        threat.goal = Goal::Targeted(match t.as_str() {
+            "next" => TargetSelection::NextClass,
+            "most-likely" => TargetSelection::MostLikely,
+            "least-likely" => TargetSelection::LeastLikely,
+            n => TargetSelection::Fixed(n.parse().map_err(|_| {
+                usage(format!("targeted '{n}' is not next, most-likely, least-likely or a class number"))
+            })?),
+        });
+    }
+    threat.validate()?;
+    Ok(threat)
+}
+
+fn settings(threat: &ThreatArgs, run: &RunArgs, n: Option<usize>, quiet: bool) -> EvalSettings {
+    EvalSettings {
+        n,
+        batch_size: run.batch_size,
+        seed: run.seed,
+        attacks: threat.attack.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        options: AttackOptions { alpha: threat.alpha, random_start: threat.no_random_start.then_some(false) },
+        keep_examples: false,
+        stream: None,
+        progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    }
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+fn run_info(data: &DataArgs) -> RunInfo {
+    RunInfo { command: command_line(), data_spec: data.data.clone(), split: data.split.clone() }
+}
+
+fn print_summary(report: &EvalReport) {
+    eprintln!(
+        "{}: clean accuracy {:.4}, robust accuracy {:.4} (95% CI {:.4}-{:.4}) under {} eps {} on n={} in {:.1}s",
+        report.model.path,
+        report.clean_accuracy,
+        report.robust_accuracy,
+        report.robust_accuracy_ci95[0],
+        report.robust_accuracy_ci95[1],
+        report.threat.norm,
+        report.threat.eps,
+        report.n,
+        report.seconds
+    );
+}
+
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(value)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(|e| gibbon::GibbonError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| gibbon::GibbonError::io(path, e))?;
+    Ok(())
+}
+
+fn eval_cmd(args: EvalArgs, quiet: bool) -> Result<()> {
+    set_threads(args.model.threads)?;
+    let threat = build_threat(&args.threat)?;
+    let data = load_data(&args.data)?;
+    let model = build_model(&args.model, &data)?;
+    let mut s = settings(&args.threat, &args.run, args.data.n, quiet);
+    let stream = args.out.as_ref().filter(|_| !args.run.no_resume).map(|o| partial_path(o));
+    s.stream = stream.clone();
+    let (report, _) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
+    print_summary(&report);
+    match &args.out {
+        Some(out) => {
+            write_json(out, &report)?;
+            if let Some(p) = stream {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(())
+}
+
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial.jsonl");
+    out.with_file_name(name)
+}
+
+fn attack_cmd(args: AttackArgs, quiet: bool) -> Result<()> {
+    set_threads(args.model.threads)?;
+    let threat = build_threat(&args.threat)?;
+    let data = load_data(&args.data)?;
+    let model = build_model(&args.model, &data)?;
+    let mut s = settings(&args.threat, &args.run, args.data.n, quiet);
+    s.keep_examples = true;
+    let (report, examples) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
+    print_summary(&report);
+    std::fs::create_dir_all(&args.out_dir).map_err(|e| gibbon::GibbonError::io(&args.out_dir, e))?;
+    write_examples(&args.out_dir, &data, &report, &examples, args.png)?;
+    write_json(&args.out_dir.join("result.json"), &report)?;
+    eprintln!("wrote {}", args.out_dir.display());
+    Ok(())
+}
+
+/// adversarial.npy holds, for every evaluated sample, the returned example (the clean input
+/// where no attack ran); labels.npy the true labels; png/ a few triptychs.
+fn write_examples(dir: &Path, data: &Dataset, report: &EvalReport, examples: &Examples, png: usize) -> Result<()> {
+    use gibbon::report::{perturbation_image, auto_amplification, write_png, ImageData};
+    let shape = data.sample_shape();
+    let per: usize = shape.iter().product::<i64>() as usize;
+    let mut all = Vec::with_capacity(per * report.n);
+    let mut labels = Vec::with_capacity(report.n);
+    let png_dir = dir.join("png");
+    if png > 0 {
+        std::fs::create_dir_all(&png_dir).map_err(|e| gibbon::GibbonError::io(&png_dir, e))?;
+    }
+    let mut written = 0;
+    for r in &report.per_sample {
+        let clean = data.try_batch(&[r.index], Device::Cpu)?.get(0);
+        let adv = examples.get(&r.index).map(|t| t.shallow_clone()).unwrap_or_else(|| clean.shallow_clone());
+        let clean_v: Vec<f32> = Vec::try_from(clean.flatten(0, -1))?;
+        let adv_v: Vec<f32> = Vec::try_from(adv.flatten(0, -1))?;
+        all.extend_from_slice(&adv_v);
+        labels.push(r.label);
+        if written < png && r.broken_by.is_some() && shape.len() == 3 {
+            let (c, h, w) = (shape[0] as usize, shape[1] as usize, shape[2] as usize);
+            let orig = ImageData::new(c, h, w, clean_v)?;
+            let advi = ImageData::new(c, h, w, adv_v)?;
+            let amp = auto_amplification(&orig, &advi);
+            let pert = perturbation_image(&orig, &advi, amp)?;
+            write_png(png_dir.join(format!("{:05}_original.png", r.index)), &orig)?;
+            write_png(png_dir.join(format!("{:05}_perturbation.png", r.index)), &pert)?;
+            write_png(png_dir.join(format!("{:05}_adversarial.png", r.index)), &advi)?;
+            written += 1;
+        }
+    }
+    let mut full = vec![report.n];
+    full.extend(shape.iter().map(|&d| d as usize));
+    gibbon::data::write_npy_f32(&dir.join("adversarial.npy"), &full, &all)?;
+    gibbon::data::write_npy_i64(&dir.join("labels.npy"), &[report.n], &labels)?;
+    Ok(())
+}
+
+fn train_cmd(args: TrainArgs, quiet: bool) -> Result<()> {
+    set_threads(args.threads)?;
+    let device = parse_device(&args.device)?;
+    let arch: Arch = args.arch.parse()?;
+    let spec: DataSpec = args.data.data.parse()?;
+    let split: Split = args.data.split.parse()?;
+    let data = Dataset::load(&spec, split, args.data.limit)?;
+    let optimizer = match args.optimizer.as_str() {
+        "adam" => OptimizerKind::Adam,
+        "sgd" => OptimizerKind::Sgd { momentum: args.momentum },
+        o => return Err(usage(format!("optimizer '{o}' is not adam or sgd"))),
+    };
+    let schedule = match args.schedule.as_str() {
+        "constant" => Schedule::Constant,
+        "cosine" => Schedule::Cosine,
+        "step" => Schedule::Step,
+        s => return Err(usage(format!("schedule '{s}' is not constant, cosine or step"))),
+    };
+    let adversarial = match args.adv_eps {
+        None => None,
+        Some(eps) => {
+            if !(eps.is_finite() && eps > 0.0) {
+                return Err(usage(format!("adv-eps {eps} must be > 0")));
+            }
+            if args.adv_steps == 0 {
+                return Err(usage("adv-steps must be at least 1"));
+            }
+            Some(AdversarialTraining {
+                norm: args.adv_norm.parse()?,
+                eps,
+                steps: args.adv_steps,
+                alpha: args.adv_alpha.unwrap_or(2.5 * eps / args.adv_steps as f64),
+                ramp_epochs: args.adv_ramp_epochs,
+            })
+        }
+    };
+    tch::manual_seed(args.seed as i64);
+    let mut model = BuiltinModel::new(arch, &data.sample_shape(), data.num_classes().max(2) as i64, device)?;
+    let cfg = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        optimizer,
+        lr: args.lr,
+        schedule,
+        weight_decay: args.weight_decay,
+        adversarial,
+        seed: args.seed,
+        holdout: args.holdout,
+        limit: args.data.limit,
+        checkpoint_dir: args.checkpoint_dir.clone(),
+        progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let stats = gibbon::train::train(&mut model, &data, &cfg)?;
+    for s in &stats {
+        eprintln!(
+            "epoch {:>3}: loss {:.4}  hold-out clean {:.4}  robust {}  ({:.1}s)",
+            s.epoch,
+            s.train_loss,
+            s.holdout_clean_accuracy,
+            s.holdout_robust_accuracy.map_or("-".to_string(), |r| format!("{r:.4}")),
+            s.seconds
+        );
+    }
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| gibbon::GibbonError::io(dir, e))?;
+    }
+    model.save(&args.out)?;
+    write_json(&args.out.with_extension("train.json"), &serde_json::json!({"config": cfg, "epochs": stats, "command": command_line()}))?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,1 @@
+pub fn run(_a: crate::commands::DemoArgs, _q: bool) -> anyhow::Result<()> { Ok(()) }

@@ -1,0 +1,148 @@
+//! Attacks. One file per attack; each implements [`Attack`] and is registered once in
+//! [`REGISTRY`]. To add an attack: write `myattack.rs` with a type implementing [`Attack`], add
+//! `mod myattack;` below and one line to [`REGISTRY`].
+//!
+//! An attack pulls samples from a [`SampleSource`] and hands each finished sample to a sink as
+//! an [`AttackRecord`]. It never decides the verdict: the evaluation's verifier re-checks every
+//! returned example (norm, box, finiteness, and a fresh forward pass).
+mod bim;
+mod fgsm;
+mod loss;
+mod pgd;
+mod stepped;
+
+pub use bim::Bim;
+pub use fgsm::Fgsm;
+pub use loss::{cross_entropy_objective, margin, success_mask};
+pub use pgd::Pgd;
+pub use stepped::{SteppedAttack, SteppedConfig};
+
+use crate::error::{GibbonError, Result};
+use crate::model::Classifier;
+use crate::threat::ThreatModel;
+use tch::Tensor;
+
+/// A chunk of samples to attack: `x` `[b, ...]`, labels `[b]`, optional targets `[b]`.
+pub struct Chunk {
+    /// Dataset indices, one per row.
+    pub indices: Vec<usize>,
+    /// Inputs on the model's device.
+    pub x: Tensor,
+    /// True labels (int64).
+    pub labels: Tensor,
+    /// Target classes for targeted goals (int64).
+    pub targets: Option<Tensor>,
+}
+
+/// Where an attack gets its samples from; lets an attack refill its batch as samples finish.
+pub trait SampleSource {
+    /// Up to `max` more samples, or `None` when the source is exhausted.
+    fn take(&mut self, max: usize) -> Result<Option<Chunk>>;
+}
+
+/// One finished sample, as the attack saw it (the verifier decides).
+#[derive(Debug)]
+pub struct AttackRecord {
+    /// Dataset index.
+    pub index: usize,
+    /// The best example found (the first success, or the lowest-margin iterate), shape `[...]`.
+    pub x_adv: Tensor,
+    /// Whether the attack believes it succeeded.
+    pub claimed_success: bool,
+    /// Gradient steps (or queries' iterations) taken before the returned point, counted over
+    /// all restarts; `None` if no success.
+    pub step: Option<usize>,
+    /// The restart in which the returned point was found.
+    pub restart: usize,
+    /// Forward passes spent on this sample (model queries).
+    pub queries: u64,
+}
+
+/// Everything an attack needs besides its own parameters.
+pub struct AttackContext<'a> {
+    /// The white-box model.
+    pub model: &'a dyn Classifier,
+    /// What is allowed and what is wanted.
+    pub threat: &'a ThreatModel,
+    /// Seed of the counter-based generator.
+    pub seed: u64,
+    /// Rows per forward/backward pass.
+    pub batch_size: usize,
+}
+
+/// A white-box adversarial attack.
+pub trait Attack {
+    /// The registry name (`pgd`, `fgsm` ...).
+    fn name(&self) -> &'static str;
+    /// The parameters as JSON, for results.
+    fn params(&self) -> serde_json::Value;
+    /// Attacks every sample of `source`, calling `sink` once per sample.
+    fn run(
+        &self,
+        ctx: &AttackContext<'_>,
+        source: &mut dyn SampleSource,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// Options an attack may take from the command line, on top of the threat model.
+#[derive(Debug, Clone, Default)]
+pub struct AttackOptions {
+    /// Step size (input units); attack default when `None`.
+    pub alpha: Option<f64>,
+    /// Random start for PGD-style attacks (default on for PGD).
+    pub random_start: Option<bool>,
+}
+
+type Constructor = fn(&ThreatModel, &AttackOptions) -> Result<Box<dyn Attack>>;
+
+/// Every attack by name. One line per attack.
+pub const REGISTRY: &[(&str, Constructor)] = &[
+    ("fgsm", |t, o| Ok(Box::new(Fgsm::new(t, o)?))),
+    ("bim", |t, o| Ok(Box::new(Bim::new(t, o)?))),
+    ("pgd", |t, o| Ok(Box::new(Pgd::new(t, o)?))),
+];
+
+/// Builds the attack `name` for `threat`.
+pub fn build_attack(name: &str, threat: &ThreatModel, options: &AttackOptions) -> Result<Box<dyn Attack>> {
+    let key = name.to_ascii_lowercase();
+    let (_, make) = REGISTRY.iter().find(|(n, _)| *n == key).ok_or_else(|| {
+        GibbonError::invalid(
+            "attack",
+            format!("'{name}' is not one of {}", REGISTRY.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
+        )
+    })?;
+    make(threat, options)
+}
+
+/// A [`SampleSource`] over tensors already in memory (handy for tests and small runs).
+pub struct TensorSource {
+    chunk: Option<Chunk>,
+    offset: i64,
+}
+
+impl TensorSource {
+    /// Serves the rows of `chunk` in order.
+    pub fn new(chunk: Chunk) -> Self {
+        TensorSource { chunk: Some(chunk), offset: 0 }
+    }
+}
+
+impl SampleSource for TensorSource {
+    fn take(&mut self, max: usize) -> Result<Option<Chunk>> {
+        let Some(chunk) = &self.chunk else { return Ok(None) };
+        let n = chunk.indices.len() as i64;
+        if self.offset >= n || max == 0 {
+            return Ok(None);
+        }
+        let len = (max as i64).min(n - self.offset);
+        let out = Chunk {
+            indices: chunk.indices[self.offset as usize..(self.offset + len) as usize].to_vec(),
+            x: chunk.x.narrow(0, self.offset, len),
+            labels: chunk.labels.narrow(0, self.offset, len),
+            targets: chunk.targets.as_ref().map(|t| t.narrow(0, self.offset, len)),
+        };
+        self.offset += len;
+        Ok(Some(out))
+    }
+}

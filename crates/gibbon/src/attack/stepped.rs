@@ -1,0 +1,254 @@
+//! The engine behind FGSM, BIM and PGD: projected steepest-ascent steps with optional random
+//! start and restarts, run as a pool of independent rows.
+//!
+//! Each row of the working batch is one sample at its own step and restart. After every
+//! forward/backward pass, rows whose current point already fools the model leave the batch
+//! (their first success is returned) and rows that used up their budget return their best
+//! iterate (lowest margin over all steps and restarts, never simply the last). Freed rows are
+//! refilled from the [`SampleSource`], so every pass is spent on samples that are still unbroken.
+use super::loss::{cross_entropy_objective, margin, success_mask};
+use super::{AttackContext, AttackRecord, SampleSource};
+use crate::error::Result;
+use crate::random::{stacked, RngKey};
+use crate::threat::{Norm, ThreatModel};
+use tch::{Kind, Tensor};
+
+/// Parameters of a stepped attack.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SteppedConfig {
+    /// Gradient steps per restart.
+    pub steps: usize,
+    /// Number of runs from different starts.
+    pub restarts: usize,
+    /// Step size in the threat model's norm.
+    pub alpha: f64,
+    /// Start from a uniformly drawn point of the ball instead of the clean input.
+    pub random_start: bool,
+}
+
+/// A projected-gradient attack driven by a [`SteppedConfig`].
+#[derive(Debug, Clone)]
+pub struct SteppedAttack {
+    /// The parameters.
+    pub config: SteppedConfig,
+}
+
+struct Rows {
+    indices: Vec<usize>,
+    step: Vec<usize>,
+    restart: Vec<usize>,
+    queries: Vec<u64>,
+    x0: Tensor,
+    labels: Tensor,
+    targets: Option<Tensor>,
+    x_adv: Tensor,
+    best_x: Tensor,
+    best_margin: Tensor,
+}
+
+/// Fraction of coordinates an L1 step moves (sparse steepest ascent, as in Tramèr & Boneh 2019).
+const L1_STEP_FRACTION: f64 = 0.01;
+
+impl SteppedAttack {
+    fn start(&self, threat: &ThreatModel, x0: &Tensor, keys: &[RngKey]) -> Tensor {
+        if !self.config.random_start || threat.eps == 0.0 {
+            return x0.copy();
+        }
+        let shape = &x0.size()[1..];
+        let device = x0.device();
+        let eps = threat.eps;
+        let delta = match threat.norm {
+            Norm::Linf => stacked(keys, shape, device, |k, n| k.stream(1).uniform(n)) * (2.0 * eps) - eps,
+            Norm::L2 | Norm::L1 => {
+                let dir = stacked(keys, shape, device, |k, n| k.stream(1).normal(n));
+                let dir = match threat.norm {
+                    Norm::L1 => dir.sign() * dir.abs().square(),
+                    _ => dir,
+                };
+                let radius = stacked(keys, &[], device, |k, _| k.stream(2).uniform(1)) * eps;
+                let norms = threat.norm.per_sample(&dir).to_kind(Kind::Float).clamp_min(1e-12);
+                &dir * (radius / norms).view(bshape(x0).as_slice())
+            }
+        };
+        threat.project(x0, &(x0 + delta))
+    }
+
+    fn direction(norm: Norm, grad: &Tensor) -> Tensor {
+        match norm {
+            Norm::Linf => grad.sign(),
+            Norm::L2 => {
+                let n = Norm::L2.per_sample(grad).to_kind(Kind::Float).clamp_min(1e-12);
+                grad / n.view(bshape(grad).as_slice())
+            }
+            Norm::L1 => {
+                let flat = grad.flatten(1, -1);
+                let d = flat.size()[1];
+                let k = ((d as f64 * L1_STEP_FRACTION).ceil() as i64).clamp(1, d);
+                let (top, _) = flat.abs().topk(k, 1, true, true);
+                let threshold = top.narrow(1, k - 1, 1);
+                let mask = flat.abs().ge_tensor(&threshold).to_kind(Kind::Float);
+                let count = mask.sum_dim_intlist([1i64].as_slice(), true, Kind::Float).clamp_min(1.0);
+                (flat.sign() * mask / count).view(grad.size().as_slice())
+            }
+        }
+    }
+}
+
+fn bshape(x: &Tensor) -> Vec<i64> {
+    let mut s = vec![x.size()[0]];
+    s.extend(std::iter::repeat(1).take(x.dim() - 1));
+    s
+}
+
+fn select(t: &Tensor, rows: &Tensor) -> Tensor {
+    t.index_select(0, rows)
+}
+
+impl SteppedAttack {
+    /// Runs the attack (see the module docs).
+    pub fn run_rows(
+        &self,
+        ctx: &AttackContext<'_>,
+        source: &mut dyn SampleSource,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<()> {
+        let threat = ctx.threat;
+        let cfg = &self.config;
+        let batch = ctx.batch_size.max(1);
+        let mut rows: Option<Rows> = None;
+        let mut exhausted = false;
+        loop {
+            // Refill freed rows from the source.
+            let active = rows.as_ref().map_or(0, |r| r.indices.len());
+            if active < batch && !exhausted {
+                match source.take(batch - active)? {
+                    None => exhausted = true,
+                    Some(chunk) => {
+                        let keys: Vec<RngKey> = chunk.indices.iter().map(|&i| RngKey::new(ctx.seed, i)).collect();
+                        let x_adv = self.start(threat, &chunk.x, &keys);
+                        let n = chunk.indices.len();
+                        let fresh = Rows {
+                            step: vec![0; n],
+                            restart: vec![0; n],
+                            queries: vec![0; n],
+                            best_x: chunk.x.copy(),
+                            best_margin: Tensor::full([n as i64], f64::INFINITY, (Kind::Float, chunk.x.device())),
+                            indices: chunk.indices,
+                            x0: chunk.x,
+                            labels: chunk.labels,
+                            targets: chunk.targets,
+                            x_adv,
+                        };
+                        rows = Some(match rows.take() {
+                            None => fresh,
+                            Some(old) => concat(old, fresh),
+                        });
+                        continue;
+                    }
+                }
+            }
+            let Some(r) = rows.as_mut() else { break };
+            if r.indices.is_empty() {
+                break;
+            }
+            let targets = r.targets.as_ref();
+            let labels = &r.labels;
+            let objective = |logits: &Tensor| cross_entropy_objective(logits, labels, targets);
+            let (_, logits, grad) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+            for q in r.queries.iter_mut() {
+                *q += 1;
+            }
+            let m = margin(&logits, &r.labels, targets);
+            let improved = m.lt_tensor(&r.best_margin);
+            r.best_margin = m.minimum(&r.best_margin);
+            r.best_x = r.x_adv.where_self(&improved.view(bshape(&r.x_adv).as_slice()), &r.best_x);
+            let success: Vec<bool> = Vec::<bool>::try_from(success_mask(&logits, &r.labels, targets))?;
+
+            let stepped = threat.project(&r.x0, &(&r.x_adv + Self::direction(threat.norm, &grad) * cfg.alpha));
+            let mut keep: Vec<i64> = Vec::new();
+            let mut restarting: Vec<i64> = Vec::new();
+            for i in 0..r.indices.len() {
+                if success[i] {
+                    sink(AttackRecord {
+                        index: r.indices[i],
+                        x_adv: r.x_adv.get(i as i64),
+                        claimed_success: true,
+                        step: Some(r.step[i]),
+                        restart: r.restart[i],
+                        queries: r.queries[i],
+                    })?;
+                } else if r.step[i] >= cfg.steps {
+                    if r.restart[i] + 1 < cfg.restarts {
+                        r.restart[i] += 1;
+                        r.step[i] = 0;
+                        restarting.push(keep.len() as i64);
+                        keep.push(i as i64);
+                    } else {
+                        sink(AttackRecord {
+                            index: r.indices[i],
+                            x_adv: r.best_x.get(i as i64),
+                            claimed_success: false,
+                            step: None,
+                            restart: r.restart[i],
+                            queries: r.queries[i],
+                        })?;
+                    }
+                } else {
+                    r.step[i] += 1;
+                    keep.push(i as i64);
+                }
+            }
+            let device = r.x0.device();
+            let keep_t = Tensor::from_slice(&keep).to_device(device);
+            let pick = |v: &[usize]| keep.iter().map(|&k| v[k as usize]).collect::<Vec<usize>>();
+            let mut next = Rows {
+                indices: pick(&r.indices),
+                step: pick(&r.step),
+                restart: pick(&r.restart),
+                queries: keep.iter().map(|&k| r.queries[k as usize]).collect(),
+                x0: select(&r.x0, &keep_t),
+                labels: select(&r.labels, &keep_t),
+                targets: r.targets.as_ref().map(|t| select(t, &keep_t)),
+                x_adv: select(&stepped, &keep_t),
+                best_x: select(&r.best_x, &keep_t),
+                best_margin: select(&r.best_margin, &keep_t),
+            };
+            if !restarting.is_empty() {
+                let rt = Tensor::from_slice(&restarting).to_device(device);
+                let keys: Vec<RngKey> = restarting
+                    .iter()
+                    .map(|&j| RngKey::new(ctx.seed, next.indices[j as usize]).restart(next.restart[j as usize]))
+                    .collect();
+                let fresh = self.start(threat, &select(&next.x0, &rt), &keys);
+                next.x_adv = next.x_adv.index_copy(0, &rt, &fresh);
+            }
+            *r = next;
+        }
+        Ok(())
+    }
+}
+
+fn concat(a: Rows, b: Rows) -> Rows {
+    let cat = |x: &Tensor, y: &Tensor| Tensor::cat(&[x, y], 0);
+    let join = |mut x: Vec<usize>, y: Vec<usize>| {
+        x.extend(y);
+        x
+    };
+    let mut queries = a.queries;
+    queries.extend(b.queries);
+    Rows {
+        x0: cat(&a.x0, &b.x0),
+        labels: cat(&a.labels, &b.labels),
+        targets: match (&a.targets, &b.targets) {
+            (Some(x), Some(y)) => Some(cat(x, y)),
+            _ => None,
+        },
+        x_adv: cat(&a.x_adv, &b.x_adv),
+        best_x: cat(&a.best_x, &b.best_x),
+        best_margin: cat(&a.best_margin, &b.best_margin),
+        indices: join(a.indices, b.indices),
+        step: join(a.step, b.step),
+        restart: join(a.restart, b.restart),
+        queries,
+    }
+}

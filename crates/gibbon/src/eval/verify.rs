@@ -1,0 +1,75 @@
+//! The verifier: the only place where a sample is declared broken.
+//!
+//! Every example an attack returns is re-checked against the threat model (finite, inside the
+//! box, inside the ε-ball with tolerance [`NORM_TOLERANCE`]) and by a fresh forward pass. An
+//! example outside the threat model is an error (a bug in an attack), never a counted success.
+use crate::attack::success_mask;
+use crate::error::{GibbonError, Result};
+use crate::model::Classifier;
+use crate::threat::{ThreatModel, NORM_TOLERANCE};
+use tch::{Kind, Tensor};
+
+/// The verifier's verdict on one example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The fresh forward pass says the attack reached its goal.
+    pub broken: bool,
+    /// The model's prediction on the example.
+    pub prediction: i64,
+    /// Softmax probability of that prediction.
+    pub confidence: f64,
+    /// Perturbation norm in the threat model's norm (float64).
+    pub norm: f64,
+}
+
+/// Verifies a batch: `x` clean inputs, `x_adv` returned examples, `labels`, optional `targets`.
+/// `indices` name the samples in errors.
+pub fn verify_batch(
+    model: &dyn Classifier,
+    threat: &ThreatModel,
+    indices: &[usize],
+    x: &Tensor,
+    x_adv: &Tensor,
+    labels: &Tensor,
+    targets: Option<&Tensor>,
+) -> Result<Vec<Verdict>> {
+    if x.size() != x_adv.size() {
+        return Err(GibbonError::Verification(format!(
+            "attack returned shape {:?} for inputs of shape {:?}",
+            x_adv.size(),
+            x.size()
+        )));
+    }
+    let finite: Vec<bool> =
+        Vec::try_from(x_adv.isfinite().flatten(1, -1).all_dim(1, false))?;
+    let adv64 = x_adv.to_kind(Kind::Double).flatten(1, -1);
+    let lo: Vec<f64> = Vec::try_from(adv64.amin([1i64].as_slice(), false))?;
+    let hi: Vec<f64> = Vec::try_from(adv64.amax([1i64].as_slice(), false))?;
+    let norms: Vec<f64> = Vec::try_from(threat.distance(x, x_adv))?;
+    for (i, &index) in indices.iter().enumerate() {
+        if !finite[i] {
+            return Err(GibbonError::Verification(format!("sample {index}: example has non-finite values")));
+        }
+        if lo[i] < threat.bounds.lo || hi[i] > threat.bounds.hi {
+            return Err(GibbonError::Verification(format!(
+                "sample {index}: example leaves the box [{}, {}] (range [{}, {}])",
+                threat.bounds.lo, threat.bounds.hi, lo[i], hi[i]
+            )));
+        }
+        if norms[i] > threat.eps + NORM_TOLERANCE {
+            return Err(GibbonError::Verification(format!(
+                "sample {index}: {} norm {} exceeds eps {} + {NORM_TOLERANCE}",
+                threat.norm, norms[i], threat.eps
+            )));
+        }
+    }
+    let logits = model.logits(x_adv)?;
+    let broken: Vec<bool> = Vec::try_from(success_mask(&logits, labels, targets))?;
+    let probs = logits.softmax(-1, Kind::Double);
+    let (conf, pred) = probs.max_dim(-1, false);
+    let conf: Vec<f64> = Vec::try_from(conf)?;
+    let pred: Vec<i64> = Vec::try_from(pred)?;
+    Ok((0..indices.len())
+        .map(|i| Verdict { broken: broken[i], prediction: pred[i], confidence: conf[i], norm: norms[i] })
+        .collect())
+}

@@ -1,0 +1,20 @@
+//! gibbon: adversarial robustness of machine-learning classifiers.
+//!
+//! The crate is organised by concept: [`threat`] says what the attacker may do, [`model`] what
+//! is attacked, [`data`] what it is attacked on, [`attack`] how, [`eval`] how the result is
+//! measured and verified, [`train`] how models are (adversarially) trained, [`report`] how the
+//! result is shown. The `gibbon` binary (crate `gibbon-cli`) is a thin layer on top.
+pub mod attack;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod model;
+pub mod random;
+pub mod report;
+pub mod threat;
+pub mod train;
+
+pub use error::{GibbonError, Result};
+
+/// gibbon's version, recorded in every result.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

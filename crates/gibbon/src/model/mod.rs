@@ -1,0 +1,163 @@
+//! Models: anything that maps a batch of inputs in pixel space to logits.
+//!
+//! [`Classifier`] is the white-box interface: logits that are differentiable with respect to the
+//! input through libtorch autograd. Weight gradients are always off in a loaded classifier, so an
+//! attack's backward pass computes only the input gradient. Normalization (mean/std) is a layer
+//! inside the model ([`Normalized`]), never a step of the attack.
+//!
+//! Every forward pass goes through [`Classifier::logits_padded`]: batches smaller than
+//! [`MIN_COMPUTE_ROWS`] are padded with zero rows. libtorch's CPU kernels pick different code
+//! paths (and summation orders) for very small batches, so without padding a sample's logits
+//! would depend on how many other samples share its batch; with it, results are bit-identical
+//! for every batch size and thread count (checked by the determinism tests).
+mod builtin;
+mod spec;
+mod torchscript;
+pub mod weights;
+
+pub use builtin::{Arch, BuiltinModel};
+pub use spec::{load_model, ModelSpec};
+pub use torchscript::TorchScriptModel;
+
+use crate::error::{GibbonError, Result};
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+/// Batches are padded to at least this many rows before a forward pass (see the module docs).
+pub const MIN_COMPUTE_ROWS: i64 = 32;
+
+/// Where a model came from, recorded in every result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelInfo {
+    /// The model spec as given (path or `builtin:NAME`).
+    pub path: String,
+    /// sha256 of the weight or model file, hex.
+    pub sha256: String,
+    /// `torchscript`, `safetensors` or `builtin`.
+    pub kind: String,
+    /// Architecture name where known.
+    pub arch: Option<String>,
+}
+
+/// A white-box classifier over inputs in pixel space.
+pub trait Classifier {
+    /// Logits `[B, classes]` for inputs `[B, ...input_shape]`; differentiable with respect to `x`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// Shape of one input, e.g. `[1, 28, 28]`.
+    fn input_shape(&self) -> &[i64];
+    /// Number of classes (length of a logit row).
+    fn num_classes(&self) -> i64;
+    /// Device the model lives on; inputs are moved there by the caller.
+    fn device(&self) -> Device;
+    /// Provenance for results.
+    fn info(&self) -> &ModelInfo;
+
+    /// Logits with the batch padded to [`MIN_COMPUTE_ROWS`] rows (batch-size-invariant numerics).
+    fn logits_padded(&self, x: &Tensor) -> Result<Tensor> {
+        let b = x.size()[0];
+        if b >= MIN_COMPUTE_ROWS {
+            return self.forward(x);
+        }
+        let mut shape = x.size();
+        shape[0] = MIN_COMPUTE_ROWS - b;
+        let pad = Tensor::zeros(shape.as_slice(), (x.kind(), x.device()));
+        Ok(self.forward(&Tensor::cat(&[x.shallow_clone(), pad], 0))?.narrow(0, 0, b))
+    }
+
+    /// Logits without building an autograd graph.
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        tch::no_grad(|| self.logits_padded(x))
+    }
+
+    /// Predicted classes `[B]` (int64).
+    fn predict(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.logits(x)?.argmax(-1, false))
+    }
+
+    /// Per-sample loss values `[B]` and the gradient of their sum with respect to `x`.
+    /// `loss` maps logits `[B, K]` to per-sample losses `[B]`.
+    fn loss_and_input_grad(
+        &self,
+        x: &Tensor,
+        loss: &dyn Fn(&Tensor) -> Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let xg = x.detach().set_requires_grad(true);
+        let logits = self.logits_padded(&xg)?;
+        let per_sample = loss(&logits);
+        let grads = Tensor::f_run_backward(&[per_sample.sum(Kind::Float)], &[&xg], false, false)?;
+        let grad = grads.into_iter().next().ok_or_else(|| GibbonError::Internal("no gradient".into()))?;
+        Ok((per_sample.detach(), logits.detach(), grad))
+    }
+}
+
+/// Per-channel mean/std normalization placed in front of a model, so attacks stay in pixel space.
+pub struct Normalized<M: Classifier> {
+    inner: M,
+    mean: Tensor,
+    std: Tensor,
+    info: ModelInfo,
+}
+
+impl<M: Classifier> Normalized<M> {
+    /// Wraps `inner`; `mean` and `std` have one entry per input channel (or one for all).
+    pub fn new(inner: M, mean: &[f64], std: &[f64]) -> Result<Self> {
+        let channels = inner.input_shape().first().copied().unwrap_or(1) as usize;
+        if mean.len() != std.len() || (mean.len() != 1 && mean.len() != channels) {
+            return Err(GibbonError::invalid(
+                "normalize",
+                format!("need 1 or {channels} means and as many stds, got {} and {}", mean.len(), std.len()),
+            ));
+        }
+        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || mean.iter().any(|m| !m.is_finite()) {
+            return Err(GibbonError::invalid("normalize", "means must be finite and stds > 0"));
+        }
+        let shape = [1, mean.len() as i64, 1, 1];
+        let device = inner.device();
+        let to = |v: &[f64]| Tensor::from_slice(v).to_kind(Kind::Float).view(shape).to_device(device);
+        let mut info = inner.info().clone();
+        info.arch = Some(format!("normalized({})", info.arch.clone().unwrap_or_default()));
+        Ok(Normalized { mean: to(mean), std: to(std), inner, info })
+    }
+}
+
+impl<M: Classifier> Classifier for Normalized<M> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.inner.forward(&((x - &self.mean) / &self.std))
+    }
+    fn input_shape(&self) -> &[i64] {
+        self.inner.input_shape()
+    }
+    fn num_classes(&self) -> i64 {
+        self.inner.num_classes()
+    }
+    fn device(&self) -> Device {
+        self.inner.device()
+    }
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+}
+
+impl Classifier for Box<dyn Classifier> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        (**self).forward(x)
+    }
+    fn input_shape(&self) -> &[i64] {
+        (**self).input_shape()
+    }
+    fn num_classes(&self) -> i64 {
+        (**self).num_classes()
+    }
+    fn device(&self) -> Device {
+        (**self).device()
+    }
+    fn info(&self) -> &ModelInfo {
+        (**self).info()
+    }
+}
+
+/// sha256 of a byte string, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

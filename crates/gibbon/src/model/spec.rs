@@ -1,0 +1,113 @@
+//! Parsing the `--model` spec and loading the model it names.
+use super::{Arch, BuiltinModel, Classifier, TorchScriptModel};
+use crate::error::{GibbonError, Result};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use tch::Device;
+
+/// Pretrained weights shipped with gibbon: (name, architecture, file in `models/`, input shape).
+pub const BUILTIN_MODELS: &[(&str, Arch, &str, [i64; 3])] = &[
+    ("smallcnn-mnist", Arch::SmallCnn, "smallcnn_mnist_std.safetensors", [1, 28, 28]),
+    ("smallcnn-mnist-adv", Arch::SmallCnn, "smallcnn_mnist_pgd.safetensors", [1, 28, 28]),
+];
+
+/// What `--model` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSpec {
+    /// A TorchScript file (`.pt`, `.ts`, `.torchscript`).
+    TorchScript(PathBuf),
+    /// A safetensors `state_dict` for a built-in architecture (needs `--arch`).
+    Safetensors(PathBuf),
+    /// Shipped pretrained weights, `builtin:NAME`.
+    Builtin(String),
+}
+
+impl FromStr for ModelSpec {
+    type Err = GibbonError;
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some(name) = s.strip_prefix("builtin:") {
+            return if BUILTIN_MODELS.iter().any(|(n, ..)| *n == name) {
+                Ok(ModelSpec::Builtin(name.to_string()))
+            } else {
+                Err(GibbonError::invalid(
+                    "model",
+                    format!(
+                        "unknown builtin model '{name}' (available: {})",
+                        BUILTIN_MODELS.iter().map(|(n, ..)| format!("builtin:{n}")).collect::<Vec<_>>().join(", ")
+                    ),
+                ))
+            };
+        }
+        let path = PathBuf::from(s);
+        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()) {
+            Some(e) if e == "pt" || e == "ts" || e == "torchscript" || e == "pth" => Ok(ModelSpec::TorchScript(path)),
+            Some(e) if e == "safetensors" => Ok(ModelSpec::Safetensors(path)),
+            _ => Err(GibbonError::invalid(
+                "model",
+                format!("'{s}': expected a TorchScript file (.pt), a .safetensors file with --arch, or builtin:NAME"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSpec::TorchScript(p) | ModelSpec::Safetensors(p) => write!(f, "{}", p.display()),
+            ModelSpec::Builtin(n) => write!(f, "builtin:{n}"),
+        }
+    }
+}
+
+/// The folder holding the shipped weights: `$GIBBON_MODELS_DIR`, else the crate's `models/`.
+pub fn builtin_models_dir() -> PathBuf {
+    std::env::var_os("GIBBON_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+}
+
+/// Loads the model named by `spec` for inputs of `input_shape` (one sample) and `classes` classes
+/// (used by built-in architectures; TorchScript models report their own).
+pub fn load_model(
+    spec: &ModelSpec,
+    arch: Option<Arch>,
+    input_shape: &[i64],
+    classes: i64,
+    device: Device,
+) -> Result<Box<dyn Classifier>> {
+    match spec {
+        ModelSpec::TorchScript(path) => {
+            if arch.is_some() {
+                return Err(GibbonError::invalid("arch", "--arch applies to .safetensors models only"));
+            }
+            Ok(Box::new(TorchScriptModel::load(path, input_shape, device)?))
+        }
+        ModelSpec::Safetensors(path) => {
+            let arch = arch.ok_or_else(|| {
+                GibbonError::invalid(
+                    "arch",
+                    format!("{} is a safetensors file: name its architecture with --arch ({})", path.display(), Arch::NAMES.join(", ")),
+                )
+            })?;
+            Ok(Box::new(BuiltinModel::load(arch, path, input_shape, classes, device)?))
+        }
+        ModelSpec::Builtin(name) => {
+            let (_, barch, file, shape) = BUILTIN_MODELS
+                .iter()
+                .find(|(n, ..)| n == name)
+                .ok_or_else(|| GibbonError::invalid("model", format!("unknown builtin model '{name}'")))?;
+            if input_shape != shape.as_slice() {
+                return Err(GibbonError::Mismatch(format!(
+                    "input shape {input_shape:?} does not fit the model builtin:{name}, which needs {shape:?}"
+                )));
+            }
+            let path = builtin_models_dir().join(file);
+            let bytes = std::fs::read(&path).map_err(|e| GibbonError::io(&path, e))?;
+            let mut model = BuiltinModel::from_safetensors_bytes(*barch, &bytes, &spec.to_string(), shape, 10, device)?;
+            let mut info = model.info().clone();
+            info.kind = "builtin".into();
+            model.set_info(info);
+            Ok(Box::new(model))
+        }
+    }
+}

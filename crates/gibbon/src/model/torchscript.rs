@@ -1,0 +1,72 @@
+//! TorchScript models (`torch.jit.trace(...).save(...)` or `torch.jit.script`).
+use super::{Classifier, ModelInfo};
+use crate::error::{GibbonError, Result};
+use std::path::Path;
+use tch::{CModule, Device, Kind, Tensor};
+
+/// A TorchScript module loaded through libtorch, in eval mode with weight gradients off.
+pub struct TorchScriptModel {
+    module: CModule,
+    input_shape: Vec<i64>,
+    classes: i64,
+    device: Device,
+    info: ModelInfo,
+}
+
+impl TorchScriptModel {
+    /// Loads `path` and checks that it accepts inputs of `input_shape` (one sample, no batch
+    /// dimension) by a probe forward pass, which also determines the class count.
+    pub fn load(path: &Path, input_shape: &[i64], device: Device) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| GibbonError::io(path, e))?;
+        let origin = path.display().to_string();
+        let mut module = CModule::load_data_on_device(&mut std::io::Cursor::new(&bytes), device)
+            .map_err(|e| GibbonError::model(&origin, format!("not a loadable TorchScript file ({})", first_line(&e))))?;
+        module.set_eval();
+        for (_, p) in module.named_parameters().map_err(|e| GibbonError::model(&origin, first_line(&e)))? {
+            let _ = p.set_requires_grad(false);
+        }
+        let mut shape = vec![1];
+        shape.extend(input_shape);
+        let probe = Tensor::zeros(shape.as_slice(), (Kind::Float, device));
+        let out = tch::no_grad(|| module.forward_ts(&[probe])).map_err(|e| {
+            GibbonError::Mismatch(format!(
+                "input shape {input_shape:?} does not fit the model {origin}: {}",
+                first_line(&e)
+            ))
+        })?;
+        let size = out.size();
+        if size.len() != 2 || size[0] != 1 || size[1] < 2 {
+            return Err(GibbonError::model(
+                &origin,
+                format!("expected logits of shape [batch, classes] but the model returned {size:?}"),
+            ));
+        }
+        let info = ModelInfo { path: origin, sha256: super::sha256_hex(&bytes), kind: "torchscript".into(), arch: None };
+        Ok(TorchScriptModel { module, input_shape: input_shape.to_vec(), classes: size[1], device, info })
+    }
+}
+
+fn first_line(e: &tch::TchError) -> String {
+    let text = e.to_string();
+    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("unknown error").trim().to_string()
+}
+
+impl Classifier for TorchScriptModel {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.module.forward_ts(&[x]).map_err(|e| {
+            GibbonError::Mismatch(format!("model {} rejected the input: {}", self.info.path, first_line(&e)))
+        })
+    }
+    fn input_shape(&self) -> &[i64] {
+        &self.input_shape
+    }
+    fn num_classes(&self) -> i64 {
+        self.classes
+    }
+    fn device(&self) -> Device {
+        self.device
+    }
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+}

@@ -1,0 +1,15 @@
+//! Human-readable reports of attack results.
+//!
+//! - [`png_image`]: small CHW images ([`ImageData`]), their 8-bit PNG encoding, and the
+//!   visualisation of a perturbation as a grey-centred picture ([`perturbation_image`],
+//!   [`auto_amplification`]).
+//! - [`html`]: a self-contained HTML page ([`HtmlReport`]) with summary tables, example cards
+//!   showing original → perturbation → adversarial side by side, and raw JSON, all in one
+//!   file with the pictures embedded as data URIs.
+pub mod html;
+pub mod png_image;
+
+pub use html::{ExampleCard, HtmlReport, SummaryTable};
+pub use png_image::{
+    auto_amplification, encode_png, perturbation_image, write_png, ImageData, MAX_IMAGE_VALUES,
+};
