@@ -107,7 +107,11 @@ pub struct ThreatArgs {
     /// Step size (attack default when omitted).
     #[arg(long, allow_hyphen_values = true)]
     pub alpha: Option<f64>,
-    /// Start PGD from the clean input instead of a random point.
+    /// Start every restart at a random point of the ball (Madry et al.; torchattacks' PGD).
+    /// By default PGD's first restart starts at the clean input and later ones at random points.
+    #[arg(long, conflicts_with = "no_random_start")]
+    pub random_start: bool,
+    /// Start every restart at the clean input.
     #[arg(long)]
     pub no_random_start: bool,
 }
@@ -359,7 +363,13 @@ fn settings(threat: &ThreatArgs, run: &RunArgs, n: Option<usize>, quiet: bool) -
         batch_size: run.batch_size,
         seed: run.seed,
         attacks: threat.attack.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-        options: AttackOptions { alpha: threat.alpha, random_start: threat.no_random_start.then_some(false) },
+        options: AttackOptions { alpha: threat.alpha, random_start: if threat.random_start {
+                Some(true)
+            } else if threat.no_random_start {
+                Some(false)
+            } else {
+                None
+            }, },
         keep_examples: false,
         stream: None,
         progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),

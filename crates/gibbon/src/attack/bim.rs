@@ -4,7 +4,7 @@
 //! Defaults: steps from the threat model, step size α = ε/steps (so the last step can reach
 //! the boundary), no random start, one run.
 use super::pgd::check_alpha;
-use super::stepped::{SteppedAttack, SteppedConfig};
+use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
 use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
 use crate::error::Result;
 use crate::threat::ThreatModel;
@@ -23,7 +23,7 @@ impl Bim {
         }
         let alpha = alpha.max(f64::MIN_POSITIVE);
         Ok(Bim(SteppedAttack {
-            config: SteppedConfig { steps, restarts: 1, alpha, random_start: options.random_start.unwrap_or(false) },
+            config: SteppedConfig { steps, restarts: 1, alpha, start: if options.random_start == Some(true) { StartPoint::Random } else { StartPoint::Clean } },
         }))
     }
 }

@@ -2,7 +2,7 @@
 //! Adversarial Examples"): one step of size ε along the gradient's steepest-ascent direction
 //! (sign for L∞, normalised gradient for L2), from the clean input, projected onto the box.
 use super::pgd::check_alpha;
-use super::stepped::{SteppedAttack, SteppedConfig};
+use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
 use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
 use crate::error::Result;
 use crate::threat::ThreatModel;
@@ -19,7 +19,7 @@ impl Fgsm {
             check_alpha(alpha)?;
         }
         Ok(Fgsm(SteppedAttack {
-            config: SteppedConfig { steps: 1, restarts: 1, alpha: alpha.max(f64::MIN_POSITIVE), random_start: false },
+            config: SteppedConfig { steps: 1, restarts: 1, alpha: alpha.max(f64::MIN_POSITIVE), start: StartPoint::Clean },
         }))
     }
 }

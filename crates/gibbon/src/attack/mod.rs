@@ -15,7 +15,7 @@ pub use bim::Bim;
 pub use fgsm::Fgsm;
 pub use loss::{cross_entropy_objective, margin, success_mask};
 pub use pgd::Pgd;
-pub use stepped::{SteppedAttack, SteppedConfig};
+pub use stepped::{StartPoint, SteppedAttack, SteppedConfig};
 
 use crate::error::{GibbonError, Result};
 use crate::model::Classifier;
@@ -90,7 +90,8 @@ pub trait Attack {
 pub struct AttackOptions {
     /// Step size (input units); attack default when `None`.
     pub alpha: Option<f64>,
-    /// Random start for PGD-style attacks (default on for PGD).
+    /// `Some(true)`: every restart starts at a random point; `Some(false)`: every restart starts
+    /// at the clean input; `None`: the attack's default (see [`StartPoint`]).
     pub random_start: Option<bool>,
 }
 

@@ -2,10 +2,12 @@
 //! Learning Models Resistant to Adversarial Attacks").
 //!
 //! Defaults: steps from the threat model (40), step size α = 2.5·ε/steps (the paper's rule of
-//! thumb), a uniformly random start inside the ball, restarts from the threat model (1). L∞
+//! thumb), restarts from the threat model (1); the first restart starts at the clean input and
+//! later ones at uniformly random points of the ball (`--random-start` makes every start random,
+//! as in the paper and torchattacks; see [`StartPoint`]). L∞
 //! steps along sign(∇), L2 along ∇/‖∇‖₂, L1 along the sign of the top 1% gradient coordinates
 //! (sparse steepest ascent); every iterate is projected exactly onto ball ∩ box.
-use super::stepped::{SteppedAttack, SteppedConfig};
+use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
 use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::threat::ThreatModel;
@@ -28,7 +30,11 @@ impl Pgd {
                 steps,
                 restarts: threat.budget.restarts,
                 alpha,
-                random_start: options.random_start.unwrap_or(true),
+                start: match options.random_start {
+                    None => StartPoint::CleanThenRandom,
+                    Some(true) => StartPoint::Random,
+                    Some(false) => StartPoint::Clean,
+                },
             },
         }))
     }

@@ -22,8 +22,23 @@ pub struct SteppedConfig {
     pub restarts: usize,
     /// Step size in the threat model's norm.
     pub alpha: f64,
-    /// Start from a uniformly drawn point of the ball instead of the clean input.
-    pub random_start: bool,
+    /// Where each restart starts.
+    pub start: StartPoint,
+}
+
+/// Where the restarts of a stepped attack start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartPoint {
+    /// Every restart starts at the clean input (deterministic).
+    Clean,
+    /// Every restart starts at a random point of the ball (Madry et al.; torchattacks' default).
+    Random,
+    /// The first restart starts at the clean input, later ones at random points. On smooth
+    /// models the clean start converges to the boundary fastest (a random start leaves an
+    /// orthogonal component that L2 projections remove only geometrically); random restarts
+    /// then guard against gradient masking at the data point.
+    CleanThenRandom,
 }
 
 /// A projected-gradient attack driven by a [`SteppedConfig`].
@@ -50,8 +65,13 @@ struct Rows {
 const L1_STEP_FRACTION: f64 = 0.01;
 
 impl SteppedAttack {
-    fn start(&self, threat: &ThreatModel, x0: &Tensor, keys: &[RngKey]) -> Tensor {
-        if !self.config.random_start || threat.eps == 0.0 {
+    fn start(&self, threat: &ThreatModel, x0: &Tensor, keys: &[RngKey], restart: usize) -> Tensor {
+        let random = match self.config.start {
+            StartPoint::Clean => false,
+            StartPoint::Random => true,
+            StartPoint::CleanThenRandom => restart > 0,
+        };
+        if !random || threat.eps == 0.0 {
             return x0.copy();
         }
         let shape = &x0.size()[1..];
@@ -125,7 +145,7 @@ impl SteppedAttack {
                     None => exhausted = true,
                     Some(chunk) => {
                         let keys: Vec<RngKey> = chunk.indices.iter().map(|&i| RngKey::new(ctx.seed, i)).collect();
-                        let x_adv = self.start(threat, &chunk.x, &keys);
+                        let x_adv = self.start(threat, &chunk.x, &keys, 0);
                         let n = chunk.indices.len();
                         let fresh = Rows {
                             step: vec![0; n],
@@ -219,7 +239,7 @@ impl SteppedAttack {
                     .iter()
                     .map(|&j| RngKey::new(ctx.seed, next.indices[j as usize]).restart(next.restart[j as usize]))
                     .collect();
-                let fresh = self.start(threat, &select(&next.x0, &rt), &keys);
+                let fresh = self.start(threat, &select(&next.x0, &rt), &keys, 1);
                 next.x_adv = next.x_adv.index_copy(0, &rt, &fresh);
             }
             *r = next;
