@@ -15,11 +15,7 @@ fn libtorch_lib_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(root).join("lib"));
     }
     if env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
-        let python = if env::var_os("VIRTUAL_ENV").is_some() {
-            "python"
-        } else {
-            "python3"
-        };
+        let python = if env::var_os("VIRTUAL_ENV").is_some() { "python" } else { "python3" };
         let out = Command::new(python)
             .args([
                 "-c",
@@ -36,12 +32,7 @@ fn libtorch_lib_dir() -> Option<PathBuf> {
 }
 
 fn main() {
-    for var in [
-        "LIBTORCH",
-        "LIBTORCH_LIB",
-        "LIBTORCH_USE_PYTORCH",
-        "VIRTUAL_ENV",
-    ] {
+    for var in ["LIBTORCH", "LIBTORCH_LIB", "LIBTORCH_USE_PYTORCH", "VIRTUAL_ENV"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     if let Some(dir) = libtorch_lib_dir() {

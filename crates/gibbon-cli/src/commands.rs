@@ -14,7 +14,6 @@ use tch::Device;
 #[derive(Debug)]
 pub struct UsageError(pub String);
 
-
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -275,7 +274,10 @@ pub fn parse_device(s: &str) -> Result<Device> {
         }
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
             Some(n) if (n as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(n)),
-            Some(n) => Err(usage(format!("device 'cuda:{n}': only {} CUDA devices", tch::Cuda::device_count()))),
+            Some(n) => Err(usage(format!(
+                "device 'cuda:{n}': only {} CUDA devices",
+                tch::Cuda::device_count()
+            ))),
             None => Err(usage(format!("device '{other}' is not one of cpu, cuda, cuda:N"))),
         },
     }
@@ -314,7 +316,11 @@ pub fn build_model(args: &ModelArgs, data: &Dataset) -> Result<Box<dyn Classifie
                 .ok_or_else(|| usage(format!("normalize '{text}' must look like MEAN/STD")))?;
             let list = |s: &str| -> Result<Vec<f64>> {
                 s.split(',')
-                    .map(|v| v.trim().parse::<f64>().map_err(|_| usage(format!("normalize: '{v}' is not a number"))))
+                    .map(|v| {
+                        v.trim()
+                            .parse::<f64>()
+                            .map_err(|_| usage(format!("normalize: '{v}' is not a number")))
+                    })
                     .collect()
             };
             Ok(Box::new(Normalized::new(model, &list(mean)?, &list(std)?)?))
@@ -349,7 +355,9 @@ pub fn build_threat(args: &ThreatArgs) -> Result<ThreatModel> {
             "most-likely" => TargetSelection::MostLikely,
             "least-likely" => TargetSelection::LeastLikely,
             n => TargetSelection::Fixed(n.parse().map_err(|_| {
-                usage(format!("targeted '{n}' is not next, most-likely, least-likely or a class number"))
+                usage(format!(
+                    "targeted '{n}' is not next, most-likely, least-likely or a class number"
+                ))
             })?),
         });
     }
@@ -362,14 +370,22 @@ fn settings(threat: &ThreatArgs, run: &RunArgs, n: Option<usize>, quiet: bool) -
         n,
         batch_size: run.batch_size,
         seed: run.seed,
-        attacks: threat.attack.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-        options: AttackOptions { alpha: threat.alpha, random_start: if threat.random_start {
+        attacks: threat
+            .attack
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        options: AttackOptions {
+            alpha: threat.alpha,
+            random_start: if threat.random_start {
                 Some(true)
             } else if threat.no_random_start {
                 Some(false)
             } else {
                 None
-            }, },
+            },
+        },
         keep_examples: false,
         stream: None,
         progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -447,7 +463,8 @@ fn attack_cmd(args: AttackArgs, quiet: bool) -> Result<()> {
     s.keep_examples = true;
     let (report, examples) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
     print_summary(&report);
-    std::fs::create_dir_all(&args.out_dir).map_err(|e| gibbon::GibbonError::io(&args.out_dir, e))?;
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|e| gibbon::GibbonError::io(&args.out_dir, e))?;
     write_examples(&args.out_dir, &data, &report, &examples, args.png)?;
     write_json(&args.out_dir.join("result.json"), &report)?;
     eprintln!("wrote {}", args.out_dir.display());
@@ -456,8 +473,14 @@ fn attack_cmd(args: AttackArgs, quiet: bool) -> Result<()> {
 
 /// adversarial.npy holds, for every evaluated sample, the returned example (the clean input
 /// where no attack ran); labels.npy the true labels; png/ a few triptychs.
-fn write_examples(dir: &Path, data: &Dataset, report: &EvalReport, examples: &Examples, png: usize) -> Result<()> {
-    use gibbon::report::{perturbation_image, auto_amplification, write_png, ImageData};
+fn write_examples(
+    dir: &Path,
+    data: &Dataset,
+    report: &EvalReport,
+    examples: &Examples,
+    png: usize,
+) -> Result<()> {
+    use gibbon::report::{auto_amplification, perturbation_image, write_png, ImageData};
     let shape = data.sample_shape();
     let per: usize = shape.iter().product::<i64>() as usize;
     let mut all = Vec::with_capacity(per * report.n);
@@ -469,7 +492,10 @@ fn write_examples(dir: &Path, data: &Dataset, report: &EvalReport, examples: &Ex
     let mut written = 0;
     for r in &report.per_sample {
         let clean = data.try_batch(&[r.index], Device::Cpu)?.get(0);
-        let adv = examples.get(&r.index).map(|t| t.shallow_clone()).unwrap_or_else(|| clean.shallow_clone());
+        let adv = examples
+            .get(&r.index)
+            .map(|t| t.shallow_clone())
+            .unwrap_or_else(|| clean.shallow_clone());
         let clean_v: Vec<f32> = Vec::try_from(clean.flatten(0, -1))?;
         let adv_v: Vec<f32> = Vec::try_from(adv.flatten(0, -1))?;
         all.extend_from_slice(&adv_v);
@@ -530,7 +556,8 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<()> {
         }
     };
     tch::manual_seed(args.seed as i64);
-    let mut model = BuiltinModel::new(arch, &data.sample_shape(), data.num_classes().max(2) as i64, device)?;
+    let mut model =
+        BuiltinModel::new(arch, &data.sample_shape(), data.num_classes().max(2) as i64, device)?;
     let cfg = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -560,7 +587,10 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| gibbon::GibbonError::io(dir, e))?;
     }
     model.save(&args.out)?;
-    write_json(&args.out.with_extension("train.json"), &serde_json::json!({"config": cfg, "epochs": stats, "command": command_line()}))?;
+    write_json(
+        &args.out.with_extension("train.json"),
+        &serde_json::json!({"config": cfg, "epochs": stats, "command": command_line()}),
+    )?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }

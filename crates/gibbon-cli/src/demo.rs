@@ -10,8 +10,10 @@ use gibbon::report::{ExampleCard, HtmlReport, ImageData, SummaryTable};
 use gibbon::threat::ThreatModel;
 use tch::{Device, Kind};
 
-const MODELS: &[(&str, &str)] =
-    &[("builtin:smallcnn-mnist", "standard training"), ("builtin:smallcnn-mnist-adv", "PGD adversarial training")];
+const MODELS: &[(&str, &str)] = &[
+    ("builtin:smallcnn-mnist", "standard training"),
+    ("builtin:smallcnn-mnist-adv", "PGD adversarial training"),
+];
 const CARDS: usize = 6;
 
 pub fn run(args: DemoArgs, quiet: bool) -> Result<()> {
@@ -26,12 +28,17 @@ pub fn run(args: DemoArgs, quiet: bool) -> Result<()> {
         progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ..Default::default()
     };
-    std::fs::create_dir_all(&args.out_dir).map_err(|e| gibbon::GibbonError::io(&args.out_dir, e))?;
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|e| gibbon::GibbonError::io(&args.out_dir, e))?;
     let mut runs: Vec<(String, &str, EvalReport, Examples)> = Vec::new();
     for (name, what) in MODELS {
         let spec: ModelSpec = name.parse()?;
         let model = load_model(&spec, None, &data.sample_shape(), 10, Device::Cpu)?;
-        let info = RunInfo { command: "gibbon demo".into(), data_spec: args.data.clone(), split: "test".into() };
+        let info = RunInfo {
+            command: "gibbon demo".into(),
+            data_spec: args.data.clone(),
+            split: "test".into(),
+        };
         let (report, examples) = evaluate(model.as_ref(), &data, &threat, &settings, &info)?;
         let file = format!("{}.json", name.trim_start_matches("builtin:"));
         write_json(&args.out_dir.join(&file), &report)?;
@@ -39,11 +46,21 @@ pub fn run(args: DemoArgs, quiet: bool) -> Result<()> {
     }
 
     let mut table = SummaryTable::new(
-        ["model", "training", "clean accuracy", "robust accuracy (PGD-40, L∞ ε=0.3)", "95% CI", "seconds"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "model",
+            "training",
+            "clean accuracy",
+            "robust accuracy (PGD-40, L∞ ε=0.3)",
+            "95% CI",
+            "seconds",
+        ]
+        .map(String::from)
+        .to_vec(),
     );
-    println!("{:<28} {:<26} {:>9} {:>9} {:>17} {:>8}", "model", "training", "clean", "robust", "robust 95% CI", "seconds");
+    println!(
+        "{:<28} {:<26} {:>9} {:>9} {:>17} {:>8}",
+        "model", "training", "clean", "robust", "robust 95% CI", "seconds"
+    );
     for (name, what, r, _) in &runs {
         let ci = format!("{:.3}-{:.3}", r.robust_accuracy_ci95[0], r.robust_accuracy_ci95[1]);
         println!(
@@ -61,8 +78,14 @@ pub fn run(args: DemoArgs, quiet: bool) -> Result<()> {
     }
 
     // The same digits for both models: the first ones the standard model loses.
-    let chosen: Vec<usize> =
-        runs[0].2.per_sample.iter().filter(|s| s.broken_by.is_some()).take(CARDS).map(|s| s.index).collect();
+    let chosen: Vec<usize> = runs[0]
+        .2
+        .per_sample
+        .iter()
+        .filter(|s| s.broken_by.is_some())
+        .take(CARDS)
+        .map(|s| s.index)
+        .collect();
     let mut page = HtmlReport::new("gibbon demo: a faint nudge turns a 7 into a confident 3")
         .intro(format!(
             "PGD (40 steps, random start) may change every pixel by at most 0.3 (L∞) on the first {} MNIST \

@@ -13,7 +13,8 @@ fn main() -> ExitCode {
     let filter = if cli.quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GIBBON_LOG").unwrap_or_else(|_| filter.into()),
+            tracing_subscriber::EnvFilter::try_from_env("GIBBON_LOG")
+                .unwrap_or_else(|_| filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let user = err.downcast_ref::<gibbon::GibbonError>().map_or(false, |e| e.is_user_error())
+            let user = err.downcast_ref::<gibbon::GibbonError>().is_some_and(|e| e.is_user_error())
                 || err.downcast_ref::<commands::UsageError>().is_some();
             eprintln!("error: {}", one_line(&err));
             if user {

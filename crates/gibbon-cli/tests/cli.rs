@@ -33,7 +33,8 @@ fn assert_user_error(out: &Output, needle: &str) {
 }
 
 fn eval_args<'a>(model: &'a str, data: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["eval", "--model", model, "--data", data, "--n", "20", "--eps", "0.3", "--steps", "5"];
+    let mut v =
+        vec!["eval", "--model", model, "--data", data, "--n", "20", "--eps", "0.3", "--steps", "5"];
     v.extend_from_slice(extra);
     v
 }
@@ -58,7 +59,8 @@ mod flate2_lite {
         }
         pub fn write(&mut self, data: &[u8]) -> Vec<u8> {
             let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-            let chunks: Vec<&[u8]> = if data.is_empty() { vec![&[][..]] } else { data.chunks(65535).collect() };
+            let chunks: Vec<&[u8]> =
+                if data.is_empty() { vec![&[][..]] } else { data.chunks(65535).collect() };
             for (i, c) in chunks.iter().enumerate() {
                 out.push(if i + 1 == chunks.len() { 1 } else { 0 });
                 let len = c.len() as u16;
@@ -89,7 +91,7 @@ fn idx_images(n: u32, h: u32, w: u32, magic: u32, short: bool) -> Vec<u8> {
         v.extend_from_slice(&d.to_be_bytes());
     }
     let len = (n * h * w) as usize - if short { 10 } else { 0 };
-    v.extend(std::iter::repeat(100u8).take(len));
+    v.extend(std::iter::repeat_n(100u8, len));
     v
 }
 
@@ -105,19 +107,56 @@ fn documented_eval_form_writes_the_documented_json() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("result.json");
     let o = gibbon(&[
-        "eval", "--model", &std_model(), "--data", &mnist(), "--split", "test", "--n", "50", "--attack", "pgd",
-        "--norm", "linf", "--eps", "0.3", "--steps", "40", "--seed", "0", "--out", out.to_str().unwrap(),
+        "eval",
+        "--model",
+        &std_model(),
+        "--data",
+        &mnist(),
+        "--split",
+        "test",
+        "--n",
+        "50",
+        "--attack",
+        "pgd",
+        "--norm",
+        "linf",
+        "--eps",
+        "0.3",
+        "--steps",
+        "40",
+        "--seed",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    for field in ["clean_accuracy", "robust_accuracy", "n", "threat", "per_sample", "seconds", "robust_accuracy_ci95", "model", "seed", "gibbon_version"] {
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    for field in [
+        "clean_accuracy",
+        "robust_accuracy",
+        "n",
+        "threat",
+        "per_sample",
+        "seconds",
+        "robust_accuracy_ci95",
+        "model",
+        "seed",
+        "gibbon_version",
+    ] {
         assert!(r.get(field).is_some(), "missing {field}");
     }
     assert_eq!(r["n"], 50);
     assert_eq!(r["robust_accuracy"], 0.0);
-    assert_eq!(r["model"]["sha256"], "0391769b6dc4f6abc931b07a95f1261ad4529e44121404294c50b04e59cf4086");
+    assert_eq!(
+        r["model"]["sha256"],
+        "0391769b6dc4f6abc931b07a95f1261ad4529e44121404294c50b04e59cf4086"
+    );
     assert_eq!(r["per_sample"].as_array().unwrap().len(), 50);
-    assert!(!dir.path().join("result.json.partial.jsonl").exists(), "stream file removed after success");
+    assert!(
+        !dir.path().join("result.json.partial.jsonl").exists(),
+        "stream file removed after success"
+    );
 }
 
 #[test]
@@ -128,11 +167,27 @@ fn thread_count_does_not_change_results() {
     for t in ["1", "2"] {
         let out = dir.path().join(format!("r{t}.json"));
         let o = gibbon(&[
-            "eval", "--model", &adv, "--data", &mnist(), "--n", "40", "--eps", "0.3", "--steps", "10",
-            "--threads", t, "--batch-size", "16", "--out", out.to_str().unwrap(),
+            "eval",
+            "--model",
+            &adv,
+            "--data",
+            &mnist(),
+            "--n",
+            "40",
+            "--eps",
+            "0.3",
+            "--steps",
+            "10",
+            "--threads",
+            t,
+            "--batch-size",
+            "16",
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert!(o.status.success());
-        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         outs.push(r["per_sample"].to_string());
     }
     assert_eq!(outs[0], outs[1]);
@@ -142,8 +197,21 @@ fn thread_count_does_not_change_results() {
 fn attack_writes_npy_and_pngs() {
     let dir = tempfile::tempdir().unwrap();
     let o = gibbon(&[
-        "attack", "--model", &std_model(), "--data", &mnist(), "--n", "8", "--eps", "0.3", "--steps", "10",
-        "--out-dir", dir.path().to_str().unwrap(), "--png", "2",
+        "attack",
+        "--model",
+        &std_model(),
+        "--data",
+        &mnist(),
+        "--n",
+        "8",
+        "--eps",
+        "0.3",
+        "--steps",
+        "10",
+        "--out-dir",
+        dir.path().to_str().unwrap(),
+        "--png",
+        "2",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let npy = std::fs::read(dir.path().join("adversarial.npy")).unwrap();
@@ -154,12 +222,18 @@ fn attack_writes_npy_and_pngs() {
 
 #[test]
 fn missing_model_file() {
-    assert_user_error(&gibbon(&eval_args("/nonexistent/model.pt", &mnist(), &[])), "/nonexistent/model.pt");
+    assert_user_error(
+        &gibbon(&eval_args("/nonexistent/model.pt", &mnist(), &[])),
+        "/nonexistent/model.pt",
+    );
 }
 
 #[test]
 fn missing_data_dir() {
-    assert_user_error(&gibbon(&eval_args(&std_model(), "idx:/nonexistent/mnist", &[])), "/nonexistent/mnist");
+    assert_user_error(
+        &gibbon(&eval_args(&std_model(), "idx:/nonexistent/mnist", &[])),
+        "/nonexistent/mnist",
+    );
 }
 
 #[test]
@@ -196,7 +270,10 @@ fn corrupt_gzip_wrong_magic_and_short_idx() {
     corrupt.truncate(mid);
     write(&bad, "t10k-images-idx3-ubyte.gz", &corrupt);
     write(&bad, "t10k-labels-idx1-ubyte.gz", &gz(&idx_labels(&[1, 2])));
-    assert_user_error(&gibbon(&eval_args(&m, &format!("idx:{}", bad.display()), &[])), "t10k-images-idx3-ubyte.gz");
+    assert_user_error(
+        &gibbon(&eval_args(&m, &format!("idx:{}", bad.display()), &[])),
+        "t10k-images-idx3-ubyte.gz",
+    );
     // wrong magic
     let magic = dir.path().join("magic");
     std::fs::create_dir(&magic).unwrap();
@@ -208,7 +285,10 @@ fn corrupt_gzip_wrong_magic_and_short_idx() {
     std::fs::create_dir(&short).unwrap();
     write(&short, "t10k-images-idx3-ubyte", &idx_images(2, 28, 28, 0x803, true));
     write(&short, "t10k-labels-idx1-ubyte", &idx_labels(&[1, 2]));
-    assert_user_error(&gibbon(&eval_args(&m, &format!("idx:{}", short.display()), &[])), "t10k-images-idx3-ubyte");
+    assert_user_error(
+        &gibbon(&eval_args(&m, &format!("idx:{}", short.display()), &[])),
+        "t10k-images-idx3-ubyte",
+    );
 }
 
 #[test]
@@ -231,7 +311,10 @@ fn labels_out_of_range() {
     std::fs::create_dir(&d).unwrap();
     write(&d, "t10k-images-idx3-ubyte", &idx_images(2, 28, 28, 0x803, false));
     write(&d, "t10k-labels-idx1-ubyte", &idx_labels(&[1, 12]));
-    assert_user_error(&gibbon(&eval_args(&std_model(), &format!("idx:{}", d.display()), &[])), "label 12");
+    assert_user_error(
+        &gibbon(&eval_args(&std_model(), &format!("idx:{}", d.display()), &[])),
+        "label 12",
+    );
 }
 
 #[test]

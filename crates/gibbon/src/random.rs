@@ -47,7 +47,9 @@ impl RngKey {
     /// `n` uniform numbers in [0, 1) (53-bit resolution).
     pub fn uniform(&self, n: usize) -> Vec<f64> {
         let base = self.base();
-        (0..n as u64).map(|i| unit(splitmix64(base.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))))).collect()
+        (0..n as u64)
+            .map(|i| unit(splitmix64(base.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))))
+            .collect()
     }
     /// `n` standard normal numbers (Box-Muller on pairs of uniforms).
     pub fn normal(&self, n: usize) -> Vec<f64> {
@@ -81,7 +83,12 @@ fn unit(bits: u64) -> f64 {
 }
 
 /// Stacks one draw per key into a float32 tensor `[keys.len(), ...shape]`.
-pub fn stacked(keys: &[RngKey], shape: &[i64], device: Device, draw: impl Fn(&RngKey, usize) -> Vec<f64>) -> Tensor {
+pub fn stacked(
+    keys: &[RngKey],
+    shape: &[i64],
+    device: Device,
+    draw: impl Fn(&RngKey, usize) -> Vec<f64>,
+) -> Tensor {
     let per: usize = shape.iter().product::<i64>() as usize;
     let mut values = Vec::with_capacity(per * keys.len());
     for k in keys {

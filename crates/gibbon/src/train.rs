@@ -107,13 +107,24 @@ fn lr_at(cfg: &TrainConfig, progress: f64) -> f64 {
         Schedule::Constant => cfg.lr,
         Schedule::Cosine => cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
         Schedule::Step => {
-            cfg.lr * if progress >= 0.75 { 0.01 } else if progress >= 0.5 { 0.1 } else { 1.0 }
+            cfg.lr
+                * if progress >= 0.75 {
+                    0.01
+                } else if progress >= 0.5 {
+                    0.1
+                } else {
+                    1.0
+                }
         }
     }
 }
 
 /// Trains `model` on `data` (the training split) and returns per-epoch statistics.
-pub fn train(model: &mut BuiltinModel, data: &Dataset, cfg: &TrainConfig) -> Result<Vec<EpochStats>> {
+pub fn train(
+    model: &mut BuiltinModel,
+    data: &Dataset,
+    cfg: &TrainConfig,
+) -> Result<Vec<EpochStats>> {
     if cfg.epochs == 0 || cfg.batch_size == 0 {
         return Err(GibbonError::invalid("epochs/batch-size", "must be at least 1"));
     }
@@ -122,7 +133,10 @@ pub fn train(model: &mut BuiltinModel, data: &Dataset, cfg: &TrainConfig) -> Res
     }
     let total = cfg.limit.unwrap_or(data.len()).min(data.len());
     if cfg.holdout >= total {
-        return Err(GibbonError::invalid("holdout", format!("{} leaves no training samples of {total}", cfg.holdout)));
+        return Err(GibbonError::invalid(
+            "holdout",
+            format!("{} leaves no training samples of {total}", cfg.holdout),
+        ));
     }
     let train_n = total - cfg.holdout;
     let holdout: Vec<usize> = (train_n..total).collect();
@@ -130,9 +144,12 @@ pub fn train(model: &mut BuiltinModel, data: &Dataset, cfg: &TrainConfig) -> Res
     model.var_store_mut().unfreeze();
     let vs_path = model.var_store();
     let mut opt = match cfg.optimizer {
-        OptimizerKind::Adam => nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(vs_path, cfg.lr)?,
+        OptimizerKind::Adam => {
+            nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(vs_path, cfg.lr)?
+        }
         OptimizerKind::Sgd { momentum } => {
-            nn::Sgd { momentum, wd: cfg.weight_decay, ..Default::default() }.build(vs_path, cfg.lr)?
+            nn::Sgd { momentum, wd: cfg.weight_decay, ..Default::default() }
+                .build(vs_path, cfg.lr)?
         }
     };
     let steps_per_epoch = train_n.div_ceil(cfg.batch_size);
@@ -158,7 +175,8 @@ pub fn train(model: &mut BuiltinModel, data: &Dataset, cfg: &TrainConfig) -> Res
         let mut loss_sum = 0.0;
         let mut lr = cfg.lr;
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            let progress = (epoch * steps_per_epoch + b) as f64 / (cfg.epochs * steps_per_epoch) as f64;
+            let progress =
+                (epoch * steps_per_epoch + b) as f64 / (cfg.epochs * steps_per_epoch) as f64;
             lr = lr_at(cfg, progress);
             opt.set_lr(lr);
             let x = data.try_batch(chunk, device)?;
@@ -169,7 +187,9 @@ pub fn train(model: &mut BuiltinModel, data: &Dataset, cfg: &TrainConfig) -> Res
                     let ramp = if adv.ramp_epochs == 0 {
                         1.0
                     } else {
-                        ((epoch * steps_per_epoch + b + 1) as f64 / (adv.ramp_epochs * steps_per_epoch) as f64).min(1.0)
+                        ((epoch * steps_per_epoch + b + 1) as f64
+                            / (adv.ramp_epochs * steps_per_epoch) as f64)
+                            .min(1.0)
                     };
                     model.set_train(false);
                     let keys: Vec<RngKey> =
@@ -231,7 +251,11 @@ fn pgd_final_iterate(
     }
     let shape = &x.size()[1..];
     let start = match adv.norm {
-        Norm::Linf => crate::random::stacked(keys, shape, x.device(), |k, n| k.stream(1).uniform(n)) * (2.0 * eps) - eps,
+        Norm::Linf => {
+            crate::random::stacked(keys, shape, x.device(), |k, n| k.stream(1).uniform(n))
+                * (2.0 * eps)
+                - eps
+        }
         _ => x.zeros_like(),
     };
     let mut x_adv = threat.project(x, &(x + start));
@@ -245,9 +269,7 @@ fn pgd_final_iterate(
             Norm::Linf => grad.sign(),
             _ => {
                 let n = Norm::L2.per_sample(&grad).to_kind(Kind::Float).clamp_min(1e-12);
-                let mut s = vec![x.size()[0]];
-                s.extend(std::iter::repeat(1).take(x.dim() - 1));
-                &grad / n.view(s.as_slice())
+                &grad / n.view(crate::threat::per_sample_view(x).as_slice())
             }
         };
         x_adv = threat.project(x, &(x_adv.detach() + dir * alpha));

@@ -14,10 +14,7 @@ use tch::{Device, Kind, Tensor};
 fn mnist_dir() -> PathBuf {
     match std::env::var_os("GIBBON_SHARED") {
         Some(shared) => PathBuf::from(shared).join("data/mnist"),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/data/mnist"
-        )),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/mnist")),
     }
 }
 
@@ -53,10 +50,7 @@ fn assert_user_error<T: std::fmt::Debug>(
     assert!(error.is_user_error(), "not a user error: {error:?}");
     let message = error.to_string();
     for needle in needles {
-        assert!(
-            message.contains(needle),
-            "message {message:?} does not mention {needle:?}"
-        );
+        assert!(message.contains(needle), "message {message:?} does not mention {needle:?}");
     }
     error
 }
@@ -87,11 +81,7 @@ fn mnist_test_split_loads() {
     assert_eq!(data.images().kind(), Kind::Uint8);
     assert!(data.class_names().is_none());
     assert_eq!(data.num_classes(), 10);
-    assert!(
-        data.name().starts_with("idx:") && data.name().ends_with("(test)"),
-        "{}",
-        data.name()
-    );
+    assert!(data.name().starts_with("idx:") && data.name().ends_with("(test)"), "{}", data.name());
 
     let all: Vec<usize> = (0..data.len()).collect();
     let batch = data.batch(&all, Device::Cpu);
@@ -123,10 +113,7 @@ fn mnist_train_split_loads() {
     assert_eq!(data.sample_shape(), vec![1, 28, 28]);
     let counts = label_counts(data.labels());
     assert_eq!(counts.iter().sum::<usize>(), 60_000);
-    assert_eq!(
-        counts,
-        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    );
+    assert_eq!(counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
     assert_eq!(&data.labels()[..5], &[5, 0, 4, 1, 9]);
 }
 
@@ -134,26 +121,15 @@ fn mnist_train_split_loads() {
 
 #[test]
 fn specs_parse_and_display_round_trip() {
-    for text in [
-        "idx:data/mnist",
-        "cifar10:/x/cifar",
-        "images:pics",
-        "npy:a.npy,b.npy",
-    ] {
+    for text in ["idx:data/mnist", "cifar10:/x/cifar", "images:pics", "npy:a.npy,b.npy"] {
         let spec: DataSpec = text.parse().unwrap();
         assert_eq!(spec.to_string(), text);
     }
     assert_eq!(
         "npy:x/i.npy,y/l.npy".parse::<DataSpec>().unwrap(),
-        DataSpec::Npy {
-            images: "x/i.npy".into(),
-            labels: "y/l.npy".into()
-        }
+        DataSpec::Npy { images: "x/i.npy".into(), labels: "y/l.npy".into() }
     );
-    assert_eq!(
-        "idx:d".parse::<DataSpec>().unwrap(),
-        DataSpec::Idx("d".into())
-    );
+    assert_eq!("idx:d".parse::<DataSpec>().unwrap(), DataSpec::Idx("d".into()));
     assert_eq!("train".parse::<Split>().unwrap(), Split::Train);
     assert_eq!("test".parse::<Split>().unwrap(), Split::Test);
     assert_eq!(Split::Test.to_string(), "test");
@@ -169,16 +145,8 @@ fn bad_specs_are_rejected() {
     assert!(error.to_string().starts_with("invalid data"), "{error}");
     assert_user_error("no-scheme".parse::<DataSpec>(), is_invalid, &["no-scheme"]);
     assert_user_error("idx:".parse::<DataSpec>(), is_invalid, &["idx:"]);
-    assert_user_error(
-        "npy:only.npy".parse::<DataSpec>(),
-        is_invalid,
-        &["npy:only.npy"],
-    );
-    assert_user_error(
-        "validation".parse::<Split>(),
-        is_invalid,
-        &["validation", "split"],
-    );
+    assert_user_error("npy:only.npy".parse::<DataSpec>(), is_invalid, &["npy:only.npy"]);
+    assert_user_error("validation".parse::<Split>(), is_invalid, &["validation", "split"]);
 }
 
 // ---------------------------------------------------------------- IDX
@@ -268,21 +236,13 @@ fn idx_missing_file_names_both_candidates() {
         is_io,
         &["t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"],
     );
-    fs::write(
-        dir.path().join("t10k-images-idx3-ubyte"),
-        idx_images(0, 2, 2, &[]),
-    )
-    .unwrap();
+    fs::write(dir.path().join("t10k-images-idx3-ubyte"), idx_images(0, 2, 2, &[])).unwrap();
     assert_user_error(
         load_idx_test(dir.path()),
         is_io,
         &["t10k-labels-idx1-ubyte", "t10k-labels-idx1-ubyte.gz"],
     );
-    assert_user_error(
-        load_idx_test(&dir.path().join("absent")),
-        is_io,
-        &["absent"],
-    );
+    assert_user_error(load_idx_test(&dir.path().join("absent")), is_io, &["absent"]);
 }
 
 #[test]
@@ -292,21 +252,13 @@ fn idx_corrupt_gzip_is_a_format_error() {
     let mut corrupt = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
     corrupt.extend_from_slice(&[0xff; 64]);
     let dir = write_idx_pair(&corrupt, &labels);
-    assert_user_error(
-        load_idx_test(dir.path()),
-        is_format,
-        &["t10k-images-idx3-ubyte.gz", "gzip"],
-    );
+    assert_user_error(load_idx_test(dir.path()), is_format, &["t10k-images-idx3-ubyte.gz", "gzip"]);
 
     // A gzip stream cut off in the middle.
     let (images, labels, _) = small_idx();
     let whole = gzip(&images);
     let dir = write_idx_pair(&whole[..whole.len() / 2], &labels);
-    assert_user_error(
-        load_idx_test(dir.path()),
-        is_format,
-        &["t10k-images-idx3-ubyte.gz"],
-    );
+    assert_user_error(load_idx_test(dir.path()), is_format, &["t10k-images-idx3-ubyte.gz"]);
 }
 
 #[test]
@@ -323,11 +275,7 @@ fn idx_wrong_magic_is_reported_in_hex() {
     // Images and labels swapped.
     let (images, labels, _) = small_idx();
     let dir = write_idx_pair(&gzip(&labels), &images);
-    assert_user_error(
-        load_idx_test(dir.path()),
-        is_format,
-        &["0x00000801", "0x00000803"],
-    );
+    assert_user_error(load_idx_test(dir.path()), is_format, &["0x00000801", "0x00000803"]);
 }
 
 #[test]
@@ -348,11 +296,7 @@ fn idx_short_data_is_reported() {
     let mut labels = idx_labels(&[3, 1, 4]);
     labels.pop();
     let dir = write_idx_pair(&gzip(&images), &labels);
-    assert_user_error(
-        load_idx_test(dir.path()),
-        is_format,
-        &["t10k-labels-idx1-ubyte", "shorter"],
-    );
+    assert_user_error(load_idx_test(dir.path()), is_format, &["t10k-labels-idx1-ubyte", "shorter"]);
     // Data beyond what the header declares.
     let (mut images, labels, _) = small_idx();
     images.extend_from_slice(&[1, 2, 3]);
@@ -407,11 +351,7 @@ fn cifar_round_trip() {
     for (n, label) in [(0i64, 3i64), (1, 9)] {
         for (c, y, x) in [(0i64, 0i64, 0i64), (1, 5, 7), (2, 31, 30)] {
             let expected = (label + 3 * c + y + x) % 256;
-            assert_eq!(
-                images.int64_value(&[n, c, y, x]),
-                expected,
-                "n={n} c={c} y={y} x={x}"
-            );
+            assert_eq!(images.int64_value(&[n, c, y, x]), expected, "n={n} c={c} y={y} x={x}");
         }
     }
     let limited = Dataset::load(&DataSpec::Cifar10(folder.clone()), Split::Test, Some(1)).unwrap();
@@ -422,29 +362,17 @@ fn cifar_round_trip() {
 fn cifar_errors() {
     let dir = tempfile::tempdir().unwrap();
     let load = |split| Dataset::load(&DataSpec::Cifar10(dir.path().into()), split, None);
-    assert_user_error(
-        load(Split::Test),
-        is_io,
-        &["test_batch.bin", "cifar-10-batches-bin"],
-    );
+    assert_user_error(load(Split::Test), is_io, &["test_batch.bin", "cifar-10-batches-bin"]);
 
     let mut bytes = cifar_record(1);
     bytes.push(0);
     fs::write(dir.path().join("test_batch.bin"), &bytes).unwrap();
-    assert_user_error(
-        load(Split::Test),
-        is_format,
-        &["test_batch.bin", "3074", "3073"],
-    );
+    assert_user_error(load(Split::Test), is_format, &["test_batch.bin", "3074", "3073"]);
 
     let mut bytes = cifar_record(1);
     bytes.extend(cifar_record(10));
     fs::write(dir.path().join("test_batch.bin"), &bytes).unwrap();
-    assert_user_error(
-        load(Split::Test),
-        is_format,
-        &["test_batch.bin", "label 10"],
-    );
+    assert_user_error(load(Split::Test), is_format, &["test_batch.bin", "label 10"]);
 
     fs::write(dir.path().join("data_batch_1.bin"), cifar_record(0)).unwrap();
     assert_user_error(load(Split::Train), is_io, &["data_batch_2.bin"]);
@@ -486,18 +414,9 @@ fn image_dir_round_trip_gray() {
         BitDepth::Eight,
         &[0, 1, 2, 3, 4, 5],
     );
-    let sixteen: Vec<u8> = [10u16, 20, 30, 40, 50, 65535]
-        .iter()
-        .flat_map(|v| (v << 8).to_be_bytes())
-        .collect();
-    write_png(
-        &split.join("cat/a.png"),
-        3,
-        2,
-        ColorType::Grayscale,
-        BitDepth::Sixteen,
-        &sixteen,
-    );
+    let sixteen: Vec<u8> =
+        [10u16, 20, 30, 40, 50, 65535].iter().flat_map(|v| (v << 8).to_be_bytes()).collect();
+    write_png(&split.join("cat/a.png"), 3, 2, ColorType::Grayscale, BitDepth::Sixteen, &sixteen);
     let gray_alpha: Vec<u8> = (0..6u8).flat_map(|v| [200 + v, 7]).collect();
     write_png(
         &split.join("dog/1.png"),
@@ -510,10 +429,7 @@ fn image_dir_round_trip_gray() {
     fs::write(split.join("dog/notes.txt"), "not an image").unwrap();
 
     let data = Dataset::load(&DataSpec::ImageDir(dir.path().into()), Split::Train, None).unwrap();
-    assert_eq!(
-        data.class_names().unwrap(),
-        &["cat".to_string(), "dog".to_string()]
-    );
+    assert_eq!(data.class_names().unwrap(), &["cat".to_string(), "dog".to_string()]);
     assert_eq!(data.labels(), &[0, 0, 1]);
     assert_eq!(data.sample_shape(), vec![1, 2, 3]);
     let raw: Vec<f32> = to_vec_f32(data.images());
@@ -558,10 +474,7 @@ fn image_dir_round_trip_color() {
     assert_eq!(data.sample_shape(), vec![3, 1, 2]);
     assert_eq!(data.labels(), &[0, 1]);
     // Channel-major: R plane, G plane, B plane.
-    assert_eq!(
-        to_vec_f32(data.images()),
-        vec![1., 4., 2., 5., 3., 6., 7., 10., 8., 11., 9., 12.]
-    );
+    assert_eq!(to_vec_f32(data.images()), vec![1., 4., 2., 5., 3., 6., 7., 10., 8., 11., 9., 12.]);
     let batch = data.batch(&[1], Device::Cpu);
     assert!((batch.double_value(&[0, 0, 0, 1]) - 10.0 / 255.0).abs() < 1e-7);
     let limited =
@@ -573,17 +486,10 @@ fn image_dir_round_trip_color() {
     encoder.set_color(ColorType::Indexed);
     encoder.set_depth(BitDepth::Eight);
     encoder.set_palette(vec![20, 21, 22, 30, 31, 32]);
-    encoder
-        .write_header()
-        .unwrap()
-        .write_image_data(&[1, 0])
-        .unwrap();
+    encoder.write_header().unwrap().write_image_data(&[1, 0]).unwrap();
     let data = Dataset::load(&DataSpec::ImageDir(dir.path().into()), Split::Test, None).unwrap();
     assert_eq!(data.labels(), &[0, 1, 1]);
-    assert_eq!(
-        to_vec_f32(&data.images().get(2)),
-        vec![30., 20., 31., 21., 32., 22.]
-    );
+    assert_eq!(to_vec_f32(&data.images().get(2)), vec![30., 20., 31., 21., 32., 22.]);
 }
 
 #[test]
@@ -591,35 +497,14 @@ fn image_dir_size_mismatch_names_the_file() {
     use png::{BitDepth, ColorType};
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("only")).unwrap();
-    write_png(
-        &dir.path().join("only/1.png"),
-        2,
-        2,
-        ColorType::Grayscale,
-        BitDepth::Eight,
-        &[0; 4],
-    );
-    write_png(
-        &dir.path().join("only/2.png"),
-        3,
-        2,
-        ColorType::Grayscale,
-        BitDepth::Eight,
-        &[0; 6],
-    );
+    write_png(&dir.path().join("only/1.png"), 2, 2, ColorType::Grayscale, BitDepth::Eight, &[0; 4]);
+    write_png(&dir.path().join("only/2.png"), 3, 2, ColorType::Grayscale, BitDepth::Eight, &[0; 6]);
     let result = Dataset::load(&DataSpec::ImageDir(dir.path().into()), Split::Train, None);
     assert_user_error(result, is_format, &["2.png", "3x2", "2x2", "1.png"]);
 
     // Channel count differs.
     fs::remove_file(dir.path().join("only/2.png")).unwrap();
-    write_png(
-        &dir.path().join("only/2.png"),
-        2,
-        2,
-        ColorType::Rgb,
-        BitDepth::Eight,
-        &[0; 12],
-    );
+    write_png(&dir.path().join("only/2.png"), 2, 2, ColorType::Rgb, BitDepth::Eight, &[0; 12]);
     let result = Dataset::load(&DataSpec::ImageDir(dir.path().into()), Split::Train, None);
     assert_user_error(result, is_format, &["2.png", "3 channel"]);
 
@@ -644,10 +529,7 @@ fn npy_round_trip_f32_and_labels() {
     let values: Vec<f32> = (0..24).map(|v| v as f32 / 23.0).collect();
     write_npy_f32(&images, &[2, 3, 2, 2], &values).unwrap();
     write_npy_i64(&labels, &[2], &[5, 0]).unwrap();
-    let spec = DataSpec::Npy {
-        images: images.clone(),
-        labels: labels.clone(),
-    };
+    let spec = DataSpec::Npy { images: images.clone(), labels: labels.clone() };
     let data = Dataset::load(&spec, Split::Train, None).unwrap();
     assert_eq!(data.images().kind(), Kind::Float);
     assert_eq!(data.sample_shape(), vec![3, 2, 2]);
@@ -702,10 +584,7 @@ fn npy_other_dtypes_and_version_two() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("x.npy");
     let labels = dir.path().join("y.npy");
-    let doubles: Vec<u8> = [0.0f64, 0.25, 0.5, 1.0]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let doubles: Vec<u8> = [0.0f64, 0.25, 0.5, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
     write_raw_npy(
         &images,
         2,
@@ -723,10 +602,7 @@ fn npy_other_dtypes_and_version_two() {
             &format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (1,), }}"),
             &bytes,
         );
-        let spec = DataSpec::Npy {
-            images: images.clone(),
-            labels: labels.clone(),
-        };
+        let spec = DataSpec::Npy { images: images.clone(), labels: labels.clone() };
         let data = Dataset::load(&spec, Split::Train, None).unwrap();
         assert_eq!(data.labels(), &[9], "{descr}");
         assert_eq!(to_vec_f32(data.images()), vec![0.0, 0.25, 0.5, 1.0]);
@@ -740,10 +616,7 @@ fn npy_errors() {
     let labels = dir.path().join("labels.npy");
     let load = || {
         Dataset::load(
-            &DataSpec::Npy {
-                images: images.clone(),
-                labels: labels.clone(),
-            },
+            &DataSpec::Npy { images: images.clone(), labels: labels.clone() },
             Split::Test,
             None,
         )
@@ -798,11 +671,7 @@ fn npy_errors() {
     write_npy_i64(&labels, &[2], &[0, -3]).unwrap();
     assert_user_error(load(), is_format, &["labels.npy", "-3"]);
 
-    assert_user_error(
-        write_npy_f32(&images, &[2, 2], &[0.0; 3]),
-        is_invalid,
-        &["[2, 2]", "3"],
-    );
+    assert_user_error(write_npy_f32(&images, &[2, 2], &[0.0; 3]), is_invalid, &["[2, 2]", "3"]);
 }
 
 // ---------------------------------------------------------------- from_tensor and batching
@@ -813,19 +682,9 @@ fn from_tensor_validates_its_input() {
     let data = Dataset::from_tensor(floats, vec![0, 1], "made").unwrap();
     assert_eq!(data.name(), "made");
     assert_eq!(data.sample_shape(), vec![1, 1, 2]);
-    assert_eq!(
-        to_vec_f32(&data.batch(&[1, 0], Device::Cpu)),
-        vec![1.0, 0.25, 0.0, 0.5]
-    );
-    assert_eq!(
-        Vec::<i64>::try_from(&data.labels_of(&[1, 1], Device::Cpu)).unwrap(),
-        vec![1, 1]
-    );
-    assert_user_error(
-        data.try_batch(&[2], Device::Cpu),
-        is_invalid,
-        &["2", "made"],
-    );
+    assert_eq!(to_vec_f32(&data.batch(&[1, 0], Device::Cpu)), vec![1.0, 0.25, 0.0, 0.5]);
+    assert_eq!(Vec::<i64>::try_from(&data.labels_of(&[1, 1], Device::Cpu)).unwrap(), vec![1, 1]);
+    assert_user_error(data.try_batch(&[2], Device::Cpu), is_invalid, &["2", "made"]);
     assert_user_error(data.try_labels_of(&[9], Device::Cpu), is_invalid, &["9"]);
 
     let doubles = Tensor::from_slice(&[0.5f64, 1.0]).view([2, 1, 1, 1]);
@@ -836,21 +695,11 @@ fn from_tensor_validates_its_input() {
     let data = Dataset::from_tensor(bytes, vec![0, 0], "bytes").unwrap();
     assert_eq!(to_vec_f32(&data.batch(&[1], Device::Cpu)), vec![1.0]);
 
-    let count = Dataset::from_tensor(
-        Tensor::zeros([3, 1, 2, 2], (Kind::Float, Device::Cpu)),
-        vec![0],
-        "c",
-    );
-    assert_user_error(
-        count,
-        |e| matches!(e, GibbonError::Mismatch(_)),
-        &["3 images", "1 labels"],
-    );
-    let flat = Dataset::from_tensor(
-        Tensor::zeros([3, 4], (Kind::Float, Device::Cpu)),
-        vec![0; 3],
-        "f",
-    );
+    let count =
+        Dataset::from_tensor(Tensor::zeros([3, 1, 2, 2], (Kind::Float, Device::Cpu)), vec![0], "c");
+    assert_user_error(count, |e| matches!(e, GibbonError::Mismatch(_)), &["3 images", "1 labels"]);
+    let flat =
+        Dataset::from_tensor(Tensor::zeros([3, 4], (Kind::Float, Device::Cpu)), vec![0; 3], "f");
     assert_user_error(flat, is_invalid, &["4-D"]);
     let big = Dataset::from_tensor(
         Tensor::full([1, 1, 1, 1], 2.0, (Kind::Float, Device::Cpu)),
@@ -864,11 +713,8 @@ fn from_tensor_validates_its_input() {
         "n",
     );
     assert_user_error(nan, is_invalid, &["[0, 1]"]);
-    let ints = Dataset::from_tensor(
-        Tensor::zeros([1, 1, 1, 1], (Kind::Int64, Device::Cpu)),
-        vec![0],
-        "i",
-    );
+    let ints =
+        Dataset::from_tensor(Tensor::zeros([1, 1, 1, 1], (Kind::Int64, Device::Cpu)), vec![0], "i");
     assert_user_error(ints, is_invalid, &["Int64"]);
     let negative = Dataset::from_tensor(
         Tensor::zeros([1, 1, 1, 1], (Kind::Uint8, Device::Cpu)),

@@ -51,9 +51,16 @@ fn samples_at_distance(model: &BuiltinModel, v: &Tensor, norm: Norm) -> Dataset 
     Dataset::from_tensor(x, labels, "linear").unwrap()
 }
 
-fn robust_accuracy(model: &BuiltinModel, data: &Dataset, norm: Norm, eps: f64, attack: &str) -> f64 {
+fn robust_accuracy(
+    model: &BuiltinModel,
+    data: &Dataset,
+    norm: Norm,
+    eps: f64,
+    attack: &str,
+) -> f64 {
     let threat = ThreatModel::new(norm, eps).unwrap();
-    let settings = EvalSettings { attacks: vec![attack.into()], batch_size: 16, ..Default::default() };
+    let settings =
+        EvalSettings { attacks: vec![attack.into()], batch_size: 16, ..Default::default() };
     let (report, _) = evaluate(model, data, &threat, &settings, &RunInfo::default()).unwrap();
     assert_eq!(report.clean_accuracy, 1.0);
     for s in &report.per_sample {
@@ -85,8 +92,16 @@ fn fgsm_and_bim_reach_the_linf_optimum_on_a_linear_model() {
     let (model, v) = linear_model();
     let data = samples_at_distance(&model, &v, Norm::Linf);
     for attack in ["fgsm", "bim"] {
-        assert_eq!(robust_accuracy(&model, &data, Norm::Linf, DISTANCE * 1.01, attack), 0.0, "{attack}");
-        assert_eq!(robust_accuracy(&model, &data, Norm::Linf, DISTANCE * 0.99, attack), 1.0, "{attack}");
+        assert_eq!(
+            robust_accuracy(&model, &data, Norm::Linf, DISTANCE * 1.01, attack),
+            0.0,
+            "{attack}"
+        );
+        assert_eq!(
+            robust_accuracy(&model, &data, Norm::Linf, DISTANCE * 0.99, attack),
+            1.0,
+            "{attack}"
+        );
     }
 }
 

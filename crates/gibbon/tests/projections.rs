@@ -1,5 +1,7 @@
 //! Projections onto ball ∩ box land in the set and are the nearest such point.
-use gibbon::threat::{project_l1_ball_box, project_l2_ball_box, project_linf_ball_box, InputBox, Norm};
+use gibbon::threat::{
+    project_l1_ball_box, project_l2_ball_box, project_linf_ball_box, InputBox, Norm,
+};
 use proptest::prelude::*;
 use tch::{Kind, Tensor};
 
@@ -45,7 +47,9 @@ fn grid_best(x: &[f64], p: &[f64], eps: f64, bx: InputBox, norm: Norm) -> f64 {
 
 /// KKT check for the L2 projection: z = clip(x + t·d) with the largest feasible t ≤ 1.
 fn l2_reference(x: &[f64], p: &[f64], eps: f64, bx: InputBox) -> Vec<f64> {
-    let at = |t: f64| x.iter().zip(p).map(|(a, b)| (a + t * (b - a)).clamp(bx.lo, bx.hi)).collect::<Vec<_>>();
+    let at = |t: f64| {
+        x.iter().zip(p).map(|(a, b)| (a + t * (b - a)).clamp(bx.lo, bx.hi)).collect::<Vec<_>>()
+    };
     let norm = |z: &[f64]| dist2(z, x).sqrt();
     if norm(&at(1.0)) <= eps {
         return at(1.0);
@@ -124,7 +128,9 @@ fn float32_projection_passes_the_verifier_tolerance() {
             Norm::Linf => project_linf_ball_box(&x, &p, eps, InputBox::default()),
         };
         assert_eq!(z.kind(), Kind::Float);
-        let n: Vec<f64> = Vec::try_from(norm.per_sample(&(z.to_kind(Kind::Double) - x.to_kind(Kind::Double)))).unwrap();
+        let n: Vec<f64> =
+            Vec::try_from(norm.per_sample(&(z.to_kind(Kind::Double) - x.to_kind(Kind::Double))))
+                .unwrap();
         for v in n {
             assert!(v <= eps + 1e-6, "{norm}: {v} > {eps}");
             assert!(v >= eps * 0.999, "{norm}: {v} should reach the boundary {eps}");

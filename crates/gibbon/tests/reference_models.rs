@@ -22,13 +22,23 @@ fn mnist(n: usize) -> Dataset {
 fn model(name: &str, via: &str) -> Box<dyn Classifier> {
     let dir = shared().join("reference");
     let (spec, arch) = match via {
-        "torchscript" => (ModelSpec::TorchScript(dir.join(format!("mnist_smallcnn_{name}.pt"))), None),
-        _ => (ModelSpec::Safetensors(dir.join(format!("mnist_smallcnn_{name}.safetensors"))), Some(Arch::SmallCnn)),
+        "torchscript" => {
+            (ModelSpec::TorchScript(dir.join(format!("mnist_smallcnn_{name}.pt"))), None)
+        }
+        _ => (
+            ModelSpec::Safetensors(dir.join(format!("mnist_smallcnn_{name}.safetensors"))),
+            Some(Arch::SmallCnn),
+        ),
     };
     load_model(&spec, arch, &[1, 28, 28], 10, Device::Cpu).unwrap()
 }
 
-fn pgd40(model: &dyn Classifier, data: &Dataset, batch_size: usize, alpha: Option<f64>) -> EvalReport {
+fn pgd40(
+    model: &dyn Classifier,
+    data: &Dataset,
+    batch_size: usize,
+    alpha: Option<f64>,
+) -> EvalReport {
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
     threat.budget.steps = 40;
     let mut settings = EvalSettings { batch_size, ..Default::default() };
@@ -54,7 +64,10 @@ fn pgd40_on_reference_models_is_at_least_as_strong_as_torchattacks() {
                 "{name} alpha {alpha:?}: robust accuracy {} above torchattacks {robust} + 0.5 points",
                 r.robust_accuracy
             );
-            eprintln!("{name} alpha {alpha:?}: clean {} robust {}", r.clean_accuracy, r.robust_accuracy);
+            eprintln!(
+                "{name} alpha {alpha:?}: clean {} robust {}",
+                r.clean_accuracy, r.robust_accuracy
+            );
         }
     }
 }
@@ -66,7 +79,11 @@ fn torchscript_and_safetensors_give_identical_per_sample_outcomes() {
         let a = pgd40(model(name, "torchscript").as_ref(), &data, 100, Some(0.01));
         let b = pgd40(model(name, "safetensors").as_ref(), &data, 100, Some(0.01));
         for (x, y) in a.per_sample.iter().zip(&b.per_sample) {
-            assert_eq!((x.index, x.clean_pred, x.robust, x.adv_pred), (y.index, y.clean_pred, y.robust, y.adv_pred), "{name}");
+            assert_eq!(
+                (x.index, x.clean_pred, x.robust, x.adv_pred),
+                (y.index, y.clean_pred, y.robust, y.adv_pred),
+                "{name}"
+            );
         }
     }
 }
@@ -96,7 +113,8 @@ fn an_interrupted_run_resumes_to_the_same_result() {
     threat.budget.steps = 10;
     let dir = tempfile::tempdir().unwrap();
     let stream = dir.path().join("run.partial.jsonl");
-    let settings = EvalSettings { batch_size: 32, stream: Some(stream.clone()), ..Default::default() };
+    let settings =
+        EvalSettings { batch_size: 32, stream: Some(stream.clone()), ..Default::default() };
     let (full, _) = evaluate(m.as_ref(), &data, &threat, &settings, &RunInfo::default()).unwrap();
     assert_eq!(full.resumed, 0);
     // Cut the stream after 30 records and tear the last line, as a killed run would leave it.
@@ -107,7 +125,8 @@ fn an_interrupted_run_resumes_to_the_same_result() {
     cut.push('\n');
     cut.push_str(&lines[31][..lines[31].len() / 2]);
     std::fs::write(&stream, cut).unwrap();
-    let (resumed, _) = evaluate(m.as_ref(), &data, &threat, &settings, &RunInfo::default()).unwrap();
+    let (resumed, _) =
+        evaluate(m.as_ref(), &data, &threat, &settings, &RunInfo::default()).unwrap();
     assert_eq!(resumed.resumed, 30);
     for (a, b) in resumed.per_sample.iter().zip(&full.per_sample) {
         assert_eq!(a, b);
@@ -127,11 +146,14 @@ fn every_returned_example_lies_in_the_threat_model() {
         let mut threat = ThreatModel::new(norm, eps).unwrap();
         threat.budget.steps = 10;
         let settings = EvalSettings { batch_size: 64, keep_examples: true, ..Default::default() };
-        let (r, examples) = evaluate(m.as_ref(), &data, &threat, &settings, &RunInfo::default()).unwrap();
+        let (r, examples) =
+            evaluate(m.as_ref(), &data, &threat, &settings, &RunInfo::default()).unwrap();
         let x = data.batch(&(0..100).collect::<Vec<_>>(), Device::Cpu);
         for s in &r.per_sample {
             if let Some(adv) = examples.get(&s.index) {
-                let d = threat.distance(&x.get(s.index as i64).unsqueeze(0), &adv.unsqueeze(0)).double_value(&[0]);
+                let d = threat
+                    .distance(&x.get(s.index as i64).unsqueeze(0), &adv.unsqueeze(0))
+                    .double_value(&[0]);
                 assert!(d <= eps + 1e-6, "{norm}: {d}");
                 assert!(adv.min().double_value(&[]) >= 0.0 && adv.max().double_value(&[]) <= 1.0);
             }

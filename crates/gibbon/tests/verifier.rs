@@ -10,7 +10,9 @@ use tch::{Device, Kind, Tensor};
 
 fn setup() -> (Box<dyn Classifier>, Dataset) {
     let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared");
-    let data = Dataset::load(&DataSpec::Idx(format!("{shared}/data/mnist").into()), Split::Test, Some(16)).unwrap();
+    let data =
+        Dataset::load(&DataSpec::Idx(format!("{shared}/data/mnist").into()), Split::Test, Some(16))
+            .unwrap();
     let spec = ModelSpec::TorchScript(format!("{shared}/reference/mnist_smallcnn_std.pt").into());
     (load_model(&spec, None, &[1, 28, 28], 10, Device::Cpu).unwrap(), data)
 }
@@ -25,11 +27,20 @@ fn out_of_ball_box_or_nan_examples_are_errors() {
     let ok = verify_batch(model.as_ref(), &threat, &idx, &x, &x.copy(), &y, None).unwrap();
     assert!(ok.iter().all(|v| !v.broken && v.norm == 0.0));
     let too_far = (&x + 0.2).clamp(0.0, 1.0);
-    assert!(matches!(verify_batch(model.as_ref(), &threat, &idx, &x, &too_far, &y, None), Err(GibbonError::Verification(_))));
+    assert!(matches!(
+        verify_batch(model.as_ref(), &threat, &idx, &x, &too_far, &y, None),
+        Err(GibbonError::Verification(_))
+    ));
     let outside_box = &x - 0.05;
-    assert!(matches!(verify_batch(model.as_ref(), &threat, &idx, &x, &outside_box, &y, None), Err(GibbonError::Verification(_))));
+    assert!(matches!(
+        verify_batch(model.as_ref(), &threat, &idx, &x, &outside_box, &y, None),
+        Err(GibbonError::Verification(_))
+    ));
     let nan = x.copy().fill_(f64::NAN);
-    assert!(matches!(verify_batch(model.as_ref(), &threat, &idx, &x, &nan, &y, None), Err(GibbonError::Verification(_))));
+    assert!(matches!(
+        verify_batch(model.as_ref(), &threat, &idx, &x, &nan, &y, None),
+        Err(GibbonError::Verification(_))
+    ));
 }
 
 /// An attack that lies: claims success and returns the clean input.
@@ -77,15 +88,31 @@ fn claimed_successes_are_rechecked_by_a_fresh_forward_pass() {
     };
     let ctx = AttackContext { model: model.as_ref(), threat: &threat, seed: 0, batch_size: 8 };
     let mut records = Vec::new();
-    Boastful.run(&ctx, &mut gibbon::attack::TensorSource::new(chunk), &mut |r| {
-        records.push(r);
-        Ok(())
-    })
-    .unwrap();
-    let x_adv = Tensor::stack(&records.iter().map(|r| r.x_adv.shallow_clone()).collect::<Vec<_>>(), 0);
+    Boastful
+        .run(&ctx, &mut gibbon::attack::TensorSource::new(chunk), &mut |r| {
+            records.push(r);
+            Ok(())
+        })
+        .unwrap();
+    let x_adv =
+        Tensor::stack(&records.iter().map(|r| r.x_adv.shallow_clone()).collect::<Vec<_>>(), 0);
     let x = data.batch(&idx, Device::Cpu);
-    let verdicts = verify_batch(model.as_ref(), &threat, &idx, &x, &x_adv, &data.labels_of(&idx, Device::Cpu), None).unwrap();
-    let clean_wrong = model.predict(&x).unwrap().ne_tensor(&data.labels_of(&idx, Device::Cpu)).sum(Kind::Int64).int64_value(&[]);
+    let verdicts = verify_batch(
+        model.as_ref(),
+        &threat,
+        &idx,
+        &x,
+        &x_adv,
+        &data.labels_of(&idx, Device::Cpu),
+        None,
+    )
+    .unwrap();
+    let clean_wrong = model
+        .predict(&x)
+        .unwrap()
+        .ne_tensor(&data.labels_of(&idx, Device::Cpu))
+        .sum(Kind::Int64)
+        .int64_value(&[]);
     assert_eq!(verdicts.iter().filter(|v| v.broken).count() as i64, clean_wrong);
 }
 
@@ -95,7 +122,9 @@ fn broken_samples_stop_early_and_unbroken_ones_use_the_whole_budget() {
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
     threat.budget.steps = 20;
     let settings = EvalSettings { batch_size: 8, ..Default::default() };
-    let (r, _) = gibbon::eval::evaluate(model.as_ref(), &data, &threat, &settings, &Default::default()).unwrap();
+    let (r, _) =
+        gibbon::eval::evaluate(model.as_ref(), &data, &threat, &settings, &Default::default())
+            .unwrap();
     for s in &r.per_sample {
         match (&s.broken_by, s.clean_pred == s.label) {
             (Some(_), _) => {
@@ -109,7 +138,10 @@ fn broken_samples_stop_early_and_unbroken_ones_use_the_whole_budget() {
     // The standard model falls at eps 0.3, mostly within a few steps.
     assert_eq!(r.robust_accuracy, 0.0);
     let mean_queries = r.per_sample.iter().map(|s| s.queries).sum::<u64>() as f64 / r.n as f64;
-    assert!(mean_queries < 10.0, "early stop should keep the mean far below 21, got {mean_queries}");
+    assert!(
+        mean_queries < 10.0,
+        "early stop should keep the mean far below 21, got {mean_queries}"
+    );
 }
 
 #[test]

@@ -23,7 +23,16 @@ impl Bim {
         }
         let alpha = alpha.max(f64::MIN_POSITIVE);
         Ok(Bim(SteppedAttack {
-            config: SteppedConfig { steps, restarts: 1, alpha, start: if options.random_start == Some(true) { StartPoint::Random } else { StartPoint::Clean } },
+            config: SteppedConfig {
+                steps,
+                restarts: 1,
+                alpha,
+                start: if options.random_start == Some(true) {
+                    StartPoint::Random
+                } else {
+                    StartPoint::Clean
+                },
+            },
         }))
     }
 }

@@ -19,7 +19,12 @@ impl Fgsm {
             check_alpha(alpha)?;
         }
         Ok(Fgsm(SteppedAttack {
-            config: SteppedConfig { steps: 1, restarts: 1, alpha: alpha.max(f64::MIN_POSITIVE), start: StartPoint::Clean },
+            config: SteppedConfig {
+                steps: 1,
+                restarts: 1,
+                alpha: alpha.max(f64::MIN_POSITIVE),
+                start: StartPoint::Clean,
+            },
         }))
     }
 }

@@ -26,7 +26,11 @@ pub fn success_mask(logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>) 
 
 /// Per-sample objective the attacker ascends: cross-entropy to the label (untargeted) or
 /// minus cross-entropy to the target (targeted).
-pub fn cross_entropy_objective(logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>) -> Tensor {
+pub fn cross_entropy_objective(
+    logits: &Tensor,
+    labels: &Tensor,
+    targets: Option<&Tensor>,
+) -> Tensor {
     let logp = logits.log_softmax(-1, Kind::Float);
     match targets {
         None => -logp.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1),

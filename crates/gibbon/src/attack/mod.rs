@@ -105,12 +105,19 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
 ];
 
 /// Builds the attack `name` for `threat`.
-pub fn build_attack(name: &str, threat: &ThreatModel, options: &AttackOptions) -> Result<Box<dyn Attack>> {
+pub fn build_attack(
+    name: &str,
+    threat: &ThreatModel,
+    options: &AttackOptions,
+) -> Result<Box<dyn Attack>> {
     let key = name.to_ascii_lowercase();
     let (_, make) = REGISTRY.iter().find(|(n, _)| *n == key).ok_or_else(|| {
         GibbonError::invalid(
             "attack",
-            format!("'{name}' is not one of {}", REGISTRY.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
+            format!(
+                "'{name}' is not one of {}",
+                REGISTRY.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ),
         )
     })?;
     make(threat, options)

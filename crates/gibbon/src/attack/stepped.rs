@@ -10,7 +10,7 @@ use super::loss::{cross_entropy_objective, margin, success_mask};
 use super::{AttackContext, AttackRecord, SampleSource};
 use crate::error::Result;
 use crate::random::{stacked, RngKey};
-use crate::threat::{Norm, ThreatModel};
+use crate::threat::{per_sample_view, Norm, ThreatModel};
 use tch::{Kind, Tensor};
 
 /// Parameters of a stepped attack.
@@ -78,7 +78,9 @@ impl SteppedAttack {
         let device = x0.device();
         let eps = threat.eps;
         let delta = match threat.norm {
-            Norm::Linf => stacked(keys, shape, device, |k, n| k.stream(1).uniform(n)) * (2.0 * eps) - eps,
+            Norm::Linf => {
+                stacked(keys, shape, device, |k, n| k.stream(1).uniform(n)) * (2.0 * eps) - eps
+            }
             Norm::L2 | Norm::L1 => {
                 let dir = stacked(keys, shape, device, |k, n| k.stream(1).normal(n));
                 let dir = match threat.norm {
@@ -87,7 +89,7 @@ impl SteppedAttack {
                 };
                 let radius = stacked(keys, &[], device, |k, _| k.stream(2).uniform(1)) * eps;
                 let norms = threat.norm.per_sample(&dir).to_kind(Kind::Float).clamp_min(1e-12);
-                &dir * (radius / norms).view(bshape(x0).as_slice())
+                &dir * (radius / norms).view(per_sample_view(x0).as_slice())
             }
         };
         threat.project(x0, &(x0 + delta))
@@ -98,7 +100,7 @@ impl SteppedAttack {
             Norm::Linf => grad.sign(),
             Norm::L2 => {
                 let n = Norm::L2.per_sample(grad).to_kind(Kind::Float).clamp_min(1e-12);
-                grad / n.view(bshape(grad).as_slice())
+                grad / n.view(per_sample_view(grad).as_slice())
             }
             Norm::L1 => {
                 let flat = grad.flatten(1, -1);
@@ -107,17 +109,12 @@ impl SteppedAttack {
                 let (top, _) = flat.abs().topk(k, 1, true, true);
                 let threshold = top.narrow(1, k - 1, 1);
                 let mask = flat.abs().ge_tensor(&threshold).to_kind(Kind::Float);
-                let count = mask.sum_dim_intlist([1i64].as_slice(), true, Kind::Float).clamp_min(1.0);
+                let count =
+                    mask.sum_dim_intlist([1i64].as_slice(), true, Kind::Float).clamp_min(1.0);
                 (flat.sign() * mask / count).view(grad.size().as_slice())
             }
         }
     }
-}
-
-fn bshape(x: &Tensor) -> Vec<i64> {
-    let mut s = vec![x.size()[0]];
-    s.extend(std::iter::repeat(1).take(x.dim() - 1));
-    s
 }
 
 fn select(t: &Tensor, rows: &Tensor) -> Tensor {
@@ -144,7 +141,8 @@ impl SteppedAttack {
                 match source.take(batch - active)? {
                     None => exhausted = true,
                     Some(chunk) => {
-                        let keys: Vec<RngKey> = chunk.indices.iter().map(|&i| RngKey::new(ctx.seed, i)).collect();
+                        let keys: Vec<RngKey> =
+                            chunk.indices.iter().map(|&i| RngKey::new(ctx.seed, i)).collect();
                         let x_adv = self.start(threat, &chunk.x, &keys, 0);
                         let n = chunk.indices.len();
                         let fresh = Rows {
@@ -152,7 +150,11 @@ impl SteppedAttack {
                             restart: vec![0; n],
                             queries: vec![0; n],
                             best_x: chunk.x.copy(),
-                            best_margin: Tensor::full([n as i64], f64::INFINITY, (Kind::Float, chunk.x.device())),
+                            best_margin: Tensor::full(
+                                [n as i64],
+                                f64::INFINITY,
+                                (Kind::Float, chunk.x.device()),
+                            ),
                             indices: chunk.indices,
                             x0: chunk.x,
                             labels: chunk.labels,
@@ -181,14 +183,17 @@ impl SteppedAttack {
             let m = margin(&logits, &r.labels, targets);
             let improved = m.lt_tensor(&r.best_margin);
             r.best_margin = m.minimum(&r.best_margin);
-            r.best_x = r.x_adv.where_self(&improved.view(bshape(&r.x_adv).as_slice()), &r.best_x);
-            let success: Vec<bool> = Vec::<bool>::try_from(success_mask(&logits, &r.labels, targets))?;
+            r.best_x =
+                r.x_adv.where_self(&improved.view(per_sample_view(&r.x_adv).as_slice()), &r.best_x);
+            let success: Vec<bool> =
+                Vec::<bool>::try_from(success_mask(&logits, &r.labels, targets))?;
 
-            let stepped = threat.project(&r.x0, &(&r.x_adv + Self::direction(threat.norm, &grad) * cfg.alpha));
+            let stepped = threat
+                .project(&r.x0, &(&r.x_adv + Self::direction(threat.norm, &grad) * cfg.alpha));
             let mut keep: Vec<i64> = Vec::new();
             let mut restarting: Vec<i64> = Vec::new();
-            for i in 0..r.indices.len() {
-                if success[i] {
+            for (i, &succeeded) in success.iter().enumerate() {
+                if succeeded {
                     sink(AttackRecord {
                         index: r.indices[i],
                         x_adv: r.x_adv.get(i as i64),
@@ -237,7 +242,10 @@ impl SteppedAttack {
                 let rt = Tensor::from_slice(&restarting).to_device(device);
                 let keys: Vec<RngKey> = restarting
                     .iter()
-                    .map(|&j| RngKey::new(ctx.seed, next.indices[j as usize]).restart(next.restart[j as usize]))
+                    .map(|&j| {
+                        RngKey::new(ctx.seed, next.indices[j as usize])
+                            .restart(next.restart[j as usize])
+                    })
                     .collect();
                 let fresh = self.start(threat, &select(&next.x0, &rt), &keys, 1);
                 next.x_adv = next.x_adv.index_copy(0, &rt, &fresh);

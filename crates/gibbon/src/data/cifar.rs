@@ -33,15 +33,10 @@ fn batch_dir(dir: &Path) -> Result<PathBuf> {
     if !metadata.is_dir() {
         return Err(GibbonError::io(
             dir,
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                "not a directory (cifar10: needs a directory)",
-            ),
+            io::Error::new(io::ErrorKind::NotFound, "not a directory (cifar10: needs a directory)"),
         ));
     }
-    let has_batches = ["data_batch_1.bin", "test_batch.bin"]
-        .iter()
-        .any(|f| dir.join(f).is_file());
+    let has_batches = ["data_batch_1.bin", "test_batch.bin"].iter().any(|f| dir.join(f).is_file());
     let sub = dir.join(SUBFOLDER);
     if !has_batches && sub.is_dir() {
         Ok(sub)
@@ -59,19 +54,12 @@ fn read_class_names(folder: &Path) -> Result<Option<Vec<String>>> {
     let bytes = std::fs::read(&path).map_err(|e| GibbonError::io(&path, e))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| GibbonError::format(&path, "class names are not valid UTF-8"))?;
-    let names: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
+    let names: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     if names.len() != CLASSES {
         return Err(GibbonError::format(
             &path,
-            format!(
-                "expected {CLASSES} class names, one per line, found {}",
-                names.len()
-            ),
+            format!("expected {CLASSES} class names, one per line, found {}", names.len()),
         ));
     }
     Ok(Some(names))
@@ -118,10 +106,7 @@ pub(crate) fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<Loa
     let total: usize = plan.iter().map(|(_, n)| n).sum();
     let mut pixels = Vec::new();
     pixels.try_reserve_exact(total * PIXELS).map_err(|_| {
-        GibbonError::format(
-            &folder,
-            format!("{total} CIFAR-10 images do not fit in memory"),
-        )
+        GibbonError::format(&folder, format!("{total} CIFAR-10 images do not fit in memory"))
     })?;
     let mut labels = Vec::with_capacity(total);
     for (path, take) in &plan {
@@ -150,9 +135,5 @@ pub(crate) fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<Loa
 
     let side = dim(&folder, SIDE)?;
     let images = Tensor::f_from_slice(&pixels)?.f_view([dim(&folder, total)?, 3, side, side])?;
-    Ok(LoadedData {
-        images,
-        labels,
-        class_names: read_class_names(&folder)?,
-    })
+    Ok(LoadedData { images, labels, class_names: read_class_names(&folder)? })
 }

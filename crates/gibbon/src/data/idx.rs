@@ -41,43 +41,27 @@ impl IdxFile {
         if !metadata.is_dir() {
             return Err(GibbonError::io(
                 dir,
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "not a directory (idx: needs a directory)",
-                ),
+                io::Error::new(io::ErrorKind::NotFound, "not a directory (idx: needs a directory)"),
             ));
         }
         let plain = dir.join(stem);
         let gzipped = dir.join(format!("{stem}.gz"));
-        let path = [&plain, &gzipped]
-            .into_iter()
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                GibbonError::io(
-                    &plain,
-                    io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!(
-                            "not found (looked for {stem} and {stem}.gz in {})",
-                            dir.display()
-                        ),
-                    ),
-                )
-            })?;
+        let path = [&plain, &gzipped].into_iter().find(|p| p.is_file()).ok_or_else(|| {
+            GibbonError::io(
+                &plain,
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("not found (looked for {stem} and {stem}.gz in {})", dir.display()),
+                ),
+            )
+        })?;
         let file = File::open(path).map_err(|e| GibbonError::io(path, e))?;
         let mut buffered = BufReader::with_capacity(1 << 16, file);
         let head = buffered.fill_buf().map_err(|e| GibbonError::io(path, e))?;
         let gzip = head.starts_with(&GZIP_MAGIC);
-        let reader: Box<dyn Read> = if gzip {
-            Box::new(MultiGzDecoder::new(buffered))
-        } else {
-            Box::new(buffered)
-        };
-        Ok(IdxFile {
-            path: path.clone(),
-            gzip,
-            reader,
-        })
+        let reader: Box<dyn Read> =
+            if gzip { Box::new(MultiGzDecoder::new(buffered)) } else { Box::new(buffered) };
+        Ok(IdxFile { path: path.clone(), gzip, reader })
     }
 
     /// Reads up to `len` bytes; fewer only at end of input.
@@ -201,12 +185,7 @@ pub(crate) fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<Loa
         labels.expect_end(&format!("{count} labels"))?;
     }
 
-    let shape = [
-        dim(&images.path, count)?,
-        1,
-        dim(&images.path, rows)?,
-        dim(&images.path, cols)?,
-    ];
+    let shape = [dim(&images.path, count)?, 1, dim(&images.path, rows)?, dim(&images.path, cols)?];
     // The one copy after decompression: the byte vector into the tensor's storage.
     let tensor = Tensor::f_from_slice(&pixels)?.f_view(shape)?;
     drop(pixels);

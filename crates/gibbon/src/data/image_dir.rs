@@ -27,10 +27,7 @@ fn split_dir(dir: &Path, split: Split) -> Result<PathBuf> {
     if !metadata.is_dir() {
         return Err(GibbonError::io(
             dir,
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                "not a directory (images: needs a directory)",
-            ),
+            io::Error::new(io::ErrorKind::NotFound, "not a directory (images: needs a directory)"),
         ));
     }
     let wanted = dir.join(split.as_str());
@@ -46,10 +43,7 @@ fn split_dir(dir: &Path, split: Split) -> Result<PathBuf> {
             &wanted,
             io::Error::new(
                 io::ErrorKind::NotFound,
-                format!(
-                    "not found, although {} exists",
-                    dir.join(other.as_str()).display()
-                ),
+                format!("not found, although {} exists", dir.join(other.as_str()).display()),
             ),
         ));
     }
@@ -75,10 +69,7 @@ fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<(Strin
 
 fn is_png(path: &Path) -> bool {
     path.is_file()
-        && path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        && path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"))
 }
 
 /// Decodes the PNG at `path`, appending its pixels channel-major to `out`.
@@ -97,36 +88,23 @@ fn decode_png(path: &Path, out: &mut Vec<u8>) -> Result<DecodedImage> {
         ColorType::Rgb => (3, 3),
         ColorType::Rgba => (4, 3),
         ColorType::Indexed => {
-            return Err(GibbonError::format(
-                path,
-                "palette image could not be expanded to RGB",
-            ))
+            return Err(GibbonError::format(path, "palette image could not be expanded to RGB"))
         }
     };
     let (width, height) = (info.width as usize, info.height as usize);
     let line = info.line_size;
     if line < width * source_channels || buffer.len() < line * height {
-        return Err(GibbonError::format(
-            path,
-            "decoded image is smaller than its header says",
-        ));
+        return Err(GibbonError::format(path, "decoded image is smaller than its header says"));
     }
     out.reserve(channels * width * height);
     for channel in 0..channels {
         for row in buffer.chunks_exact(line).take(height) {
             out.extend(
-                row[..width * source_channels]
-                    .iter()
-                    .skip(channel)
-                    .step_by(source_channels),
+                row[..width * source_channels].iter().skip(channel).step_by(source_channels),
             );
         }
     }
-    Ok(DecodedImage {
-        width,
-        height,
-        channels,
-    })
+    Ok(DecodedImage { width, height, channels })
 }
 
 /// Loads one split of an image folder dataset from `dir`.
@@ -134,10 +112,7 @@ pub(crate) fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<Loa
     let root = split_dir(dir, split)?;
     let classes = sorted_entries(&root, Path::is_dir)?;
     if classes.is_empty() {
-        return Err(GibbonError::format(
-            &root,
-            "no class subfolders (expected DIR/<class>/*.png)",
-        ));
+        return Err(GibbonError::format(&root, "no class subfolders (expected DIR/<class>/*.png)"));
     }
     let mut files = Vec::new();
     for (label, (_, class_dir)) in classes.iter().enumerate() {
@@ -146,10 +121,7 @@ pub(crate) fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<Loa
         }
     }
     if files.is_empty() {
-        return Err(GibbonError::format(
-            &root,
-            "no .png files in any class subfolder",
-        ));
+        return Err(GibbonError::format(&root, "no .png files in any class subfolder"));
     }
     if let Some(n) = limit {
         files.truncate(n);
@@ -190,10 +162,7 @@ pub(crate) fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<Loa
         }
     }
     let Some((shape, _)) = first else {
-        return Err(GibbonError::format(
-            &root,
-            "no .png files in any class subfolder",
-        ));
+        return Err(GibbonError::format(&root, "no .png files in any class subfolder"));
     };
     let images = Tensor::f_from_slice(&pixels)?.f_view([
         dim(&root, files.len())?,

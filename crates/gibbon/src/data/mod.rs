@@ -267,11 +267,7 @@ impl Dataset {
 
     /// Shape of one sample: `[C, H, W]`.
     pub fn sample_shape(&self) -> Vec<i64> {
-        self.images
-            .size()
-            .get(1..)
-            .map(<[i64]>::to_vec)
-            .unwrap_or_default()
+        self.images.size().get(1..).map(<[i64]>::to_vec).unwrap_or_default()
     }
 
     /// The label of every sample, in order.
@@ -289,11 +285,9 @@ impl Dataset {
     pub fn num_classes(&self) -> usize {
         match &self.class_names {
             Some(names) => names.len(),
-            None => self
-                .labels
-                .iter()
-                .max()
-                .map_or(0, |&max| usize::try_from(max).map_or(0, |m| m + 1)),
+            None => {
+                self.labels.iter().max().map_or(0, |&max| usize::try_from(max).map_or(0, |m| m + 1))
+            }
         }
     }
 
@@ -337,12 +331,7 @@ impl Dataset {
     pub fn try_labels_of(&self, indices: &[usize], device: Device) -> Result<Tensor> {
         let picked = indices
             .iter()
-            .map(|&i| {
-                self.labels
-                    .get(i)
-                    .copied()
-                    .ok_or_else(|| self.out_of_range(i))
-            })
+            .map(|&i| self.labels.get(i).copied().ok_or_else(|| self.out_of_range(i)))
             .collect::<Result<Vec<i64>>>()?;
         Ok(Tensor::f_from_slice(&picked)?.f_to_device(device)?)
     }
@@ -409,24 +398,15 @@ pub(crate) fn read_bytes(
             format!("the header declares {len} bytes of data, more than can be allocated"),
         )
     })?;
-    reader
-        .take(len as u64)
-        .read_to_end(&mut buffer)
-        .map_err(describe_error)?;
+    reader.take(len as u64).read_to_end(&mut buffer).map_err(describe_error)?;
     Ok(buffer)
 }
 
 /// Multiplies sizes from a file header, reporting overflow as a format error on `path`.
 pub(crate) fn checked_product(path: &Path, factors: &[usize]) -> Result<usize> {
-    factors
-        .iter()
-        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
-        .ok_or_else(|| {
-            GibbonError::format(
-                path,
-                format!("the header's dimensions {factors:?} are too large"),
-            )
-        })
+    factors.iter().try_fold(1usize, |acc, &f| acc.checked_mul(f)).ok_or_else(|| {
+        GibbonError::format(path, format!("the header's dimensions {factors:?} are too large"))
+    })
 }
 
 /// Converts a size to the `i64` libtorch uses for shapes.

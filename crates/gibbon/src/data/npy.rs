@@ -163,10 +163,7 @@ impl<'a> HeaderParser<'a> {
                         return Ok(HeaderValue::Bool(value));
                     }
                 }
-                Err(format!(
-                    "unsupported value at offset {} of the header",
-                    self.pos
-                ))
+                Err(format!("unsupported value at offset {} of the header", self.pos))
             }
         }
     }
@@ -199,10 +196,7 @@ impl<'a> HeaderParser<'a> {
             }
         }
         if parser.peek().is_some() {
-            return Err(format!(
-                "unexpected text after the header dict at offset {}",
-                parser.pos
-            ));
+            return Err(format!("unexpected text after the header dict at offset {}", parser.pos));
         }
         Ok(NpyHeader {
             descr: descr.ok_or("header has no 'descr'")?,
@@ -233,10 +227,7 @@ fn read_npy(path: &Path, max_rows: Option<usize>) -> Result<NpyArray> {
 
     let preamble = read_bytes(&mut file, 8, path, io_error)?;
     if preamble.len() < 8 || &preamble[..6] != MAGIC {
-        return Err(GibbonError::format(
-            path,
-            "not a .npy file (missing \\x93NUMPY magic)",
-        ));
+        return Err(GibbonError::format(path, "not a .npy file (missing \\x93NUMPY magic)"));
     }
     let (major, minor) = (preamble[6], preamble[7]);
     let length_bytes = match major {
@@ -253,10 +244,7 @@ fn read_npy(path: &Path, max_rows: Option<usize>) -> Result<NpyArray> {
     if length_field.len() < length_bytes {
         return Err(short());
     }
-    let header_len = length_field
-        .iter()
-        .rev()
-        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    let header_len = length_field.iter().rev().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
     let header_text = read_bytes(&mut file, header_len, path, io_error)?;
     if header_text.len() < header_len {
         return Err(short());
@@ -282,10 +270,7 @@ fn read_npy(path: &Path, max_rows: Option<usize>) -> Result<NpyArray> {
         ));
     }
     let Some((&count, row_shape)) = header.shape.split_first() else {
-        return Err(GibbonError::format(
-            path,
-            "array is a scalar (shape ()); expected an array",
-        ));
+        return Err(GibbonError::format(path, "array is a scalar (shape ()); expected an array"));
     };
     let row_bytes = checked_product(path, &[checked_product(path, row_shape)?, dtype.size()])?;
     let data_bytes = checked_product(path, &[row_bytes, count])?;
@@ -306,13 +291,7 @@ fn read_npy(path: &Path, max_rows: Option<usize>) -> Result<NpyArray> {
     if data.len() < rows * row_bytes {
         return Err(GibbonError::format(path, "file shrank while being read"));
     }
-    Ok(NpyArray {
-        dtype,
-        descr: header.descr,
-        shape: header.shape,
-        data,
-        rows,
-    })
+    Ok(NpyArray { dtype, descr: header.descr, shape: header.shape, data, rows })
 }
 
 /// Converts little-endian floats, checking each is finite and within `[0, 1]`.
@@ -448,11 +427,7 @@ pub(crate) fn load(
             format!("label {label} at index {index} is negative"),
         ));
     }
-    Ok(LoadedData {
-        images: tensor,
-        labels: label_values,
-        class_names: None,
-    })
+    Ok(LoadedData { images: tensor, labels: label_values, class_names: None })
 }
 
 /// Writes a version 1.0 `.npy` file with dtype `descr`, shape `shape` and raw `data`.
@@ -472,14 +447,7 @@ fn write_npy(
     }
     let shape_text = match shape {
         [single] => format!("({single},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
     };
     let mut header =
         format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
@@ -487,10 +455,7 @@ fn write_npy(
     header.push_str(&" ".repeat((ALIGNMENT - unpadded % ALIGNMENT) % ALIGNMENT));
     header.push('\n');
     let header_len = u16::try_from(header.len()).map_err(|_| {
-        GibbonError::invalid(
-            "npy shape",
-            format!("shape {shape:?} has too many dimensions"),
-        )
+        GibbonError::invalid("npy shape", format!("shape {shape:?} has too many dimensions"))
     })?;
 
     let file = File::create(path).map_err(|e| GibbonError::io(path, e))?;
@@ -534,21 +499,13 @@ mod tests {
         );
         assert_eq!(
             header,
-            Ok(NpyHeader {
-                descr: "<f4".into(),
-                fortran_order: false,
-                shape: vec![10, 1, 28, 28]
-            })
+            Ok(NpyHeader { descr: "<f4".into(), fortran_order: false, shape: vec![10, 1, 28, 28] })
         );
         let one_d =
             HeaderParser::parse(b"{\"shape\": (5,), \"descr\": \"|u1\", \"fortran_order\": True}");
         assert_eq!(
             one_d,
-            Ok(NpyHeader {
-                descr: "|u1".into(),
-                fortran_order: true,
-                shape: vec![5]
-            })
+            Ok(NpyHeader { descr: "|u1".into(), fortran_order: true, shape: vec![5] })
         );
         let scalar =
             HeaderParser::parse(b"{'descr': '<i8', 'fortran_order': False, 'shape': (), }");
@@ -567,11 +524,7 @@ mod tests {
             b"{'descr': '<f4', 'fortran_order': False, 'shape': (1,2",
             b"{'descr': '<f4', 'fortran_order': False, 'shape': (1,)} x",
         ] {
-            assert!(
-                HeaderParser::parse(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(HeaderParser::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 

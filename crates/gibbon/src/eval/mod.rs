@@ -8,7 +8,9 @@ mod verify;
 pub use stats::clopper_pearson;
 pub use verify::{verify_batch, Verdict};
 
-use crate::attack::{build_attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
+use crate::attack::{
+    build_attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource,
+};
 use crate::data::Dataset;
 use crate::error::{GibbonError, Result};
 use crate::model::{Classifier, ModelInfo};
@@ -213,7 +215,8 @@ pub fn evaluate(
         let (conf, pred) = logits.softmax(-1, Kind::Double).max_dim(-1, false);
         let conf: Vec<f64> = Vec::try_from(conf)?;
         let pred: Vec<i64> = Vec::try_from(pred)?;
-        let chosen = choose_targets(&logits, &labels[start..start + idx.len()], threat.goal, classes)?;
+        let chosen =
+            choose_targets(&logits, &labels[start..start + idx.len()], threat.goal, classes)?;
         for (j, &i) in idx.iter().enumerate() {
             clean_pred[i] = pred[j];
             clean_conf[i] = conf[j];
@@ -278,7 +281,14 @@ pub fn evaluate(
         let attack_started = Instant::now();
         let order: Vec<usize> = survivors.iter().copied().collect();
         let bar = progress_bar(settings.progress, order.len() as u64, attack.name());
-        let mut source = DatasetSource { data, order: &order, pos: 0, device, targets: &targets, goal: threat.goal };
+        let mut source = DatasetSource {
+            data,
+            order: &order,
+            pos: 0,
+            device,
+            targets: &targets,
+            goal: threat.goal,
+        };
         let mut buffer: Vec<AttackRecord> = Vec::new();
         let mut broken = 0usize;
         let mut queries = 0u64;
@@ -288,7 +298,10 @@ pub fn evaluate(
             }
             let idx: Vec<usize> = buffer.iter().map(|r| r.index).collect();
             let x = data.try_batch(&idx, device)?;
-            let x_adv = Tensor::stack(&buffer.iter().map(|r| r.x_adv.to_kind(Kind::Float)).collect::<Vec<_>>(), 0);
+            let x_adv = Tensor::stack(
+                &buffer.iter().map(|r| r.x_adv.to_kind(Kind::Float)).collect::<Vec<_>>(),
+                0,
+            );
             let y = data.try_labels_of(&idx, device)?;
             let t = targets_tensor(&idx, &targets, threat.goal, device);
             let verdicts = verify_batch(model, threat, &idx, &x, &x_adv, &y, t.as_ref())?;
@@ -302,7 +315,10 @@ pub fn evaluate(
                 r.adv_confidence = v.confidence;
                 r.norm = Some(v.norm);
                 if rec.claimed_success && !v.broken {
-                    tracing::warn!("sample {i}: {} claimed success but the verifier disagrees", attack.name());
+                    tracing::warn!(
+                        "sample {i}: {} claimed success but the verifier disagrees",
+                        attack.name()
+                    );
                 }
                 if settings.keep_examples {
                     examples.insert(i, x_adv.get(j as i64).to_device(Device::Cpu));
@@ -354,7 +370,10 @@ pub fn evaluate(
         finals.entry(i).or_insert_with(|| pending.remove(&i).unwrap_or_else(|| base_record(i)));
     }
     if finals.len() != n {
-        return Err(GibbonError::Internal(format!("{} of {n} samples have a verdict", finals.len())));
+        return Err(GibbonError::Internal(format!(
+            "{} of {n} samples have a verdict",
+            finals.len()
+        )));
     }
     let per_sample: Vec<SampleRecord> = finals.into_values().collect();
     let robust = per_sample.iter().filter(|r| r.robust).count();
@@ -394,7 +413,12 @@ fn progress_bar(show: bool, len: u64, name: &str) -> indicatif::ProgressBar {
     bar
 }
 
-fn choose_targets(logits: &Tensor, labels: &[i64], goal: Goal, classes: i64) -> Result<Vec<Option<i64>>> {
+fn choose_targets(
+    logits: &Tensor,
+    labels: &[i64],
+    goal: Goal,
+    classes: i64,
+) -> Result<Vec<Option<i64>>> {
     let sel = match goal {
         Goal::Untargeted => return Ok(vec![None; labels.len()]),
         Goal::Targeted(sel) => sel,
@@ -402,22 +426,35 @@ fn choose_targets(logits: &Tensor, labels: &[i64], goal: Goal, classes: i64) -> 
     Ok(match sel {
         TargetSelection::Fixed(c) => {
             if c < 0 || c >= classes {
-                return Err(GibbonError::invalid("target", format!("class {c} is out of range 0..{classes}")));
+                return Err(GibbonError::invalid(
+                    "target",
+                    format!("class {c} is out of range 0..{classes}"),
+                ));
             }
             vec![Some(c); labels.len()]
         }
         TargetSelection::NextClass => labels.iter().map(|&l| Some((l + 1) % classes)).collect(),
         TargetSelection::MostLikely | TargetSelection::LeastLikely => {
             let y = Tensor::from_slice(labels).to_device(logits.device());
-            let fill = if sel == TargetSelection::MostLikely { f64::NEG_INFINITY } else { f64::INFINITY };
+            let fill =
+                if sel == TargetSelection::MostLikely { f64::NEG_INFINITY } else { f64::INFINITY };
             let masked = logits.to_kind(Kind::Float).scatter_value(1, &y.unsqueeze(1), fill);
-            let pick = if sel == TargetSelection::MostLikely { masked.argmax(-1, false) } else { masked.argmin(-1, false) };
+            let pick = if sel == TargetSelection::MostLikely {
+                masked.argmax(-1, false)
+            } else {
+                masked.argmin(-1, false)
+            };
             Vec::<i64>::try_from(pick)?.into_iter().map(Some).collect()
         }
     })
 }
 
-fn targets_tensor(idx: &[usize], targets: &[Option<i64>], goal: Goal, device: Device) -> Option<Tensor> {
+fn targets_tensor(
+    idx: &[usize],
+    targets: &[Option<i64>],
+    goal: Goal,
+    device: Device,
+) -> Option<Tensor> {
     match goal {
         Goal::Untargeted => None,
         Goal::Targeted(_) => {
@@ -494,7 +531,10 @@ impl StreamFile {
         if let Ok(f) = std::fs::File::open(path) {
             let mut lines = std::io::BufReader::new(f).lines();
             if let Some(Ok(first)) = lines.next() {
-                if serde_json::from_str::<StreamHeader>(&first).map(|h| h.gibbon_stream == fingerprint).unwrap_or(false) {
+                if serde_json::from_str::<StreamHeader>(&first)
+                    .map(|h| h.gibbon_stream == fingerprint)
+                    .unwrap_or(false)
+                {
                     reuse = true;
                     for line in lines.map_while(|l| l.ok()) {
                         // A torn last line (interrupted write) is dropped and recomputed.
@@ -510,7 +550,9 @@ impl StreamFile {
         if reuse {
             // Rewrite cleanly (drops a torn line), then append.
             let mut file = std::fs::File::create(path).map_err(|e| GibbonError::io(path, e))?;
-            let mut text = serde_json::to_string(&StreamHeader { gibbon_stream: fingerprint.into() }).unwrap_or_default();
+            let mut text =
+                serde_json::to_string(&StreamHeader { gibbon_stream: fingerprint.into() })
+                    .unwrap_or_default();
             text.push('\n');
             for r in &done {
                 text.push_str(&serde_json::to_string(r).unwrap_or_default());

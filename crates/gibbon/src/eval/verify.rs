@@ -40,15 +40,16 @@ pub fn verify_batch(
             x.size()
         )));
     }
-    let finite: Vec<bool> =
-        Vec::try_from(x_adv.isfinite().flatten(1, -1).all_dim(1, false))?;
+    let finite: Vec<bool> = Vec::try_from(x_adv.isfinite().flatten(1, -1).all_dim(1, false))?;
     let adv64 = x_adv.to_kind(Kind::Double).flatten(1, -1);
     let lo: Vec<f64> = Vec::try_from(adv64.amin([1i64].as_slice(), false))?;
     let hi: Vec<f64> = Vec::try_from(adv64.amax([1i64].as_slice(), false))?;
     let norms: Vec<f64> = Vec::try_from(threat.distance(x, x_adv))?;
     for (i, &index) in indices.iter().enumerate() {
         if !finite[i] {
-            return Err(GibbonError::Verification(format!("sample {index}: example has non-finite values")));
+            return Err(GibbonError::Verification(format!(
+                "sample {index}: example has non-finite values"
+            )));
         }
         if lo[i] < threat.bounds.lo || hi[i] > threat.bounds.hi {
             return Err(GibbonError::Verification(format!(
@@ -70,6 +71,11 @@ pub fn verify_batch(
     let conf: Vec<f64> = Vec::try_from(conf)?;
     let pred: Vec<i64> = Vec::try_from(pred)?;
     Ok((0..indices.len())
-        .map(|i| Verdict { broken: broken[i], prediction: pred[i], confidence: conf[i], norm: norms[i] })
+        .map(|i| Verdict {
+            broken: broken[i],
+            prediction: pred[i],
+            confidence: conf[i],
+            norm: norms[i],
+        })
         .collect())
 }

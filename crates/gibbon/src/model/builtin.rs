@@ -138,9 +138,22 @@ impl BuiltinModel {
     }
 
     /// Loads weights from a safetensors file with PyTorch names (see [`weights`]).
-    pub fn load(arch: Arch, path: &Path, input_shape: &[i64], classes: i64, device: Device) -> Result<Self> {
+    pub fn load(
+        arch: Arch,
+        path: &Path,
+        input_shape: &[i64],
+        classes: i64,
+        device: Device,
+    ) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| GibbonError::io(path, e))?;
-        Self::from_safetensors_bytes(arch, &bytes, &path.display().to_string(), input_shape, classes, device)
+        Self::from_safetensors_bytes(
+            arch,
+            &bytes,
+            &path.display().to_string(),
+            input_shape,
+            classes,
+            device,
+        )
     }
 
     /// Loads weights from safetensors bytes; `origin` names them in errors and provenance.
@@ -170,7 +183,11 @@ impl BuiltinModel {
         let x = Tensor::zeros(shape.as_slice(), (tch::Kind::Float, self.vs.device()));
         let out = tch::no_grad(|| self.net.forward_t(&x, false));
         if out.size() != [2, self.classes] {
-            return Err(GibbonError::Internal(format!("{} produced {:?}", self.arch.name(), out.size())));
+            return Err(GibbonError::Internal(format!(
+                "{} produced {:?}",
+                self.arch.name(),
+                out.size()
+            )));
         }
         Ok(())
     }
@@ -233,7 +250,15 @@ impl Classifier for BuiltinModel {
     }
 }
 
-fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64, bias: bool) -> nn::Conv2D {
+fn conv(
+    p: nn::Path,
+    cin: i64,
+    cout: i64,
+    k: i64,
+    stride: i64,
+    padding: i64,
+    bias: bool,
+) -> nn::Conv2D {
     let cfg = nn::ConvConfig { stride, padding, bias, ..Default::default() };
     nn::conv2d(p, cin, cout, k, cfg)
 }
@@ -268,7 +293,8 @@ struct PreActBlock {
 
 impl PreActBlock {
     fn new(p: nn::Path, cin: i64, cout: i64, stride: i64) -> Self {
-        let shortcut = (stride != 1 || cin != cout).then(|| conv(&p / "shortcut" / "0", cin, cout, 1, stride, 0, false));
+        let shortcut = (stride != 1 || cin != cout)
+            .then(|| conv(&p / "shortcut" / "0", cin, cout, 1, stride, 0, false));
         PreActBlock {
             bn1: nn::batch_norm2d(&p / "bn1", cin, Default::default()),
             conv1: conv(&p / "conv1", cin, cout, 3, stride, 1, false),

@@ -85,7 +85,8 @@ pub trait Classifier {
         let logits = self.logits_padded(&xg)?;
         let per_sample = loss(&logits);
         let grads = Tensor::f_run_backward(&[per_sample.sum(Kind::Float)], &[&xg], false, false)?;
-        let grad = grads.into_iter().next().ok_or_else(|| GibbonError::Internal("no gradient".into()))?;
+        let grad =
+            grads.into_iter().next().ok_or_else(|| GibbonError::Internal("no gradient".into()))?;
         Ok((per_sample.detach(), logits.detach(), grad))
     }
 }
@@ -105,7 +106,11 @@ impl<M: Classifier> Normalized<M> {
         if mean.len() != std.len() || (mean.len() != 1 && mean.len() != channels) {
             return Err(GibbonError::invalid(
                 "normalize",
-                format!("need 1 or {channels} means and as many stds, got {} and {}", mean.len(), std.len()),
+                format!(
+                    "need 1 or {channels} means and as many stds, got {} and {}",
+                    mean.len(),
+                    std.len()
+                ),
             ));
         }
         if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || mean.iter().any(|m| !m.is_finite()) {
@@ -113,7 +118,8 @@ impl<M: Classifier> Normalized<M> {
         }
         let shape = [1, mean.len() as i64, 1, 1];
         let device = inner.device();
-        let to = |v: &[f64]| Tensor::from_slice(v).to_kind(Kind::Float).view(shape).to_device(device);
+        let to =
+            |v: &[f64]| Tensor::from_slice(v).to_kind(Kind::Float).view(shape).to_device(device);
         let mut info = inner.info().clone();
         info.arch = Some(format!("normalized({})", info.arch.clone().unwrap_or_default()));
         Ok(Normalized { mean: to(mean), std: to(std), inner, info })

@@ -33,7 +33,11 @@ impl FromStr for ModelSpec {
                     "model",
                     format!(
                         "unknown builtin model '{name}' (available: {})",
-                        BUILTIN_MODELS.iter().map(|(n, ..)| format!("builtin:{n}")).collect::<Vec<_>>().join(", ")
+                        BUILTIN_MODELS
+                            .iter()
+                            .map(|(n, ..)| format!("builtin:{n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ))
             };
@@ -78,7 +82,10 @@ pub fn load_model(
     match spec {
         ModelSpec::TorchScript(path) => {
             if arch.is_some() {
-                return Err(GibbonError::invalid("arch", "--arch applies to .safetensors models only"));
+                return Err(GibbonError::invalid(
+                    "arch",
+                    "--arch applies to .safetensors models only",
+                ));
             }
             Ok(Box::new(TorchScriptModel::load(path, input_shape, device)?))
         }
@@ -86,16 +93,20 @@ pub fn load_model(
             let arch = arch.ok_or_else(|| {
                 GibbonError::invalid(
                     "arch",
-                    format!("{} is a safetensors file: name its architecture with --arch ({})", path.display(), Arch::NAMES.join(", ")),
+                    format!(
+                        "{} is a safetensors file: name its architecture with --arch ({})",
+                        path.display(),
+                        Arch::NAMES.join(", ")
+                    ),
                 )
             })?;
             Ok(Box::new(BuiltinModel::load(arch, path, input_shape, classes, device)?))
         }
         ModelSpec::Builtin(name) => {
-            let (_, barch, file, shape) = BUILTIN_MODELS
-                .iter()
-                .find(|(n, ..)| n == name)
-                .ok_or_else(|| GibbonError::invalid("model", format!("unknown builtin model '{name}'")))?;
+            let (_, barch, file, shape) =
+                BUILTIN_MODELS.iter().find(|(n, ..)| n == name).ok_or_else(|| {
+                    GibbonError::invalid("model", format!("unknown builtin model '{name}'"))
+                })?;
             if input_shape != shape.as_slice() {
                 return Err(GibbonError::Mismatch(format!(
                     "input shape {input_shape:?} does not fit the model builtin:{name}, which needs {shape:?}"
@@ -103,7 +114,14 @@ pub fn load_model(
             }
             let path = builtin_models_dir().join(file);
             let bytes = std::fs::read(&path).map_err(|e| GibbonError::io(&path, e))?;
-            let mut model = BuiltinModel::from_safetensors_bytes(*barch, &bytes, &spec.to_string(), shape, 10, device)?;
+            let mut model = BuiltinModel::from_safetensors_bytes(
+                *barch,
+                &bytes,
+                &spec.to_string(),
+                shape,
+                10,
+                device,
+            )?;
             let mut info = model.info().clone();
             info.kind = "builtin".into();
             model.set_info(info);

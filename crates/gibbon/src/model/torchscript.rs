@@ -20,9 +20,16 @@ impl TorchScriptModel {
         let bytes = std::fs::read(path).map_err(|e| GibbonError::io(path, e))?;
         let origin = path.display().to_string();
         let mut module = CModule::load_data_on_device(&mut std::io::Cursor::new(&bytes), device)
-            .map_err(|e| GibbonError::model(&origin, format!("not a loadable TorchScript file ({})", first_line(&e))))?;
+            .map_err(|e| {
+                GibbonError::model(
+                    &origin,
+                    format!("not a loadable TorchScript file ({})", first_line(&e)),
+                )
+            })?;
         module.set_eval();
-        for (_, p) in module.named_parameters().map_err(|e| GibbonError::model(&origin, first_line(&e)))? {
+        for (_, p) in
+            module.named_parameters().map_err(|e| GibbonError::model(&origin, first_line(&e)))?
+        {
             let _ = p.set_requires_grad(false);
         }
         let mut shape = vec![1];
@@ -38,11 +45,24 @@ impl TorchScriptModel {
         if size.len() != 2 || size[0] != 1 || size[1] < 2 {
             return Err(GibbonError::model(
                 &origin,
-                format!("expected logits of shape [batch, classes] but the model returned {size:?}"),
+                format!(
+                    "expected logits of shape [batch, classes] but the model returned {size:?}"
+                ),
             ));
         }
-        let info = ModelInfo { path: origin, sha256: super::sha256_hex(&bytes), kind: "torchscript".into(), arch: None };
-        Ok(TorchScriptModel { module, input_shape: input_shape.to_vec(), classes: size[1], device, info })
+        let info = ModelInfo {
+            path: origin,
+            sha256: super::sha256_hex(&bytes),
+            kind: "torchscript".into(),
+            arch: None,
+        };
+        Ok(TorchScriptModel {
+            module,
+            input_shape: input_shape.to_vec(),
+            classes: size[1],
+            device,
+            info,
+        })
     }
 }
 
@@ -54,7 +74,11 @@ fn first_line(e: &tch::TchError) -> String {
 impl Classifier for TorchScriptModel {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.module.forward_ts(&[x]).map_err(|e| {
-            GibbonError::Mismatch(format!("model {} rejected the input: {}", self.info.path, first_line(&e)))
+            GibbonError::Mismatch(format!(
+                "model {} rejected the input: {}",
+                self.info.path,
+                first_line(&e)
+            ))
         })
     }
     fn input_shape(&self) -> &[i64] {

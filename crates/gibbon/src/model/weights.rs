@@ -16,10 +16,15 @@ pub fn load_into(vs: &mut nn::VarStore, bytes: &[u8], origin: &str) -> Result<()
     let mut expected: Vec<&String> = variables.keys().collect();
     expected.sort();
     for name in st.names() {
-        if !variables.contains_key(name.as_str()) && !IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        if !variables.contains_key(name.as_str())
+            && !IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s))
+        {
             return Err(GibbonError::model(
                 origin,
-                format!("unexpected tensor '{name}' (the architecture has: {})", preview(&expected)),
+                format!(
+                    "unexpected tensor '{name}' (the architecture has: {})",
+                    preview(&expected)
+                ),
             ));
         }
     }
@@ -33,7 +38,10 @@ pub fn load_into(vs: &mut nn::VarStore, bytes: &[u8], origin: &str) -> Result<()
             if shape != var.size() {
                 return Err(GibbonError::model(
                     origin,
-                    format!("tensor '{name}' has shape {shape:?}, the architecture needs {:?}", var.size()),
+                    format!(
+                        "tensor '{name}' has shape {shape:?}, the architecture needs {:?}",
+                        var.size()
+                    ),
                 ));
             }
             let src = tensor_from_view(&view, origin, name)?;
@@ -60,7 +68,10 @@ fn tensor_from_view(view: &TensorView<'_>, origin: &str, name: &str) -> Result<T
         Dtype::BF16 => Kind::BFloat16,
         Dtype::I64 => Kind::Int64,
         other => {
-            return Err(GibbonError::model(origin, format!("tensor '{name}' has unsupported dtype {other:?}")))
+            return Err(GibbonError::model(
+                origin,
+                format!("tensor '{name}' has unsupported dtype {other:?}"),
+            ))
         }
     };
     let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();

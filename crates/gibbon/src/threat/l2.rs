@@ -14,19 +14,15 @@ fn per_sample_l2(delta: &Tensor) -> Tensor {
     delta.flatten(1, -1).square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sqrt()
 }
 
-fn broadcast_shape(x: &Tensor) -> Vec<i64> {
-    let mut shape = vec![x.size()[0]];
-    shape.extend(std::iter::repeat(1).take(x.dim() - 1));
-    shape
-}
-
 /// Nearest point to `candidate` with `‖z - x‖₂ ≤ eps` and `lo ≤ z ≤ hi` (per sample).
 pub fn project_l2_ball_box(x: &Tensor, candidate: &Tensor, eps: f64, bounds: InputBox) -> Tensor {
     let kind = candidate.kind();
     let eps = (eps - super::rounding_margin(kind, x, bounds, super::Norm::L2)).max(0.0);
     let x64 = x.to_kind(Kind::Double);
     let d = candidate.to_kind(Kind::Double) - &x64;
-    let at = |t: &Tensor| (&x64 + &d * t.view(broadcast_shape(x).as_slice())).clamp(bounds.lo, bounds.hi);
+    let at = |t: &Tensor| {
+        (&x64 + &d * t.view(super::per_sample_view(x).as_slice())).clamp(bounds.lo, bounds.hi)
+    };
     let b = x.size()[0];
     let ones = Tensor::ones([b], (Kind::Double, x.device()));
     let full = at(&ones);

@@ -20,6 +20,14 @@ use tch::{Kind, Tensor};
 /// Tolerance on the perturbation norm used by the verifier (absolute, in input units).
 pub const NORM_TOLERANCE: f64 = 1e-6;
 
+/// `[B, 1, 1, ...]` for a batch `x` of shape `[B, ...]`: the shape that broadcasts one value per
+/// sample over the sample's dimensions.
+pub fn per_sample_view(x: &Tensor) -> Vec<i64> {
+    let mut shape = vec![x.size()[0]];
+    shape.extend(std::iter::repeat_n(1, x.dim() - 1));
+    shape
+}
+
 /// How far rounding the projected point back to `kind` can move its norm: the projection aims
 /// this much inside the ball so the stored (e.g. float32) example still passes the verifier.
 pub(crate) fn rounding_margin(kind: Kind, x: &Tensor, bounds: InputBox, norm: Norm) -> f64 {
@@ -64,7 +72,9 @@ impl Norm {
         let flat = delta.to_kind(Kind::Double).flatten(1, -1);
         match self {
             Norm::Linf => flat.abs().amax([1i64].as_slice(), false),
-            Norm::L2 => flat.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sqrt(),
+            Norm::L2 => {
+                flat.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sqrt()
+            }
             Norm::L1 => flat.abs().sum_dim_intlist([1i64].as_slice(), false, Kind::Double),
         }
     }
@@ -214,14 +224,20 @@ impl ThreatModel {
     /// Checks every field: ε finite and ≥ 0, a non-empty box, a budget of at least one step.
     pub fn validate(&self) -> Result<()> {
         if !self.eps.is_finite() || self.eps < 0.0 {
-            return Err(GibbonError::invalid("eps", format!("{} must be finite and >= 0", self.eps)));
+            return Err(GibbonError::invalid(
+                "eps",
+                format!("{} must be finite and >= 0", self.eps),
+            ));
         }
         if !(self.bounds.lo.is_finite() && self.bounds.hi.is_finite())
             || self.bounds.lo >= self.bounds.hi
         {
             return Err(GibbonError::invalid(
                 "box",
-                format!("[{}, {}] is not a finite, non-empty interval", self.bounds.lo, self.bounds.hi),
+                format!(
+                    "[{}, {}] is not a finite, non-empty interval",
+                    self.bounds.lo, self.bounds.hi
+                ),
             ));
         }
         if self.budget.steps == 0 {
