@@ -573,16 +573,6 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<()> {
         progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let stats = gibbon::train::train(&mut model, &data, &cfg)?;
-    for s in &stats {
-        eprintln!(
-            "epoch {:>3}: loss {:.4}  hold-out clean {:.4}  robust {}  ({:.1}s)",
-            s.epoch,
-            s.train_loss,
-            s.holdout_clean_accuracy,
-            s.holdout_robust_accuracy.map_or("-".to_string(), |r| format!("{r:.4}")),
-            s.seconds
-        );
-    }
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| gibbon::GibbonError::io(dir, e))?;
     }

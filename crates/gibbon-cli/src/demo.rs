@@ -86,9 +86,13 @@ pub fn run(args: DemoArgs, quiet: bool) -> Result<()> {
         .take(CARDS)
         .map(|s| s.index)
         .collect();
-    let mut page = HtmlReport::new("gibbon demo: a faint nudge turns a 7 into a confident 3")
+    let title = match chosen.first().map(|&i| &runs[0].2.per_sample[i]) {
+        Some(s) => format!("gibbon demo: a faint nudge turns a {} into a {}", s.label, s.adv_pred),
+        None => "gibbon demo".to_string(),
+    };
+    let mut page = HtmlReport::new(title)
         .intro(format!(
-            "PGD (40 steps, random start) may change every pixel by at most 0.3 (L∞) on the first {} MNIST \
+            "PGD (40 steps; first start at the clean digit) may change every pixel by at most 0.3 (L∞) on the first {} MNIST \
              test digits. The standard model is fooled on almost every digit; the adversarially trained \
              one holds on most. Every adversarial example was re-checked by gibbon's verifier: inside \
              the ε-ball and the [0,1] box, finite, and misclassified by a fresh forward pass.",
