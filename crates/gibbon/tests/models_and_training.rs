@@ -79,7 +79,10 @@ fn standard_training_learns_mnist_and_adversarial_training_runs() {
     assert!(stats[1].train_loss < stats[0].train_loss);
     let test = mnist(Split::Test, 500);
     let pred = model.predict(&test.batch(&(0..500).collect::<Vec<_>>(), Device::Cpu)).unwrap();
-    let acc = pred.eq_tensor(&test.labels_of(&(0..500).collect::<Vec<_>>(), Device::Cpu)).to_kind(Kind::Float).mean(Kind::Float);
+    let acc = pred
+        .eq_tensor(&test.labels_of(&(0..500).collect::<Vec<_>>(), Device::Cpu))
+        .to_kind(Kind::Float)
+        .mean(Kind::Float);
     assert!(f64::try_from(acc).unwrap() > 0.85);
 
     // One epoch of PGD training on a small slice: runs, reports robust accuracy on the hold-out.

@@ -168,3 +168,50 @@ fn threat_model_reads_toml() {
     std::fs::write(&p, "norm = \"l2\"\neps = 1\nbogus = 3\n").unwrap();
     assert!(ThreatModel::from_toml_file(&p).unwrap_err().to_string().contains("bogus"));
 }
+
+#[test]
+fn targeted_pgd_reaches_the_chosen_class() {
+    let (model, data) = setup();
+    for selection in [
+        gibbon::threat::TargetSelection::NextClass,
+        gibbon::threat::TargetSelection::LeastLikely,
+        gibbon::threat::TargetSelection::Fixed(3),
+    ] {
+        let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
+        threat.goal = gibbon::threat::Goal::Targeted(selection);
+        threat.budget.steps = 40;
+        let settings = EvalSettings { batch_size: 8, ..Default::default() };
+        let (r, _) =
+            gibbon::eval::evaluate(model.as_ref(), &data, &threat, &settings, &Default::default())
+                .unwrap();
+        let (mut broken, mut attackable) = (0, 0);
+        for s in &r.per_sample {
+            let target = s.target.expect("targeted records carry their target");
+            if target == s.label {
+                // Only a fixed target can equal the label; such samples are not attacked.
+                assert_eq!(selection, gibbon::threat::TargetSelection::Fixed(3));
+                assert!(s.broken_by.is_none() && s.queries == 0);
+                continue;
+            }
+            attackable += 1;
+            if s.broken_by.is_some() {
+                broken += 1;
+                assert_eq!(
+                    s.adv_pred, target,
+                    "{selection:?}: broken means classified as the target"
+                );
+            }
+        }
+        // The standard model has no robustness at eps 0.3: nearly every target is reachable
+        // (the least likely class is the hardest one, so it gets a looser bound).
+        let slack = if selection == gibbon::threat::TargetSelection::LeastLikely {
+            attackable / 4
+        } else {
+            2
+        };
+        assert!(
+            broken + slack >= attackable,
+            "{selection:?}: only {broken} of {attackable} reached their target"
+        );
+    }
+}
