@@ -106,3 +106,27 @@ fn standard_training_learns_mnist_and_adversarial_training_runs() {
     assert!((0.0..=stats[0].holdout_clean_accuracy).contains(&robust));
     assert!(dir.path().join("epoch-1.safetensors").exists());
 }
+
+#[test]
+fn shipped_builtin_models_are_accurate_and_the_adversarial_one_is_robust() {
+    use gibbon::eval::{evaluate, EvalSettings, RunInfo};
+    use gibbon::model::{load_model, ModelSpec};
+    use gibbon::threat::{Norm, ThreatModel};
+    let data = mnist(Split::Test, 200);
+    let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
+    threat.budget.steps = 40;
+    let mut robust = Vec::new();
+    for name in ["builtin:smallcnn-mnist", "builtin:smallcnn-mnist-adv"] {
+        let spec: ModelSpec = name.parse().unwrap();
+        let m = load_model(&spec, None, &[1, 28, 28], 10, Device::Cpu).unwrap();
+        assert_eq!(m.info().kind, "builtin");
+        let (r, _) =
+            evaluate(m.as_ref(), &data, &threat, &EvalSettings::default(), &RunInfo::default())
+                .unwrap();
+        assert!(r.clean_accuracy >= 0.97, "{name}: clean {}", r.clean_accuracy);
+        robust.push(r.robust_accuracy);
+    }
+    assert_eq!(robust[0], 0.0, "standard model must fall at eps 0.3");
+    assert!(robust[1] >= 0.6, "adversarially trained model: robust {}", robust[1]);
+    assert!("builtin:nope".parse::<ModelSpec>().unwrap_err().to_string().contains("nope"));
+}

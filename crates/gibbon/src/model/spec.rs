@@ -1,14 +1,32 @@
 //! Parsing the `--model` spec and loading the model it names.
 use super::{Arch, BuiltinModel, Classifier, TorchScriptModel};
 use crate::error::{GibbonError, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use tch::Device;
 
-/// Pretrained weights shipped with gibbon: (name, architecture, file in `models/`, input shape).
-pub const BUILTIN_MODELS: &[(&str, Arch, &str, [i64; 3])] = &[
-    ("smallcnn-mnist", Arch::SmallCnn, "smallcnn_mnist_std.safetensors", [1, 28, 28]),
-    ("smallcnn-mnist-adv", Arch::SmallCnn, "smallcnn_mnist_pgd.safetensors", [1, 28, 28]),
+/// Pretrained weights shipped with gibbon, embedded in the binary: (name, architecture, weights
+/// as safetensors, input shape). The files live in `crates/gibbon/models/`; the README gives the
+/// `gibbon train` commands that produced them.
+pub const BUILTIN_MODELS: &[(&str, Arch, &[u8], [i64; 3])] = &[
+    (
+        "smallcnn-mnist",
+        Arch::SmallCnn,
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/smallcnn_mnist_std.safetensors"
+        )),
+        [1, 28, 28],
+    ),
+    (
+        "smallcnn-mnist-adv",
+        Arch::SmallCnn,
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/smallcnn_mnist_pgd.safetensors"
+        )),
+        [1, 28, 28],
+    ),
 ];
 
 /// What `--model` names.
@@ -63,13 +81,6 @@ impl std::fmt::Display for ModelSpec {
     }
 }
 
-/// The folder holding the shipped weights: `$GIBBON_MODELS_DIR`, else the crate's `models/`.
-pub fn builtin_models_dir() -> PathBuf {
-    std::env::var_os("GIBBON_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
-}
-
 /// Loads the model named by `spec` for inputs of `input_shape` (one sample) and `classes` classes
 /// (used by built-in architectures; TorchScript models report their own).
 pub fn load_model(
@@ -103,7 +114,7 @@ pub fn load_model(
             Ok(Box::new(BuiltinModel::load(arch, path, input_shape, classes, device)?))
         }
         ModelSpec::Builtin(name) => {
-            let (_, barch, file, shape) =
+            let (_, barch, bytes, shape) =
                 BUILTIN_MODELS.iter().find(|(n, ..)| n == name).ok_or_else(|| {
                     GibbonError::invalid("model", format!("unknown builtin model '{name}'"))
                 })?;
@@ -112,11 +123,9 @@ pub fn load_model(
                     "input shape {input_shape:?} does not fit the model builtin:{name}, which needs {shape:?}"
                 )));
             }
-            let path = builtin_models_dir().join(file);
-            let bytes = std::fs::read(&path).map_err(|e| GibbonError::io(&path, e))?;
             let mut model = BuiltinModel::from_safetensors_bytes(
                 *barch,
-                &bytes,
+                bytes,
                 &spec.to_string(),
                 shape,
                 10,
