@@ -100,7 +100,8 @@ pub struct ThreatArgs {
     /// Targeted attack: next, most-likely, least-likely or a class number.
     #[arg(long)]
     pub targeted: Option<String>,
-    /// Attack plan: one name or a comma list run in order (fgsm, bim, pgd).
+    /// Attack plan: one name or a comma list run in order (fgsm, bim, pgd, apgd-ce, apgd-dlr,
+    /// apgd-t). Default steps: 40 for fgsm/bim/pgd, 100 for APGD.
     #[arg(long, default_value = "pgd")]
     pub attack: String,
     /// Step size (attack default when omitted).
@@ -366,6 +367,12 @@ pub fn build_threat(args: &ThreatArgs) -> Result<ThreatModel> {
 }
 
 fn settings(threat: &ThreatArgs, run: &RunArgs, n: Option<usize>, quiet: bool) -> EvalSettings {
+    // A threat file states its budget explicitly, so attacks with their own default use it.
+    let steps_from_file = threat
+        .threat
+        .as_ref()
+        .and_then(|p| ThreatModel::from_toml_file(p).ok())
+        .map(|t| t.budget.steps);
     EvalSettings {
         n,
         batch_size: run.batch_size,
@@ -377,6 +384,7 @@ fn settings(threat: &ThreatArgs, run: &RunArgs, n: Option<usize>, quiet: bool) -
             .filter(|s| !s.is_empty())
             .collect(),
         options: AttackOptions {
+            steps: threat.steps.or(steps_from_file),
             alpha: threat.alpha,
             random_start: if threat.random_start {
                 Some(true)
@@ -385,6 +393,7 @@ fn settings(threat: &ThreatArgs, run: &RunArgs, n: Option<usize>, quiet: bool) -
             } else {
                 None
             },
+            minimize: false,
         },
         keep_examples: false,
         stream: None,

@@ -5,12 +5,14 @@
 //! An attack pulls samples from a [`SampleSource`] and hands each finished sample to a sink as
 //! an [`AttackRecord`]. It never decides the verdict: the evaluation's verifier re-checks every
 //! returned example (norm, box, finiteness, and a fresh forward pass).
+mod apgd;
 mod bim;
 mod fgsm;
 mod loss;
 mod pgd;
 mod stepped;
 
+pub use apgd::{dlr_loss, Apgd, ApgdConfig, ApgdLoss};
 pub use bim::Bim;
 pub use fgsm::Fgsm;
 pub use loss::{cross_entropy_objective, margin, success_mask};
@@ -56,6 +58,10 @@ pub struct AttackRecord {
     pub restart: usize,
     /// Forward passes spent on this sample (model queries).
     pub queries: u64,
+    /// Minimum-norm attacks: the smallest perturbation norm (threat model's norm) of any
+    /// adversarial point found, even one outside the ε-ball (which is then not returned).
+    /// `None` for fixed-ε attacks or when no adversarial point was found.
+    pub min_norm: Option<f64>,
 }
 
 /// Everything an attack needs besides its own parameters.
@@ -88,11 +94,17 @@ pub trait Attack {
 /// Options an attack may take from the command line, on top of the threat model.
 #[derive(Debug, Clone, Default)]
 pub struct AttackOptions {
+    /// Steps the user asked for explicitly (`--steps` or a threat file); attacks with their own
+    /// default (APGD: 100) use it instead of the threat model's generic default.
+    pub steps: Option<usize>,
     /// Step size (input units); attack default when `None`.
     pub alpha: Option<f64>,
     /// `Some(true)`: every restart starts at a random point; `Some(false)`: every restart starts
     /// at the clean input; `None`: the attack's default (see [`StartPoint`]).
     pub random_start: Option<bool>,
+    /// Minimum-norm attacks (DeepFool, C&W, FAB): keep shrinking the perturbation after the
+    /// first success, for ε-curves. By default a sample stops as soon as it is broken within ε.
+    pub minimize: bool,
 }
 
 type Constructor = fn(&ThreatModel, &AttackOptions) -> Result<Box<dyn Attack>>;
@@ -102,7 +114,17 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("fgsm", |t, o| Ok(Box::new(Fgsm::new(t, o)?))),
     ("bim", |t, o| Ok(Box::new(Bim::new(t, o)?))),
     ("pgd", |t, o| Ok(Box::new(Pgd::new(t, o)?))),
+    ("apgd-ce", |t, o| Ok(Box::new(Apgd::new(t, o, ApgdLoss::Ce, o.steps.unwrap_or(APGD_STEPS))?))),
+    ("apgd-dlr", |t, o| {
+        Ok(Box::new(Apgd::new(t, o, ApgdLoss::Dlr, o.steps.unwrap_or(APGD_STEPS))?))
+    }),
+    ("apgd-t", |t, o| {
+        Ok(Box::new(Apgd::new(t, o, ApgdLoss::TargetedDlr, o.steps.unwrap_or(APGD_STEPS))?))
+    }),
 ];
+
+/// APGD's default iterations (AutoAttack's 100) when the user did not set `--steps`.
+pub const APGD_STEPS: usize = 100;
 
 /// Builds the attack `name` for `threat`.
 pub fn build_attack(

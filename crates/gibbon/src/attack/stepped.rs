@@ -64,55 +64,60 @@ struct Rows {
 /// Fraction of coordinates an L1 step moves (sparse steepest ascent, as in Tramèr & Boneh 2019).
 const L1_STEP_FRACTION: f64 = 0.01;
 
-impl SteppedAttack {
-    fn start(&self, threat: &ThreatModel, x0: &Tensor, keys: &[RngKey], restart: usize) -> Tensor {
-        let random = match self.config.start {
-            StartPoint::Clean => false,
-            StartPoint::Random => true,
-            StartPoint::CleanThenRandom => restart > 0,
-        };
-        if !random || threat.eps == 0.0 {
-            return x0.copy();
-        }
-        let shape = &x0.size()[1..];
-        let device = x0.device();
-        let eps = threat.eps;
-        let delta = match threat.norm {
-            Norm::Linf => {
-                stacked(keys, shape, device, |k, n| k.stream(1).uniform(n)) * (2.0 * eps) - eps
-            }
-            Norm::L2 | Norm::L1 => {
-                let dir = stacked(keys, shape, device, |k, n| k.stream(1).normal(n));
-                let dir = match threat.norm {
-                    Norm::L1 => dir.sign() * dir.abs().square(),
-                    _ => dir,
-                };
-                let radius = stacked(keys, &[], device, |k, _| k.stream(2).uniform(1)) * eps;
-                let norms = threat.norm.per_sample(&dir).to_kind(Kind::Float).clamp_min(1e-12);
-                &dir * (radius / norms).view(per_sample_view(x0).as_slice())
-            }
-        };
-        threat.project(x0, &(x0 + delta))
+/// The start point of a restart: the clean input or a random point of the ball (per key).
+pub(super) fn start_point(
+    threat: &ThreatModel,
+    x0: &Tensor,
+    keys: &[RngKey],
+    start: StartPoint,
+    restart: usize,
+) -> Tensor {
+    let random = match start {
+        StartPoint::Clean => false,
+        StartPoint::Random => true,
+        StartPoint::CleanThenRandom => restart > 0,
+    };
+    if !random || threat.eps == 0.0 {
+        return x0.copy();
     }
+    let shape = &x0.size()[1..];
+    let device = x0.device();
+    let eps = threat.eps;
+    let delta = match threat.norm {
+        Norm::Linf => {
+            stacked(keys, shape, device, |k, n| k.stream(1).uniform(n)) * (2.0 * eps) - eps
+        }
+        Norm::L2 | Norm::L1 => {
+            let dir = stacked(keys, shape, device, |k, n| k.stream(1).normal(n));
+            let dir = match threat.norm {
+                Norm::L1 => dir.sign() * dir.abs().square(),
+                _ => dir,
+            };
+            let radius = stacked(keys, &[], device, |k, _| k.stream(2).uniform(1)) * eps;
+            let norms = threat.norm.per_sample(&dir).to_kind(Kind::Float).clamp_min(1e-12);
+            &dir * (radius / norms).view(per_sample_view(x0).as_slice())
+        }
+    };
+    threat.project(x0, &(x0 + delta))
+}
 
-    fn direction(norm: Norm, grad: &Tensor) -> Tensor {
-        match norm {
-            Norm::Linf => grad.sign(),
-            Norm::L2 => {
-                let n = Norm::L2.per_sample(grad).to_kind(Kind::Float).clamp_min(1e-12);
-                grad / n.view(per_sample_view(grad).as_slice())
-            }
-            Norm::L1 => {
-                let flat = grad.flatten(1, -1);
-                let d = flat.size()[1];
-                let k = ((d as f64 * L1_STEP_FRACTION).ceil() as i64).clamp(1, d);
-                let (top, _) = flat.abs().topk(k, 1, true, true);
-                let threshold = top.narrow(1, k - 1, 1);
-                let mask = flat.abs().ge_tensor(&threshold).to_kind(Kind::Float);
-                let count =
-                    mask.sum_dim_intlist([1i64].as_slice(), true, Kind::Float).clamp_min(1.0);
-                (flat.sign() * mask / count).view(grad.size().as_slice())
-            }
+/// The steepest-ascent direction of unit size in `norm` (sparse for L1).
+pub(super) fn steepest_direction(norm: Norm, grad: &Tensor) -> Tensor {
+    match norm {
+        Norm::Linf => grad.sign(),
+        Norm::L2 => {
+            let n = Norm::L2.per_sample(grad).to_kind(Kind::Float).clamp_min(1e-12);
+            grad / n.view(per_sample_view(grad).as_slice())
+        }
+        Norm::L1 => {
+            let flat = grad.flatten(1, -1);
+            let d = flat.size()[1];
+            let k = ((d as f64 * L1_STEP_FRACTION).ceil() as i64).clamp(1, d);
+            let (top, _) = flat.abs().topk(k, 1, true, true);
+            let threshold = top.narrow(1, k - 1, 1);
+            let mask = flat.abs().ge_tensor(&threshold).to_kind(Kind::Float);
+            let count = mask.sum_dim_intlist([1i64].as_slice(), true, Kind::Float).clamp_min(1.0);
+            (flat.sign() * mask / count).view(grad.size().as_slice())
         }
     }
 }
@@ -143,7 +148,7 @@ impl SteppedAttack {
                     Some(chunk) => {
                         let keys: Vec<RngKey> =
                             chunk.indices.iter().map(|&i| RngKey::new(ctx.seed, i)).collect();
-                        let x_adv = self.start(threat, &chunk.x, &keys, 0);
+                        let x_adv = start_point(threat, &chunk.x, &keys, cfg.start, 0);
                         let n = chunk.indices.len();
                         let fresh = Rows {
                             step: vec![0; n],
@@ -189,7 +194,7 @@ impl SteppedAttack {
                 Vec::<bool>::try_from(success_mask(&logits, &r.labels, targets))?;
 
             let stepped = threat
-                .project(&r.x0, &(&r.x_adv + Self::direction(threat.norm, &grad) * cfg.alpha));
+                .project(&r.x0, &(&r.x_adv + steepest_direction(threat.norm, &grad) * cfg.alpha));
             let mut keep: Vec<i64> = Vec::new();
             let mut restarting: Vec<i64> = Vec::new();
             for (i, &succeeded) in success.iter().enumerate() {
@@ -201,6 +206,7 @@ impl SteppedAttack {
                         step: Some(r.step[i]),
                         restart: r.restart[i],
                         queries: r.queries[i],
+                        min_norm: None,
                     })?;
                 } else if r.step[i] >= cfg.steps {
                     if r.restart[i] + 1 < cfg.restarts {
@@ -216,6 +222,7 @@ impl SteppedAttack {
                             step: None,
                             restart: r.restart[i],
                             queries: r.queries[i],
+                            min_norm: None,
                         })?;
                     }
                 } else {
@@ -247,7 +254,7 @@ impl SteppedAttack {
                             .restart(next.restart[j as usize])
                     })
                     .collect();
-                let fresh = self.start(threat, &select(&next.x0, &rt), &keys, 1);
+                let fresh = start_point(threat, &select(&next.x0, &rt), &keys, cfg.start, 1);
                 next.x_adv = next.x_adv.index_copy(0, &rt, &fresh);
             }
             *r = next;

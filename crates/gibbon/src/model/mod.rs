@@ -11,11 +11,13 @@
 //! would depend on how many other samples share its batch; with it, results are bit-identical
 //! for every batch size and thread count (checked by the determinism tests).
 mod builtin;
+mod query;
 mod spec;
 mod torchscript;
 pub mod weights;
 
 pub use builtin::{Arch, BuiltinModel};
+pub use query::{ScoreModel, ScoresOf};
 pub use spec::{load_model, ModelSpec};
 pub use torchscript::TorchScriptModel;
 
