@@ -3,7 +3,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gibbon::attack::AttackOptions;
 use gibbon::data::{DataSpec, Dataset, Split};
-use gibbon::eval::{evaluate, EvalReport, EvalSettings, Examples, RunInfo};
+use gibbon::eval::{
+    evaluate, robustness_curve, EvalReport, EvalSettings, Examples, RunInfo, Suite,
+};
 use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelSpec, Normalized};
 use gibbon::threat::{Goal, Norm, TargetSelection, ThreatModel};
 use gibbon::train::{AdversarialTraining, OptimizerKind, Schedule, TrainConfig};
@@ -88,22 +90,36 @@ pub struct ThreatArgs {
     /// Norm: linf, l2 or l1.
     #[arg(long)]
     pub norm: Option<String>,
-    /// Radius of the allowed perturbation.
+    /// Radius of the allowed perturbation; a comma list (e.g. 0.05,0.1,0.2) gives a robust
+    /// accuracy curve over ε (a minimum-norm attack once, then the plan at each ε).
     #[arg(long, allow_hyphen_values = true)]
-    pub eps: Option<f64>,
+    pub eps: Option<String>,
     /// Iterations per restart.
     #[arg(long)]
     pub steps: Option<usize>,
     /// Random restarts.
     #[arg(long)]
     pub restarts: Option<usize>,
+    /// Query budget per sample for score- and decision-based attacks (Square: 5,000).
+    #[arg(long)]
+    pub queries: Option<usize>,
     /// Targeted attack: next, most-likely, least-likely or a class number.
     #[arg(long)]
     pub targeted: Option<String>,
-    /// Attack plan: one name or a comma list run in order (fgsm, bim, pgd, apgd-ce, apgd-dlr,
-    /// apgd-t). Default steps: 40 for fgsm/bim/pgd, 100 for APGD.
+    /// Attack plan: one name or a comma list run in order, each on the samples the previous
+    /// ones left unbroken (fgsm, bim, pgd, mifgsm, difgsm, apgd-ce, apgd-dlr, apgd-t, fab, fab-t,
+    /// square, deepfool, cw). Default steps: 40 for bim/pgd, 10 for mifgsm/difgsm, 100 for APGD
+    /// and FAB.
     #[arg(long, default_value = "pgd")]
     pub attack: String,
+    /// A parameter-free ensemble instead of --attack: standard (APGD-CE, APGD-T, FAB-T, Square:
+    /// AutoAttack's) or rand (APGD-CE, APGD-DLR with EOT over 20 draws, for randomized models).
+    #[arg(long)]
+    pub suite: Option<String>,
+    /// Minimum-norm attack for a curve over ε (default: fab; for l1 name one); used only with
+    /// several --eps values.
+    #[arg(long)]
+    pub min_norm_attack: Option<String>,
     /// Step size (attack default when omitted).
     #[arg(long, allow_hyphen_values = true)]
     pub alpha: Option<f64>,
@@ -329,20 +345,43 @@ pub fn build_model(args: &ModelArgs, data: &Dataset) -> Result<Box<dyn Classifie
     }
 }
 
+/// The values of `--eps` (one, or a comma list for a curve); empty when not given.
+pub fn eps_list(args: &ThreatArgs) -> Result<Vec<f64>> {
+    let Some(text) = &args.eps else { return Ok(Vec::new()) };
+    text.split(',')
+        .map(|v| {
+            let v = v.trim();
+            let e: f64 = v.parse().map_err(|_| usage(format!("eps '{v}' is not a number")))?;
+            if !e.is_finite() || e < 0.0 {
+                return Err(anyhow::Error::new(gibbon::GibbonError::invalid(
+                    "eps",
+                    format!("{e} must be finite and >= 0"),
+                )));
+            }
+            Ok(e)
+        })
+        .collect()
+}
+
 pub fn build_threat(args: &ThreatArgs) -> Result<ThreatModel> {
     let mut threat = match &args.threat {
         Some(path) => ThreatModel::from_toml_file(path)?,
         None => {
             let norm: Norm = args.norm.as_deref().unwrap_or("linf").parse()?;
-            let eps = args.eps.ok_or_else(|| usage("--eps is required (or give --threat FILE)"))?;
+            let eps = *eps_list(args)?
+                .first()
+                .ok_or_else(|| usage("--eps is required (or give --threat FILE)"))?;
             gibbon::threat::ThreatModel { eps, ..ThreatModel::new(norm, 0.0)? }
         }
     };
     if let Some(n) = &args.norm {
         threat.norm = n.parse()?;
     }
-    if let Some(e) = args.eps {
+    if let Some(&e) = eps_list(args)?.first() {
         threat.eps = e;
+    }
+    if let Some(q) = args.queries {
+        threat.budget.queries = Some(q);
     }
     if let Some(s) = args.steps {
         threat.budget.steps = s;
@@ -366,14 +405,22 @@ pub fn build_threat(args: &ThreatArgs) -> Result<ThreatModel> {
     Ok(threat)
 }
 
-fn settings(threat: &ThreatArgs, run: &RunArgs, n: Option<usize>, quiet: bool) -> EvalSettings {
+/// The evaluation settings from the flags; a `--suite` sets its plan and fixed parameters on
+/// `model_threat` too.
+fn settings(
+    threat: &ThreatArgs,
+    run: &RunArgs,
+    n: Option<usize>,
+    quiet: bool,
+    model_threat: &mut ThreatModel,
+) -> Result<EvalSettings> {
     // A threat file states its budget explicitly, so attacks with their own default use it.
     let steps_from_file = threat
         .threat
         .as_ref()
         .and_then(|p| ThreatModel::from_toml_file(p).ok())
         .map(|t| t.budget.steps);
-    EvalSettings {
+    let mut s = EvalSettings {
         n,
         batch_size: run.batch_size,
         seed: run.seed,
@@ -394,11 +441,18 @@ fn settings(threat: &ThreatArgs, run: &RunArgs, n: Option<usize>, quiet: bool) -
                 None
             },
             minimize: false,
+            eot: None,
         },
         keep_examples: false,
         stream: None,
         progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..Default::default()
+    };
+    if let Some(name) = &threat.suite {
+        let suite: Suite = name.parse()?;
+        suite.apply(model_threat, &mut s);
     }
+    Ok(s)
 }
 
 fn command_line() -> String {
@@ -437,10 +491,14 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 
 fn eval_cmd(args: EvalArgs, quiet: bool) -> Result<()> {
     set_threads(args.model.threads)?;
-    let threat = build_threat(&args.threat)?;
+    let mut threat = build_threat(&args.threat)?;
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
-    let mut s = settings(&args.threat, &args.run, args.data.n, quiet);
+    let mut s = settings(&args.threat, &args.run, args.data.n, quiet, &mut threat)?;
+    let eps = eps_list(&args.threat)?;
+    if eps.len() > 1 {
+        return curve_cmd(&args, model.as_ref(), &data, &threat, &eps, &s);
+    }
     let stream = args.out.as_ref().filter(|_| !args.run.no_resume).map(|o| partial_path(o));
     s.stream = stream.clone();
     let (report, _) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
@@ -457,6 +515,53 @@ fn eval_cmd(args: EvalArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// `eval` with several ε: a robustness curve (JSON: gibbon::eval::CurveReport).
+fn curve_cmd(
+    args: &EvalArgs,
+    model: &dyn Classifier,
+    data: &Dataset,
+    threat: &ThreatModel,
+    eps: &[f64],
+    settings: &EvalSettings,
+) -> Result<()> {
+    let min_norm = match (&args.threat.min_norm_attack, threat.norm) {
+        (Some(name), _) => name.clone(),
+        (None, Norm::Linf | Norm::L2) => "fab".to_string(),
+        (None, Norm::L1) => {
+            return Err(usage(
+                "no built-in minimum-norm attack for l1: give --min-norm-attack NAME",
+            ))
+        }
+    };
+    let report =
+        robustness_curve(model, data, threat, eps, &min_norm, settings, &run_info(&args.data))?;
+    eprintln!(
+        "{}: clean accuracy {:.4}; {} median minimal {} norm {}",
+        report.model.path,
+        report.clean_accuracy,
+        min_norm,
+        threat.norm,
+        report.median_min_norm.map_or("n/a (most unbroken)".into(), |m| format!("{m:.4}"))
+    );
+    eprintln!("{:>10} {:>9} {:>17} {:>9} {:>8}", "eps", "robust", "95% CI", "min-norm", "plan");
+    for p in &report.curve {
+        eprintln!(
+            "{:>10} {:>9.4} {:>8.4}-{:<8.4} {:>9} {:>8}",
+            p.eps,
+            p.robust_accuracy,
+            p.robust_accuracy_ci95[0],
+            p.robust_accuracy_ci95[1],
+            p.broken_by_min_norm,
+            p.broken_by_plan
+        );
+    }
+    match &args.out {
+        Some(out) => write_json(out, &report)?,
+        None => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(())
+}
+
 fn partial_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".partial.jsonl");
@@ -465,10 +570,13 @@ fn partial_path(out: &Path) -> PathBuf {
 
 fn attack_cmd(args: AttackArgs, quiet: bool) -> Result<()> {
     set_threads(args.model.threads)?;
-    let threat = build_threat(&args.threat)?;
+    let mut threat = build_threat(&args.threat)?;
+    if eps_list(&args.threat)?.len() > 1 {
+        return Err(usage("attack takes one --eps; for a curve over several use eval"));
+    }
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
-    let mut s = settings(&args.threat, &args.run, args.data.n, quiet);
+    let mut s = settings(&args.threat, &args.run, args.data.n, quiet, &mut threat)?;
     s.keep_examples = true;
     let (report, examples) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
     print_summary(&report);

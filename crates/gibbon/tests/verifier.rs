@@ -68,6 +68,7 @@ impl Attack for Boastful {
                     step: Some(0),
                     restart: 0,
                     queries: 0,
+                    min_norm: None,
                 })?;
             }
         }

@@ -51,6 +51,8 @@ pub struct ApgdConfig {
     pub rho: f64,
     /// Initial step size as a multiple of ε (2).
     pub initial_step: f64,
+    /// Gradients averaged over this many passes (EOT, for randomized models; 1 otherwise).
+    pub eot: usize,
 }
 
 /// APGD-CE, APGD-DLR or APGD-T, depending on the loss.
@@ -66,7 +68,7 @@ impl Apgd {
     /// budget's default of 40 steps is raised to AutoAttack's 100 unless `steps` was set).
     pub fn new(
         threat: &ThreatModel,
-        _options: &AttackOptions,
+        options: &AttackOptions,
         loss: ApgdLoss,
         steps: usize,
     ) -> Result<Self> {
@@ -90,6 +92,7 @@ impl Apgd {
                 momentum: 0.75,
                 rho: 0.75,
                 initial_step: 2.0,
+                eot: options.eot.unwrap_or(1).max(1),
             },
             name,
         })
@@ -98,19 +101,29 @@ impl Apgd {
 
 /// Per-sample DLR loss to be maximised: untargeted `-(z_y - max_{i≠y} z_i) / (z_π1 - z_π3)`,
 /// targeted `-(z_y - z_t) / (z_π1 - (z_π3 + z_π4)/2)` (π sorts the logits in decreasing order).
+/// The ratio needs 3 classes (4 for the targeted form); with fewer, the denominator is 1, i.e.
+/// the plain logit margin (the C&W loss), which is what the ratio reduces to in spirit.
 pub fn dlr_loss(logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>) -> Tensor {
     let z = logits.to_kind(Kind::Float);
+    let classes = z.size()[1];
     let (sorted, _) = z.sort(1, true);
     let zy = z.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
-    let col = |i: i64| sorted.select(1, i.min(sorted.size()[1] - 1));
+    let col = |i: i64| sorted.select(1, i);
     match targets {
         None => {
             let mask = z.zeros_like().scatter_value(1, &labels.unsqueeze(1), f64::NEG_INFINITY);
             let other = (&z + mask).amax([1i64].as_slice(), false);
-            -(zy - other) / (col(0) - col(2) + 1e-12)
+            let margin = zy - other;
+            if classes < 3 {
+                return -margin;
+            }
+            -margin / (col(0) - col(2) + 1e-12)
         }
         Some(t) => {
             let zt = z.gather(1, &t.unsqueeze(1), false).squeeze_dim(1);
+            if classes < 4 {
+                return -(zy - zt);
+            }
             -(zy - zt) / (col(0) - (col(2) + col(3)) * 0.5 + 1e-12)
         }
     }
@@ -226,12 +239,17 @@ impl Rows {
 
 impl Apgd {
     fn first_interval(&self) -> usize {
-        ((0.22 * self.config.steps as f64).ceil() as usize).max(1)
+        ((0.22 * self.config.steps as f64) as usize).max(1)
     }
 
-    fn runs(&self) -> usize {
+    /// Target classes APGD-T tries on a model with `classes` classes.
+    fn targets_for(&self, classes: i64) -> usize {
+        self.config.n_targets.min((classes.max(2) - 1) as usize)
+    }
+
+    fn runs(&self, classes: i64) -> usize {
         match self.config.loss {
-            ApgdLoss::TargetedDlr => self.config.n_targets * self.config.restarts,
+            ApgdLoss::TargetedDlr => self.targets_for(classes) * self.config.restarts,
             _ => self.config.restarts,
         }
     }
@@ -251,6 +269,7 @@ impl Apgd {
     ) -> Rows {
         let threat = ctx.threat;
         let n = indices.len();
+        let n_targets = self.targets_for(ctx.model.num_classes());
         let device = x0.device();
         let keys: Vec<RngKey> = indices
             .iter()
@@ -261,7 +280,7 @@ impl Apgd {
         let loss_targets = match (&ranking, self.config.loss) {
             (Some(rank), ApgdLoss::TargetedDlr) => {
                 let which: Vec<i64> =
-                    restarts.iter().map(|&r| 1 + (r % self.config.n_targets) as i64).collect();
+                    restarts.iter().map(|&r| 1 + (r % n_targets) as i64).collect();
                 let col = Tensor::from_slice(&which).to_device(device).unsqueeze(1);
                 Some(rank.gather(1, &col, false).squeeze_dim(1))
             }
@@ -314,7 +333,7 @@ impl Attack for Apgd {
         let threat = ctx.threat;
         let cfg = &self.config;
         let batch = ctx.batch_size.max(1);
-        let runs = self.runs();
+        let runs = self.runs(ctx.model.num_classes());
         let mut rows: Option<Rows> = None;
         let mut exhausted = false;
         loop {
@@ -370,9 +389,20 @@ impl Attack for Apgd {
                 ApgdLoss::Ce => ce_loss(logits, labels, lt),
                 ApgdLoss::Dlr | ApgdLoss::TargetedDlr => dlr_loss(logits, labels, lt),
             };
-            let (loss, logits, grad) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+            let (mut loss, mut logits, mut grad) =
+                ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+            for _ in 1..cfg.eot {
+                let (l, z, g) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+                loss += l;
+                logits += z;
+                grad += g;
+            }
+            if cfg.eot > 1 {
+                let k = cfg.eot as f64;
+                (loss, logits, grad) = (loss / k, logits / k, grad / k);
+            }
             for q in r.queries.iter_mut() {
-                *q += 1;
+                *q += cfg.eot as u64;
             }
             let view = per_sample_view(&r.x_adv);
             let gt = r.goal_targets.as_ref();

@@ -32,6 +32,8 @@ impl Bim {
                 } else {
                     StartPoint::Clean
                 },
+                momentum: None,
+                diversity: None,
             },
         }))
     }

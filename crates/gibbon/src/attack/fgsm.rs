@@ -24,6 +24,8 @@ impl Fgsm {
                 restarts: 1,
                 alpha: alpha.max(f64::MIN_POSITIVE),
                 start: StartPoint::Clean,
+                momentum: None,
+                diversity: None,
             },
         }))
     }

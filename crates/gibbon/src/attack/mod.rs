@@ -7,15 +7,19 @@
 //! returned example (norm, box, finiteness, and a fresh forward pass).
 mod apgd;
 mod bim;
+mod difgsm;
 mod fgsm;
 mod loss;
+mod mifgsm;
 mod pgd;
 mod stepped;
 
 pub use apgd::{dlr_loss, Apgd, ApgdConfig, ApgdLoss};
 pub use bim::Bim;
+pub use difgsm::DiFgsm;
 pub use fgsm::Fgsm;
 pub use loss::{cross_entropy_objective, margin, success_mask};
+pub use mifgsm::MiFgsm;
 pub use pgd::Pgd;
 pub use stepped::{StartPoint, SteppedAttack, SteppedConfig};
 
@@ -105,6 +109,9 @@ pub struct AttackOptions {
     /// Minimum-norm attacks (DeepFool, C&W, FAB): keep shrinking the perturbation after the
     /// first success, for ε-curves. By default a sample stops as soon as it is broken within ε.
     pub minimize: bool,
+    /// Expectation over Transformation (Athalye et al. 2018): gradients averaged over this many
+    /// forward/backward passes, for randomized models (APGD). `None` or 1: one pass.
+    pub eot: Option<usize>,
 }
 
 type Constructor = fn(&ThreatModel, &AttackOptions) -> Result<Box<dyn Attack>>;
@@ -114,6 +121,8 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("fgsm", |t, o| Ok(Box::new(Fgsm::new(t, o)?))),
     ("bim", |t, o| Ok(Box::new(Bim::new(t, o)?))),
     ("pgd", |t, o| Ok(Box::new(Pgd::new(t, o)?))),
+    ("mifgsm", |t, o| Ok(Box::new(MiFgsm::new(t, o)?))),
+    ("difgsm", |t, o| Ok(Box::new(DiFgsm::new(t, o)?))),
     ("apgd-ce", |t, o| Ok(Box::new(Apgd::new(t, o, ApgdLoss::Ce, o.steps.unwrap_or(APGD_STEPS))?))),
     ("apgd-dlr", |t, o| {
         Ok(Box::new(Apgd::new(t, o, ApgdLoss::Dlr, o.steps.unwrap_or(APGD_STEPS))?))

@@ -35,6 +35,8 @@ impl Pgd {
                     Some(true) => StartPoint::Random,
                     Some(false) => StartPoint::Clean,
                 },
+                momentum: None,
+                diversity: None,
             },
         }))
     }

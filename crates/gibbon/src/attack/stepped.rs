@@ -24,6 +24,14 @@ pub struct SteppedConfig {
     pub alpha: f64,
     /// Where each restart starts.
     pub start: StartPoint,
+    /// MI-FGSM's decay μ: steps follow the accumulated L1-normalised gradient
+    /// `g ← μ·g + ∇/‖∇‖₁` instead of the current gradient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// DI-FGSM's probability of the random resize-and-pad input transform, applied to the input
+    /// of each gradient computation (success is always judged on the untransformed input).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diversity: Option<f64>,
 }
 
 /// Where the restarts of a stepped attack start.
@@ -59,6 +67,8 @@ struct Rows {
     x_adv: Tensor,
     best_x: Tensor,
     best_margin: Tensor,
+    /// Accumulated gradient (momentum attacks; zeros otherwise).
+    velocity: Tensor,
 }
 
 /// Fraction of coordinates an L1 step moves (sparse steepest ascent, as in Tramèr & Boneh 2019).
@@ -122,6 +132,56 @@ pub(super) fn steepest_direction(norm: Norm, grad: &Tensor) -> Tensor {
     }
 }
 
+/// DI-FGSM's input transform (Xie et al. 2019), per sample and shape-preserving: with
+/// probability `p` the image is shrunk to a random size in [0.9·H, H] × [0.9·W, W] (nearest
+/// neighbour) and zero-padded back to H × W at a random offset. Randomness comes from `keys`.
+pub(super) fn input_diversity(x: &Tensor, keys: &[RngKey], p: f64) -> Result<Tensor> {
+    if x.dim() != 4 {
+        return Err(crate::error::GibbonError::invalid(
+            "attack",
+            format!("input diversity needs image inputs [C, H, W], got {:?}", &x.size()[1..]),
+        ));
+    }
+    let (h, w) = (x.size()[2], x.size()[3]);
+    let rows: Vec<Tensor> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let u = key.uniform(4);
+            let xi = x.narrow(0, i as i64, 1);
+            if u[0] >= p {
+                return xi;
+            }
+            let scale = 0.9 + 0.1 * u[1];
+            let sh = ((h as f64 * scale).floor() as i64).clamp(1, h);
+            let sw = ((w as f64 * scale).floor() as i64).clamp(1, w);
+            let small = xi.upsample_nearest2d([sh, sw], None, None);
+            let top = ((u[2] * (h - sh + 1) as f64) as i64).min(h - sh);
+            let left = ((u[3] * (w - sw + 1) as f64) as i64).min(w - sw);
+            small.constant_pad_nd([left, w - sw - left, top, h - sh - top])
+        })
+        .collect();
+    Ok(Tensor::cat(&rows, 0))
+}
+
+/// The input gradient of `objective` through [`input_diversity`].
+fn diverse_input_grad(
+    ctx: &AttackContext<'_>,
+    x: &Tensor,
+    keys: &[RngKey],
+    p: f64,
+    objective: &dyn Fn(&Tensor) -> Tensor,
+) -> Result<Tensor> {
+    let xg = x.detach().set_requires_grad(true);
+    let logits = ctx.model.logits_padded(&input_diversity(&xg, keys, p)?)?;
+    let total = objective(&logits).sum(Kind::Float);
+    let grads = Tensor::f_run_backward(&[total], &[&xg], false, false)?;
+    grads
+        .into_iter()
+        .next()
+        .ok_or_else(|| crate::error::GibbonError::Internal("no gradient".into()))
+}
+
 fn select(t: &Tensor, rows: &Tensor) -> Tensor {
     t.index_select(0, rows)
 }
@@ -164,6 +224,7 @@ impl SteppedAttack {
                             x0: chunk.x,
                             labels: chunk.labels,
                             targets: chunk.targets,
+                            velocity: x_adv.zeros_like(),
                             x_adv,
                         };
                         rows = Some(match rows.take() {
@@ -181,7 +242,33 @@ impl SteppedAttack {
             let targets = r.targets.as_ref();
             let labels = &r.labels;
             let objective = |logits: &Tensor| cross_entropy_objective(logits, labels, targets);
-            let (_, logits, grad) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+            let (logits, grad) = match cfg.diversity {
+                None => {
+                    let (_, logits, grad) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+                    (logits, grad)
+                }
+                Some(p) => {
+                    let keys: Vec<RngKey> = (0..r.indices.len())
+                        .map(|i| {
+                            RngKey::new(ctx.seed, r.indices[i])
+                                .restart(r.restart[i])
+                                .step(r.step[i])
+                                .stream(20)
+                        })
+                        .collect();
+                    let grad = diverse_input_grad(ctx, &r.x_adv, &keys, p, &objective)?;
+                    (ctx.model.logits(&r.x_adv)?, grad)
+                }
+            };
+            let grad = match cfg.momentum {
+                None => grad,
+                Some(mu) => {
+                    let l1 = Norm::L1.per_sample(&grad).to_kind(Kind::Float).clamp_min(1e-12);
+                    r.velocity =
+                        &r.velocity * mu + grad / l1.view(per_sample_view(&r.x_adv).as_slice());
+                    r.velocity.shallow_clone()
+                }
+            };
             for q in r.queries.iter_mut() {
                 *q += 1;
             }
@@ -244,6 +331,7 @@ impl SteppedAttack {
                 x_adv: select(&stepped, &keep_t),
                 best_x: select(&r.best_x, &keep_t),
                 best_margin: select(&r.best_margin, &keep_t),
+                velocity: select(&r.velocity, &keep_t),
             };
             if !restarting.is_empty() {
                 let rt = Tensor::from_slice(&restarting).to_device(device);
@@ -256,6 +344,7 @@ impl SteppedAttack {
                     .collect();
                 let fresh = start_point(threat, &select(&next.x0, &rt), &keys, cfg.start, 1);
                 next.x_adv = next.x_adv.index_copy(0, &rt, &fresh);
+                next.velocity = next.velocity.index_fill(0, &rt, 0.0);
             }
             *r = next;
         }
@@ -281,6 +370,7 @@ fn concat(a: Rows, b: Rows) -> Rows {
         x_adv: cat(&a.x_adv, &b.x_adv),
         best_x: cat(&a.best_x, &b.best_x),
         best_margin: cat(&a.best_margin, &b.best_margin),
+        velocity: cat(&a.velocity, &b.velocity),
         indices: join(a.indices, b.indices),
         step: join(a.step, b.step),
         restart: join(a.restart, b.restart),

@@ -2,11 +2,15 @@
 //! every returned example verified, per-sample records streamed to a JSON-lines file so an
 //! interrupted run resumes where it stopped, and robust accuracy with a 95% Clopper-Pearson
 //! interval.
+mod curve;
 mod stats;
+mod suite;
 mod verify;
 
+pub use curve::{box_diameter, robustness_curve, CurvePoint, CurveReport};
 pub use stats::clopper_pearson;
-pub use verify::{verify_batch, Verdict};
+pub use suite::Suite;
+pub use verify::{verify_batch, verify_batch_repeated, Verdict};
 
 use crate::attack::{
     build_attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource,
@@ -41,6 +45,30 @@ pub struct EvalSettings {
     pub stream: Option<PathBuf>,
     /// Show a progress bar.
     pub progress: bool,
+    /// Examples found earlier (e.g. by a minimum-norm attack, or crafted on a surrogate), checked
+    /// by the verifier before the plan runs; the ones inside the threat model that fool the model
+    /// settle their sample (credited to `Candidates::source`).
+    pub candidates: Option<Candidates>,
+    /// Forward passes per verdict (randomized models: broken when wrong in a strict majority).
+    pub verify_passes: usize,
+}
+
+/// Examples to check before the attack plan (see [`EvalSettings::candidates`]).
+#[derive(Debug)]
+pub struct Candidates {
+    /// Where they come from, recorded as `broken_by`.
+    pub source: String,
+    /// Dataset index → example `[...]`.
+    pub examples: Examples,
+}
+
+impl Clone for Candidates {
+    fn clone(&self) -> Self {
+        Candidates {
+            source: self.source.clone(),
+            examples: self.examples.iter().map(|(&i, t)| (i, t.shallow_clone())).collect(),
+        }
+    }
 }
 
 impl Default for EvalSettings {
@@ -54,6 +82,8 @@ impl Default for EvalSettings {
             keep_examples: false,
             stream: None,
             progress: false,
+            candidates: None,
+            verify_passes: 1,
         }
     }
 }
@@ -88,6 +118,10 @@ pub struct SampleRecord {
     pub norm: Option<f64>,
     /// Model queries spent on the sample over all attacks.
     pub queries: u64,
+    /// Smallest adversarial perturbation norm a minimum-norm attack found (it may exceed ε, in
+    /// which case that example was not returned).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub min_norm: Option<f64>,
 }
 
 /// One attack of the plan, as run.
@@ -256,6 +290,7 @@ pub fn evaluate(
         restart: None,
         norm: None,
         queries: 0,
+        min_norm: None,
     };
     // Samples wrong when clean, or whose label is the fixed target, need no attack.
     for i in 0..n {
@@ -275,6 +310,70 @@ pub fn evaluate(
     let mut pending: HashMap<usize, SampleRecord> = HashMap::new();
     let mut examples = Examples::new();
     let mut per_attack = Vec::new();
+    if let Some(c) = &settings.candidates {
+        let inside: Vec<usize> =
+            survivors.iter().copied().filter(|i| c.examples.contains_key(i)).collect();
+        for idx in inside.chunks(settings.batch_size) {
+            let x = data.try_batch(idx, device)?;
+            let x_adv = Tensor::stack(
+                &idx.iter().map(|i| c.examples[i].to_kind(Kind::Float)).collect::<Vec<_>>(),
+                0,
+            )
+            .to_device(device);
+            // Only candidates inside this threat model are checked (the rest are simply unused).
+            let d: Vec<f64> = Vec::try_from(threat.distance(&x, &x_adv))?;
+            let lo: Vec<f64> = Vec::try_from(
+                x_adv.to_kind(Kind::Double).flatten(1, -1).amin([1i64].as_slice(), false),
+            )?;
+            let hi: Vec<f64> = Vec::try_from(
+                x_adv.to_kind(Kind::Double).flatten(1, -1).amax([1i64].as_slice(), false),
+            )?;
+            let ok: Vec<usize> = (0..idx.len())
+                .filter(|&j| {
+                    d[j] <= threat.eps + crate::threat::NORM_TOLERANCE
+                        && lo[j] >= threat.bounds.lo
+                        && hi[j] <= threat.bounds.hi
+                })
+                .collect();
+            if ok.is_empty() {
+                continue;
+            }
+            let sel = Tensor::from_slice(&ok.iter().map(|&j| j as i64).collect::<Vec<_>>())
+                .to_device(device);
+            let sub: Vec<usize> = ok.iter().map(|&j| idx[j]).collect();
+            let y = data.try_labels_of(&sub, device)?;
+            let t = targets_tensor(&sub, &targets, threat.goal, device);
+            let verdicts = verify_batch_repeated(
+                model,
+                threat,
+                &sub,
+                &x.index_select(0, &sel),
+                &x_adv.index_select(0, &sel),
+                &y,
+                t.as_ref(),
+                settings.verify_passes,
+            )?;
+            for (k, (&i, v)) in sub.iter().zip(verdicts).enumerate() {
+                if !v.broken {
+                    continue;
+                }
+                let mut r = base_record(i);
+                r.adv_pred = v.prediction;
+                r.adv_confidence = v.confidence;
+                r.norm = Some(v.norm);
+                r.robust = false;
+                r.broken_by = Some(c.source.clone());
+                if settings.keep_examples {
+                    examples.insert(i, x_adv.get(ok[k] as i64).to_device(Device::Cpu));
+                }
+                survivors.remove(&i);
+                if let Some(s) = stream.as_mut() {
+                    s.append(&r)?;
+                }
+                finals.insert(i, r);
+            }
+        }
+    }
     let ctx = AttackContext { model, threat, seed: settings.seed, batch_size: settings.batch_size };
     for (k, attack) in attacks.iter().enumerate() {
         let last = k + 1 == attacks.len();
@@ -304,16 +403,29 @@ pub fn evaluate(
             );
             let y = data.try_labels_of(&idx, device)?;
             let t = targets_tensor(&idx, &targets, threat.goal, device);
-            let verdicts = verify_batch(model, threat, &idx, &x, &x_adv, &y, t.as_ref())?;
+            let verdicts = verify_batch_repeated(
+                model,
+                threat,
+                &idx,
+                &x,
+                &x_adv,
+                &y,
+                t.as_ref(),
+                settings.verify_passes,
+            )?;
             for (j, (rec, v)) in buffer.drain(..).zip(verdicts).enumerate() {
                 let i = rec.index;
                 queries += rec.queries;
-                let prior = pending.remove(&i).map_or(0, |p| p.queries);
+                let prior = pending.remove(&i);
                 let mut r = base_record(i);
-                r.queries = prior + rec.queries;
+                r.queries = prior.as_ref().map_or(0, |p| p.queries) + rec.queries;
                 r.adv_pred = v.prediction;
                 r.adv_confidence = v.confidence;
                 r.norm = Some(v.norm);
+                r.min_norm = match (rec.min_norm, prior.and_then(|p| p.min_norm)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 if rec.claimed_success && !v.broken {
                     tracing::warn!(
                         "sample {i}: {} claimed success but the verifier disagrees",

@@ -33,6 +33,24 @@ pub fn verify_batch(
     labels: &Tensor,
     targets: Option<&Tensor>,
 ) -> Result<Vec<Verdict>> {
+    verify_batch_repeated(model, threat, indices, x, x_adv, labels, targets, 1)
+}
+
+/// [`verify_batch`] with `passes` fresh forward passes per example, for randomized models: an
+/// example counts as broken only when it fools the model in a strict majority of the passes;
+/// the prediction and confidence reported are those of the last pass that agrees with the vote.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_batch_repeated(
+    model: &dyn Classifier,
+    threat: &ThreatModel,
+    indices: &[usize],
+    x: &Tensor,
+    x_adv: &Tensor,
+    labels: &Tensor,
+    targets: Option<&Tensor>,
+    passes: usize,
+) -> Result<Vec<Verdict>> {
+    let passes = passes.max(1);
     if x.size() != x_adv.size() {
         return Err(GibbonError::Verification(format!(
             "attack returned shape {:?} for inputs of shape {:?}",
@@ -64,18 +82,26 @@ pub fn verify_batch(
             )));
         }
     }
-    let logits = model.logits(x_adv)?;
-    let broken: Vec<bool> = Vec::try_from(success_mask(&logits, labels, targets))?;
-    let probs = logits.softmax(-1, Kind::Double);
-    let (conf, pred) = probs.max_dim(-1, false);
-    let conf: Vec<f64> = Vec::try_from(conf)?;
-    let pred: Vec<i64> = Vec::try_from(pred)?;
-    Ok((0..indices.len())
-        .map(|i| Verdict {
-            broken: broken[i],
-            prediction: pred[i],
-            confidence: conf[i],
-            norm: norms[i],
+    let n = indices.len();
+    let mut wins = vec![0usize; n];
+    let mut last: Vec<[Option<(i64, f64)>; 2]> = vec![[None, None]; n];
+    for _ in 0..passes {
+        let logits = model.logits(x_adv)?;
+        let broken: Vec<bool> = Vec::try_from(success_mask(&logits, labels, targets))?;
+        let probs = logits.softmax(-1, Kind::Double);
+        let (conf, pred) = probs.max_dim(-1, false);
+        let conf: Vec<f64> = Vec::try_from(conf)?;
+        let pred: Vec<i64> = Vec::try_from(pred)?;
+        for i in 0..n {
+            wins[i] += broken[i] as usize;
+            last[i][broken[i] as usize] = Some((pred[i], conf[i]));
+        }
+    }
+    Ok((0..n)
+        .map(|i| {
+            let broken = 2 * wins[i] > passes;
+            let (prediction, confidence) = last[i][broken as usize].unwrap_or((-1, 0.0));
+            Verdict { broken, prediction, confidence, norm: norms[i] }
         })
         .collect())
 }

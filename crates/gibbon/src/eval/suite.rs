@@ -1,0 +1,76 @@
+//! Named attack plans: AutoAttack-equivalent ensembles (Croce & Hein 2020, "Reliable evaluation
+//! of adversarial robustness with an ensemble of diverse parameter-free attacks").
+//!
+//! - `standard`: APGD-CE, APGD-T (9 target classes), FAB-T (9 target classes), Square (5,000
+//!   queries), each on the samples the previous ones left unbroken; APGD and FAB with 100
+//!   iterations and one restart. For L1 (where FAB and Square do not apply): APGD-CE, APGD-T.
+//! - `rand`, for randomized models: APGD-CE and APGD-DLR with Expectation over Transformation
+//!   (gradients averaged over 20 draws, Athalye et al. 2018), and every verdict taken by majority
+//!   over 5 fresh forward passes.
+use super::EvalSettings;
+use crate::error::{GibbonError, Result};
+use crate::threat::{Norm, ThreatModel};
+use std::str::FromStr;
+
+/// Square's query budget in the standard suite (AutoAttack's).
+pub const SUITE_SQUARE_QUERIES: usize = 5_000;
+/// EOT draws per gradient in the rand suite (AutoAttack's).
+pub const SUITE_EOT_DRAWS: usize = 20;
+/// Forward passes per verdict in the rand suite.
+pub const SUITE_RAND_VERDICT_PASSES: usize = 5;
+
+/// An ensemble of attacks with fixed, parameter-free settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// APGD-CE, APGD-T, FAB-T, Square.
+    Standard,
+    /// APGD-CE and APGD-DLR with EOT, majority verdicts.
+    Rand,
+}
+
+impl FromStr for Suite {
+    type Err = GibbonError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "standard" => Ok(Suite::Standard),
+            "rand" => Ok(Suite::Rand),
+            other => Err(GibbonError::invalid(
+                "suite",
+                format!("'{other}' is not one of standard, rand"),
+            )),
+        }
+    }
+}
+
+impl Suite {
+    /// The attack plan for `norm`, in order.
+    pub fn attacks(self, norm: Norm) -> Vec<String> {
+        let names: &[&str] = match (self, norm) {
+            (Suite::Standard, Norm::L1) => &["apgd-ce", "apgd-t"],
+            (Suite::Standard, _) => &["apgd-ce", "apgd-t", "fab-t", "square"],
+            (Suite::Rand, _) => &["apgd-ce", "apgd-dlr"],
+        };
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Sets the plan and the suite's fixed parameters on `settings` and `threat`. The suite's
+    /// iteration counts are its own (100 for APGD and FAB), so a generic `--steps` is ignored;
+    /// a query budget already in the threat model is kept.
+    pub fn apply(self, threat: &mut ThreatModel, settings: &mut EvalSettings) {
+        settings.attacks = self.attacks(threat.norm);
+        settings.options.steps = None;
+        settings.options.alpha = None;
+        settings.options.random_start = None;
+        match self {
+            Suite::Standard => {
+                threat.budget.queries.get_or_insert(SUITE_SQUARE_QUERIES);
+                threat.budget.restarts = 1;
+            }
+            Suite::Rand => {
+                settings.options.eot = Some(SUITE_EOT_DRAWS);
+                settings.verify_passes = SUITE_RAND_VERDICT_PASSES;
+                threat.budget.restarts = 1;
+            }
+        }
+    }
+}
