@@ -17,7 +17,7 @@ mod torchscript;
 pub mod weights;
 
 pub use builtin::{Arch, BuiltinModel};
-pub use query::{ScoreModel, ScoresOf};
+pub use query::{LabelModel, LabelsOf, ScoreModel, ScoresOf};
 pub use spec::{load_model, ModelSpec};
 pub use torchscript::TorchScriptModel;
 

@@ -37,3 +37,34 @@ impl ScoreModel for ScoresOf<'_> {
         self.0.device()
     }
 }
+
+/// A model that answers queries with predicted labels only `[B]` (int64): what a decision-based
+/// attacker (HopSkipJump, Boundary, RayS) sees.
+pub trait LabelModel {
+    /// Predicted class per input `[B, ...input_shape]`.
+    fn labels(&self, x: &Tensor) -> Result<Tensor>;
+    /// Shape of one input.
+    fn input_shape(&self) -> &[i64];
+    /// Number of classes.
+    fn num_classes(&self) -> i64;
+    /// Device that inputs should live on.
+    fn device(&self) -> Device;
+}
+
+/// The label-only view of any [`ScoreModel`]: the arg-max of its scores.
+pub struct LabelsOf<'a>(pub &'a dyn ScoreModel);
+
+impl LabelModel for LabelsOf<'_> {
+    fn labels(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.0.scores(x)?.argmax(-1, false))
+    }
+    fn input_shape(&self) -> &[i64] {
+        self.0.input_shape()
+    }
+    fn num_classes(&self) -> i64 {
+        self.0.num_classes()
+    }
+    fn device(&self) -> Device {
+        self.0.device()
+    }
+}
