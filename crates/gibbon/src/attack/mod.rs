@@ -7,6 +7,7 @@
 //! returned example (norm, box, finiteness, and a fresh forward pass).
 mod apgd;
 mod bim;
+mod fab;
 mod fgsm;
 mod loss;
 mod pgd;
@@ -14,6 +15,7 @@ mod stepped;
 
 pub use apgd::{dlr_loss, Apgd, ApgdConfig, ApgdLoss};
 pub use bim::Bim;
+pub use fab::{project_hyperplane_box, Fab, FabConfig, FabVariant, FAB_STEPS};
 pub use fgsm::Fgsm;
 pub use loss::{cross_entropy_objective, margin, success_mask};
 pub use pgd::Pgd;
@@ -120,6 +122,12 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     }),
     ("apgd-t", |t, o| {
         Ok(Box::new(Apgd::new(t, o, ApgdLoss::TargetedDlr, o.steps.unwrap_or(APGD_STEPS))?))
+    }),
+    ("fab", |t, o| {
+        Ok(Box::new(Fab::new(t, o, FabVariant::Untargeted, o.steps.unwrap_or(FAB_STEPS))?))
+    }),
+    ("fab-t", |t, o| {
+        Ok(Box::new(Fab::new(t, o, FabVariant::Targeted, o.steps.unwrap_or(FAB_STEPS))?))
     }),
 ];
 
