@@ -8,6 +8,7 @@
 mod apgd;
 mod bim;
 mod difgsm;
+mod fab;
 mod fgsm;
 mod loss;
 mod mifgsm;
@@ -17,6 +18,7 @@ mod stepped;
 pub use apgd::{dlr_loss, Apgd, ApgdConfig, ApgdLoss};
 pub use bim::Bim;
 pub use difgsm::DiFgsm;
+pub use fab::{project_hyperplane_box, Fab, FabConfig, FabVariant, FAB_STEPS};
 pub use fgsm::Fgsm;
 pub use loss::{cross_entropy_objective, margin, success_mask};
 pub use mifgsm::MiFgsm;
@@ -129,6 +131,12 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     }),
     ("apgd-t", |t, o| {
         Ok(Box::new(Apgd::new(t, o, ApgdLoss::TargetedDlr, o.steps.unwrap_or(APGD_STEPS))?))
+    }),
+    ("fab", |t, o| {
+        Ok(Box::new(Fab::new(t, o, FabVariant::Untargeted, o.steps.unwrap_or(FAB_STEPS))?))
+    }),
+    ("fab-t", |t, o| {
+        Ok(Box::new(Fab::new(t, o, FabVariant::Targeted, o.steps.unwrap_or(FAB_STEPS))?))
     }),
 ];
 
