@@ -10,6 +10,7 @@ mod bim;
 mod fgsm;
 mod loss;
 mod pgd;
+mod square;
 mod stepped;
 
 pub use apgd::{dlr_loss, Apgd, ApgdConfig, ApgdLoss};
@@ -17,6 +18,7 @@ pub use bim::Bim;
 pub use fgsm::Fgsm;
 pub use loss::{cross_entropy_objective, margin, success_mask};
 pub use pgd::Pgd;
+pub use square::{Square, SquareConfig, SQUARE_P_INIT, SQUARE_QUERIES};
 pub use stepped::{StartPoint, SteppedAttack, SteppedConfig};
 
 use crate::error::{GibbonError, Result};
@@ -121,6 +123,7 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("apgd-t", |t, o| {
         Ok(Box::new(Apgd::new(t, o, ApgdLoss::TargetedDlr, o.steps.unwrap_or(APGD_STEPS))?))
     }),
+    ("square", |t, o| Ok(Box::new(Square::new(t, o)?))),
 ];
 
 /// APGD's default iterations (AutoAttack's 100) when the user did not set `--steps`.
