@@ -13,6 +13,7 @@ mod fgsm;
 mod loss;
 mod mifgsm;
 mod pgd;
+mod square;
 mod stepped;
 
 pub use apgd::{dlr_loss, Apgd, ApgdConfig, ApgdLoss};
@@ -23,6 +24,7 @@ pub use fgsm::Fgsm;
 pub use loss::{cross_entropy_objective, margin, success_mask};
 pub use mifgsm::MiFgsm;
 pub use pgd::Pgd;
+pub use square::{Square, SquareConfig, SQUARE_P_INIT, SQUARE_QUERIES};
 pub use stepped::{StartPoint, SteppedAttack, SteppedConfig};
 
 use crate::error::{GibbonError, Result};
@@ -138,6 +140,7 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("fab-t", |t, o| {
         Ok(Box::new(Fab::new(t, o, FabVariant::Targeted, o.steps.unwrap_or(FAB_STEPS))?))
     }),
+    ("square", |t, o| Ok(Box::new(Square::new(t, o)?))),
 ];
 
 /// APGD's default iterations (AutoAttack's 100) when the user did not set `--steps`.

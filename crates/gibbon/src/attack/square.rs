@@ -1,0 +1,579 @@
+//! The Square attack (Andriushchenko, Croce, Flammarion & Hein 2020, "Square Attack: a
+//! query-efficient black-box adversarial attack via random search"), L∞ and L2, untargeted and
+//! targeted.
+//!
+//! A score-based random search: the search is written against [`ScoreModel`], so it only ever
+//! sees output scores (never gradients). Each iteration changes one random square window of the
+//! current best point and keeps the change if the loss decreased.
+//!
+//! Defaults as in the paper and AutoAttack: 5,000 queries per sample (`threat.budget.queries`),
+//! initial square fraction p = 0.8, halved at 10, 50, 200, 500, 1,000, 2,000, 4,000, 6,000 and
+//! 8,000 iterations of a 10,000-query budget (breakpoints rescaled to the actual budget); margin
+//! loss `z_y - max_{j≠y} z_j` for untargeted goals and cross-entropy to the target for targeted
+//! ones. L∞: start at vertical stripes of ±ε, propose a square of side `round(√(p·n/c))` set to
+//! ±ε per channel (signs redrawn when they would not change the window). L2: start at a grid of
+//! "meta pseudo-gaussian" patterns with random signs scaled to norm ε; each proposal moves the
+//! perturbation mass of a second square into the first one, with a fresh meta pattern, and
+//! rescales to norm ε (side ≥ 3, odd). Every query point is projected exactly onto ball ∩ box, so
+//! the returned point is the queried one.
+//!
+//! Queries: the start point counts as one, every proposal as one; no sample ever exceeds the
+//! budget, and an unbroken sample uses exactly the budget. A sample leaves the batch at its
+//! first success (AttackRecord::step is the iteration, 0 for the start point) and freed rows
+//! are refilled from the source. Square positions, signs and orientations come from the
+//! counter-based generator per (seed, sample, iteration), so results do not depend on the batch.
+use super::loss::{cross_entropy_objective, margin, success_mask};
+use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use crate::error::{GibbonError, Result};
+use crate::model::{ScoreModel, ScoresOf};
+use crate::random::RngKey;
+use crate::threat::{rounding_margin, Norm, ThreatModel};
+use std::collections::HashMap;
+use tch::{Device, Kind, Tensor};
+
+/// Query budget per sample when the threat model does not set one.
+pub const SQUARE_QUERIES: usize = 5000;
+
+/// Initial fraction of the input covered by a square (the paper's p_init).
+pub const SQUARE_P_INIT: f64 = 0.8;
+
+/// Iterations (of a 10,000-query budget) after which the square fraction is halved.
+const HALVING_POINTS: [usize; 9] = [10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000];
+
+/// Redraws of an L∞ proposal's signs when they would leave the window unchanged.
+const SIGN_REDRAWS: u64 = 16;
+
+// Random streams (one independent draw per (seed, sample, iteration, stream)).
+const STREAM_INIT_SIGNS: u64 = 40;
+const STREAM_INIT_FLIPS: u64 = 41;
+const STREAM_ROW: u64 = 42;
+const STREAM_COL: u64 = 43;
+const STREAM_ROW_2: u64 = 44;
+const STREAM_COL_2: u64 = 45;
+const STREAM_FLIP: u64 = 46;
+const STREAM_SIGNS: u64 = 50;
+
+/// Square attack parameters.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SquareConfig {
+    /// Model queries per sample, the start point included.
+    pub queries: usize,
+    /// Initial fraction of the input covered by a square.
+    pub p_init: f64,
+}
+
+/// The Square attack (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Square {
+    /// Parameters.
+    pub config: SquareConfig,
+}
+
+impl Square {
+    /// Square for `threat` (L∞ or L2); the budget is `threat.budget.queries` (default 5,000).
+    pub fn new(threat: &ThreatModel, _options: &AttackOptions) -> Result<Self> {
+        check_norm(threat.norm)?;
+        let queries = threat.budget.queries.unwrap_or(SQUARE_QUERIES);
+        if queries == 0 {
+            return Err(GibbonError::invalid("queries", "must be at least 1"));
+        }
+        Ok(Square { config: SquareConfig { queries, p_init: SQUARE_P_INIT } })
+    }
+
+    /// The square fraction p at proposal `iteration` (0-based), from the paper's schedule
+    /// rescaled to the budget.
+    pub fn fraction(&self, iteration: usize) -> f64 {
+        let scaled = (iteration as u128 * 10_000 / self.config.queries.max(1) as u128) as usize;
+        let halvings = HALVING_POINTS.iter().filter(|&&b| scaled > b).count();
+        self.config.p_init / (1u64 << halvings) as f64
+    }
+
+    /// Runs the search on a score-only model: every sample of `source` is attacked and handed
+    /// to `sink`. This is the whole attack; [`Attack::run`] calls it with [`ScoresOf`].
+    pub fn run_scores(
+        &self,
+        model: &dyn ScoreModel,
+        threat: &ThreatModel,
+        seed: u64,
+        batch_size: usize,
+        source: &mut dyn SampleSource,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<()> {
+        check_norm(threat.norm)?;
+        let budget = self.config.queries as u64;
+        if budget == 0 {
+            return Err(GibbonError::invalid("queries", "must be at least 1"));
+        }
+        let batch = batch_size.max(1);
+        let device = model.device();
+        let mut patterns = Patterns::default();
+        let mut rows: Vec<Row> = Vec::new();
+        let mut sample_shape: Vec<i64> = Vec::new();
+        let mut targeted: Option<bool> = None;
+        let mut exhausted = false;
+        loop {
+            if rows.len() < batch && !exhausted {
+                match source.take(batch - rows.len())? {
+                    None => exhausted = true,
+                    Some(chunk) => {
+                        let fresh = new_rows(chunk, seed, &mut sample_shape)?;
+                        for r in &fresh {
+                            if *targeted.get_or_insert(r.target.is_some()) != r.target.is_some() {
+                                return Err(GibbonError::Internal(
+                                    "square: targeted and untargeted samples in one run".into(),
+                                ));
+                            }
+                        }
+                        rows.extend(fresh);
+                        continue;
+                    }
+                }
+            }
+            if rows.is_empty() {
+                break;
+            }
+            let layout = Layout::of(&sample_shape);
+            let d = layout.len();
+            let b = rows.len();
+            let mut clean: Vec<f32> = Vec::with_capacity(b * d);
+            for row in &rows {
+                clean.extend_from_slice(&row.x0);
+            }
+            let mut full = vec![b as i64];
+            full.extend(&sample_shape);
+            let to_tensor =
+                |v: &[f32]| Tensor::from_slice(v).view(full.as_slice()).to_device(device);
+            let x0 = to_tensor(&clean);
+            // L2 perturbations aim this far inside the ball: float32 rounding of x0 + δ then
+            // stays in the projection's feasible set, so the projection is a plain box clamp.
+            let radius = match threat.norm {
+                Norm::L2 => {
+                    let margin = rounding_margin(Kind::Float, &x0, threat.bounds, Norm::L2);
+                    (threat.eps - 2.0 * margin).max(0.0)
+                }
+                _ => threat.eps,
+            };
+            let mut raw: Vec<f32> = Vec::with_capacity(b * d);
+            for row in &rows {
+                raw.extend(self.candidate(row, threat, radius, layout, &mut patterns));
+            }
+            let candidates = threat.project(&x0, &to_tensor(&raw));
+            let scores = model.scores(&candidates)?.to_kind(Kind::Float).to_device(Device::Cpu);
+            for row in rows.iter_mut() {
+                row.queries += 1;
+            }
+            let labels = Tensor::from_slice(&rows.iter().map(|r| r.label).collect::<Vec<_>>());
+            let targets = if targeted == Some(true) {
+                Some(Tensor::from_slice(
+                    &rows.iter().map(|r| r.target.unwrap_or(0)).collect::<Vec<_>>(),
+                ))
+            } else {
+                None
+            };
+            let success: Vec<bool> =
+                Vec::try_from(success_mask(&scores, &labels, targets.as_ref()))?;
+            let loss: Vec<f32> = Vec::try_from(match &targets {
+                None => margin(&scores, &labels, None),
+                Some(t) => -cross_entropy_objective(&scores, &labels, Some(t)),
+            })?;
+            let queried: Vec<f32> = Vec::try_from(
+                candidates.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1),
+            )?;
+            let mut next = Vec::with_capacity(b);
+            for (i, mut row) in rows.drain(..).enumerate() {
+                let point = &queried[i * d..(i + 1) * d];
+                if success[i] {
+                    sink(AttackRecord {
+                        index: row.index,
+                        x_adv: candidates.get(i as i64).copy(),
+                        claimed_success: true,
+                        step: Some(row.iteration),
+                        restart: 0,
+                        queries: row.queries,
+                        min_norm: None,
+                    })?;
+                    continue;
+                }
+                if loss[i] < row.best_loss {
+                    row.best_loss = loss[i];
+                    row.best.copy_from_slice(point);
+                }
+                if row.queries >= budget {
+                    sink(AttackRecord {
+                        index: row.index,
+                        x_adv: Tensor::from_slice(&row.best)
+                            .view(sample_shape.as_slice())
+                            .to_device(device),
+                        claimed_success: false,
+                        step: None,
+                        restart: 0,
+                        queries: row.queries,
+                        min_norm: None,
+                    })?;
+                    continue;
+                }
+                row.iteration += 1;
+                next.push(row);
+            }
+            rows = next;
+        }
+        Ok(())
+    }
+
+    /// The point `row` queries next: the start point at iteration 0, else a proposal (L2
+    /// perturbations get norm `radius`).
+    fn candidate(
+        &self,
+        row: &Row,
+        threat: &ThreatModel,
+        radius: f64,
+        layout: Layout,
+        patterns: &mut Patterns,
+    ) -> Vec<f32> {
+        let key = RngKey::new(row.seed, row.index);
+        match (threat.norm, row.iteration) {
+            (Norm::Linf, 0) => linf_start(row, threat.eps, layout, key),
+            (Norm::Linf, k) => {
+                let side = side_for(self.fraction(k - 1), layout, 1);
+                linf_proposal(row, threat, layout, side, key.step(k))
+            }
+            (_, 0) => l2_start(row, radius, layout, key, patterns),
+            (_, k) => {
+                let side = side_for(self.fraction(k - 1), layout, 3);
+                l2_proposal(row, radius, layout, side, key.step(k), patterns)
+            }
+        }
+    }
+}
+
+fn check_norm(norm: Norm) -> Result<()> {
+    if norm == Norm::L1 {
+        return Err(GibbonError::invalid("norm", "square supports linf and l2, not l1"));
+    }
+    Ok(())
+}
+
+impl Attack for Square {
+    fn name(&self) -> &'static str {
+        "square"
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).unwrap_or_default()
+    }
+    fn run(
+        &self,
+        ctx: &AttackContext<'_>,
+        source: &mut dyn SampleSource,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<()> {
+        let scores = ScoresOf(ctx.model);
+        self.run_scores(&scores, ctx.threat, ctx.seed, ctx.batch_size, source, sink)
+    }
+}
+
+/// One sample being attacked.
+struct Row {
+    index: usize,
+    seed: u64,
+    label: i64,
+    target: Option<i64>,
+    x0: Vec<f32>,
+    best: Vec<f32>,
+    best_loss: f32,
+    queries: u64,
+    /// Proposals made so far (0 while the start point is being queried).
+    iteration: usize,
+}
+
+fn new_rows(chunk: super::Chunk, seed: u64, shape: &mut Vec<i64>) -> Result<Vec<Row>> {
+    let size = chunk.x.size();
+    if shape.is_empty() {
+        *shape = size[1..].to_vec();
+    } else if shape.as_slice() != &size[1..] {
+        return Err(GibbonError::Mismatch(format!(
+            "square: samples of shape {:?} and {:?} in one run",
+            shape,
+            &size[1..]
+        )));
+    }
+    let n = chunk.indices.len();
+    let d = Layout::of(shape).len();
+    let x: Vec<f32> =
+        Vec::try_from(chunk.x.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
+    let labels: Vec<i64> = Vec::try_from(chunk.labels.to_device(Device::Cpu).to_kind(Kind::Int64))?;
+    let targets: Option<Vec<i64>> = match &chunk.targets {
+        Some(t) => Some(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64))?),
+        None => None,
+    };
+    Ok((0..n)
+        .map(|i| {
+            let x0 = x[i * d..(i + 1) * d].to_vec();
+            Row {
+                index: chunk.indices[i],
+                seed,
+                label: labels[i],
+                target: targets.as_ref().map(|t| t[i]),
+                best: x0.clone(),
+                x0,
+                best_loss: f32::INFINITY,
+                queries: 0,
+                iteration: 0,
+            }
+        })
+        .collect())
+}
+
+/// A sample seen as `c` channels of `h × w` (leading dimensions are channels; 1-D inputs are a
+/// single row).
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    c: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Layout {
+    fn of(shape: &[i64]) -> Layout {
+        let dims: Vec<usize> = shape.iter().map(|&v| v.max(1) as usize).collect();
+        match dims.len() {
+            0 => Layout { c: 1, h: 1, w: 1 },
+            1 => Layout { c: 1, h: 1, w: dims[0] },
+            n => Layout { c: dims[..n - 2].iter().product(), h: dims[n - 2], w: dims[n - 1] },
+        }
+    }
+    fn len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    fn at(&self, c: usize, i: usize, j: usize) -> usize {
+        (c * self.h + i) * self.w + j
+    }
+}
+
+/// Side of a square covering a fraction `p` of each channel: `round(√(p·h·w))`, at least
+/// `min_side` (odd when `min_side` > 1, as the L2 patterns need a centre), at most the input.
+fn side_for(p: f64, layout: Layout, min_side: usize) -> usize {
+    let mut side = ((p * (layout.h * layout.w) as f64).sqrt().round() as usize).max(min_side);
+    if min_side > 1 && side.is_multiple_of(2) {
+        side += 1;
+    }
+    side.min(layout.h).min(layout.w).max(1)
+}
+
+fn sign(u: f64) -> f32 {
+    if u < 0.5 {
+        -1.0
+    } else {
+        1.0
+    }
+}
+
+/// L∞ start: every column of every channel moved by +ε or -ε (vertical stripes).
+fn linf_start(row: &Row, eps: f64, layout: Layout, key: RngKey) -> Vec<f32> {
+    let signs = key.stream(STREAM_INIT_SIGNS).uniform(layout.c * layout.w);
+    let mut x = row.x0.clone();
+    for c in 0..layout.c {
+        for i in 0..layout.h {
+            for j in 0..layout.w {
+                let k = layout.at(c, i, j);
+                x[k] = (row.x0[k] as f64 + eps * sign(signs[c * layout.w + j]) as f64) as f32;
+            }
+        }
+    }
+    x
+}
+
+/// L∞ proposal: one square window set to x0 ± ε (one sign per channel) on top of the best point.
+fn linf_proposal(
+    row: &Row,
+    threat: &ThreatModel,
+    layout: Layout,
+    side: usize,
+    key: RngKey,
+) -> Vec<f32> {
+    let eps = threat.eps;
+    let (lo, hi) = (threat.bounds.lo, threat.bounds.hi);
+    let top = key.stream(STREAM_ROW).below(layout.h - side + 1);
+    let left = key.stream(STREAM_COL).below(layout.w - side + 1);
+    let tolerance = 1e-6 * lo.abs().max(hi.abs()).max(1.0);
+    // The value a window pixel takes for a sign, as the projection will clamp it.
+    let target = |k: usize, s: f32| (row.x0[k] as f64 + eps * s as f64).clamp(lo, hi);
+    let mut signs = vec![1.0f32; layout.c];
+    for attempt in 0..=SIGN_REDRAWS {
+        let u = key.stream(STREAM_SIGNS + attempt).uniform(layout.c);
+        for (s, &v) in signs.iter_mut().zip(&u) {
+            *s = sign(v);
+        }
+        let changes = (0..layout.c).any(|c| {
+            (top..top + side).any(|i| {
+                (left..left + side).any(|j| {
+                    let k = layout.at(c, i, j);
+                    (target(k, signs[c]) - row.best[k] as f64).abs() > tolerance
+                })
+            })
+        });
+        if changes {
+            break;
+        }
+    }
+    let mut x = row.best.clone();
+    for (c, &s) in signs.iter().enumerate() {
+        for i in top..top + side {
+            for j in left..left + side {
+                let k = layout.at(c, i, j);
+                x[k] = (row.x0[k] as f64 + eps * s as f64) as f32;
+            }
+        }
+    }
+    x
+}
+
+/// Unit-norm "meta pseudo-gaussian" patterns by side, cached.
+#[derive(Default)]
+struct Patterns(HashMap<usize, Vec<f64>>);
+
+impl Patterns {
+    /// The `side × side` pattern (row-major), transposed when `flip`.
+    fn get(&mut self, side: usize, flip: bool) -> Vec<f64> {
+        let p = self.0.entry(side).or_insert_with(|| meta_pattern(side));
+        if !flip {
+            return p.clone();
+        }
+        let mut t = vec![0.0; side * side];
+        for i in 0..side {
+            for j in 0..side {
+                t[j * side + i] = p[i * side + j];
+            }
+        }
+        t
+    }
+}
+
+/// An `rows × cols` block of nested rectangles around its centre, the rectangle at Chebyshev
+/// radius r weighted 1/(r+1)², so each cell holds Σ_{r ≥ its radius} 1/(r+1)²; unit norm.
+fn nested_rectangles(rows: usize, cols: usize) -> Vec<f64> {
+    let (ci, cj) = (rows / 2, cols / 2);
+    let radii = (rows / 2).max(cols / 2) + 1;
+    let mut block = vec![0.0; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            let radius = i.abs_diff(ci).max(j.abs_diff(cj));
+            block[i * cols + j] = (radius..radii).map(|r| 1.0 / ((r + 1) * (r + 1)) as f64).sum();
+        }
+    }
+    normalize(&mut block);
+    block
+}
+
+fn normalize(v: &mut [f64]) {
+    let n = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|a| *a /= n);
+    }
+}
+
+/// The paper's L2 pattern: nested rectangles in the top half, minus nested rectangles in the
+/// bottom half, unit norm.
+fn meta_pattern(side: usize) -> Vec<f64> {
+    let upper_rows = side / 2;
+    let upper = nested_rectangles(upper_rows, side);
+    let lower = nested_rectangles(side - upper_rows, side);
+    let mut p: Vec<f64> = upper.into_iter().chain(lower.into_iter().map(|v| -v)).collect();
+    normalize(&mut p);
+    p
+}
+
+/// `x0 + δ·ε/‖δ‖₂` (the clean input when δ = 0).
+fn at_radius(x0: &[f32], delta: &[f64], eps: f64) -> Vec<f32> {
+    let n = delta.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let scale = if n > 0.0 { eps / n } else { 0.0 };
+    x0.iter().zip(delta).map(|(&x, &d)| (x as f64 + d * scale) as f32).collect()
+}
+
+/// L2 start: a grid of squares of side ⌊min(h, w)/5⌋, each a meta pattern with a random sign
+/// per channel and a random orientation, scaled to norm ε.
+fn l2_start(row: &Row, eps: f64, layout: Layout, key: RngKey, patterns: &mut Patterns) -> Vec<f32> {
+    let side = (layout.h.min(layout.w) / 5).max(1);
+    let (tiles_h, tiles_w) = (layout.h / side, layout.w / side);
+    let (top, left) = ((layout.h - tiles_h * side) / 2, (layout.w - tiles_w * side) / 2);
+    let tiles = tiles_h * tiles_w;
+    let signs = key.stream(STREAM_INIT_SIGNS).uniform(tiles * layout.c);
+    let flips = key.stream(STREAM_INIT_FLIPS).uniform(tiles);
+    let mut delta = vec![0.0f64; layout.len()];
+    for ti in 0..tiles_h {
+        for tj in 0..tiles_w {
+            let t = ti * tiles_w + tj;
+            let pattern = patterns.get(side, flips[t] < 0.5);
+            for c in 0..layout.c {
+                let s = sign(signs[t * layout.c + c]) as f64;
+                for a in 0..side {
+                    for b in 0..side {
+                        let k = layout.at(c, top + ti * side + a, left + tj * side + b);
+                        delta[k] = pattern[a * side + b] * s;
+                    }
+                }
+            }
+        }
+    }
+    at_radius(&row.x0, &delta, eps)
+}
+
+/// L2 proposal: a second window's perturbation mass (and any unused budget) moves into the first
+/// window, whose content becomes its old direction plus a fresh meta pattern with a random sign
+/// per channel; the whole perturbation is then rescaled to norm ε.
+fn l2_proposal(
+    row: &Row,
+    eps: f64,
+    layout: Layout,
+    side: usize,
+    key: RngKey,
+    patterns: &mut Patterns,
+) -> Vec<f32> {
+    let top = key.stream(STREAM_ROW).below(layout.h - side + 1);
+    let left = key.stream(STREAM_COL).below(layout.w - side + 1);
+    let top2 = key.stream(STREAM_ROW_2).below(layout.h - side + 1);
+    let left2 = key.stream(STREAM_COL_2).below(layout.w - side + 1);
+    let signs = key.stream(STREAM_SIGNS).uniform(layout.c);
+    let pattern = patterns.get(side, key.stream(STREAM_FLIP).uniform(1)[0] < 0.5);
+    let in_first =
+        |i: usize, j: usize| (top..top + side).contains(&i) && (left..left + side).contains(&j);
+    let in_second =
+        |i: usize, j: usize| (top2..top2 + side).contains(&i) && (left2..left2 + side).contains(&j);
+
+    let old: Vec<f64> = row.best.iter().zip(&row.x0).map(|(&b, &x)| b as f64 - x as f64).collect();
+    let total = old.iter().map(|a| a * a).sum::<f64>();
+    let unused = (eps * eps - total).max(0.0);
+    let mut delta = old.clone();
+    for c in 0..layout.c {
+        let (mut first, mut both) = (0.0f64, 0.0f64);
+        for i in 0..layout.h {
+            for j in 0..layout.w {
+                let v = old[layout.at(c, i, j)];
+                if in_first(i, j) {
+                    first += v * v;
+                }
+                if in_first(i, j) || in_second(i, j) {
+                    both += v * v;
+                }
+            }
+        }
+        let first = first.sqrt();
+        let s = sign(signs[c]) as f64;
+        let mut window: Vec<f64> = (0..side * side)
+            .map(|ab| {
+                let k = layout.at(c, top + ab / side, left + ab % side);
+                pattern[ab] * s + old[k] / (first + 1e-12)
+            })
+            .collect();
+        normalize(&mut window);
+        let length = (unused / layout.c as f64 + both).sqrt();
+        for i in top2..top2 + side {
+            for j in left2..left2 + side {
+                delta[layout.at(c, i, j)] = 0.0;
+            }
+        }
+        for (ab, v) in window.iter().enumerate() {
+            delta[layout.at(c, top + ab / side, left + ab % side)] = v * length;
+        }
+    }
+    at_radius(&row.x0, &delta, eps)
+}
