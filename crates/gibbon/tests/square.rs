@@ -2,7 +2,7 @@
 //! the standard MNIST SmallCNN, the per-sample query budget, query counting through a
 //! score-only model, targeted goals and batch-size independence.
 //!
-//! The targeted check on the standard model is `#[ignore]`d (about a minute); run it with
+//! The targeted and L2 checks on the standard model are `#[ignore]`d (minutes); run them with
 //! `cargo test --release -p gibbon --test square -- --ignored --nocapture`.
 use gibbon::attack::{
     AttackOptions, AttackRecord, Chunk, Square, SquareConfig, TensorSource, SQUARE_P_INIT,
@@ -212,6 +212,33 @@ fn std_model_reference(n: usize) {
 #[test]
 fn square_linf_breaks_the_standard_model_on_100_images() {
     std_model_reference(100);
+}
+
+/// Square L2 ε = 2 with 5,000 queries on the first 100 images of the standard model. There is no
+/// peer row for Square L2; white-box torchattacks PGD-L2 (40 steps) leaves 0.168 on the first
+/// 1,000 (README), and a batch-shared-randomness re-implementation of AutoAttack's Square L2 left
+/// 0.26 on these 100 images (two seeds); gibbon measured 0.30 (seed 0) and 0.28 (seed 1).
+#[test]
+#[ignore = "a few minutes: unbroken samples use all 5,000 queries; run with --ignored"]
+fn square_l2_on_the_standard_model() {
+    let model = reference_model("std");
+    let data = mnist(100);
+    let mut threat = ThreatModel::new(Norm::L2, 2.0).unwrap();
+    threat.budget.queries = Some(5000);
+    let started = Instant::now();
+    let report = square_eval(model.as_ref(), &data, &threat, 100);
+    let mut broken: Vec<u64> =
+        report.per_sample.iter().filter(|s| s.broken_by.is_some()).map(|s| s.queries).collect();
+    let total: u64 = report.per_attack.iter().map(|a| a.queries).sum();
+    eprintln!(
+        "std, first 100 images, Square L2 2.0: clean {:.3} robust {:.3}; median {} queries of \
+         successful samples; {total} queries in {:.1} s",
+        report.clean_accuracy,
+        report.robust_accuracy,
+        median(&mut broken),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(report.robust_accuracy <= 0.35, "robust accuracy {}", report.robust_accuracy);
 }
 
 /// Runs the attack directly (no evaluation) and returns its records.

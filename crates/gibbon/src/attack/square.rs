@@ -18,7 +18,9 @@
 //! the returned point is the queried one.
 //!
 //! Queries: the start point counts as one, every proposal as one; no sample ever exceeds the
-//! budget, and an unbroken sample uses exactly the budget. A sample leaves the batch at its
+//! budget, and an unbroken sample uses exactly the budget (one run: `threat.budget.restarts` is
+//! not used, the budget is per sample over the whole attack). Square positions are uniform over
+//! every placement inside the input (AutoAttack never places one on the last row or column). A sample leaves the batch at its
 //! first success (AttackRecord::step is the iteration, 0 for the start point) and freed rows
 //! are refilled from the source. Square positions, signs and orientations come from the
 //! counter-based generator per (seed, sample, iteration), so results do not depend on the batch.
