@@ -11,7 +11,7 @@ pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
 
 /// Largest tensor (in elements) a file or an operator may create: a guard against files that
 /// ask for absurd allocations.
-pub const MAX_ELEMENTS: i64 = 1 << 28;
+pub const MAX_ELEMENTS: i64 = 1 << 27;
 
 /// An attribute value, decoded.
 #[derive(Debug)]

@@ -283,9 +283,11 @@ fn spatial_pads(
             let mut begin = vec![0; n];
             let mut end = vec![0; n];
             for i in 0..n {
-                let out = (in_spatial[i] + strides[i] - 1) / strides[i];
-                let total = ((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
-                    - in_spatial[i])
+                let out = in_spatial[i].saturating_add(strides[i] - 1) / strides[i];
+                let total = (out - 1)
+                    .saturating_mul(strides[i])
+                    .saturating_add(effective_kernel(kernel[i], dilations[i]))
+                    .saturating_sub(in_spatial[i])
                     .max(0);
                 if auto_pad == "SAME_UPPER" {
                     begin[i] = total / 2;
@@ -299,6 +301,41 @@ fn spatial_pads(
         }
         other => Err(format!("auto_pad '{other}' is not supported").into()),
     }
+}
+
+/// Extent of a dilated kernel, `(k - 1) d + 1`, saturating.
+fn effective_kernel(k: i64, d: i64) -> i64 {
+    (k - 1).saturating_mul(d).saturating_add(1)
+}
+
+/// Checks that `x` padded by `begin`/`end` on its spatial axes stays within the size limit.
+fn check_padded(x: &Tensor, begin: &[i64], end: &[i64]) -> R<()> {
+    let size = x.size();
+    let mut shape = size[..2].to_vec();
+    for (i, d) in size[2..].iter().enumerate() {
+        shape.push(d.saturating_add(begin[i]).saturating_add(end[i]));
+    }
+    checked_numel(&shape).map(|_| ())
+}
+
+/// Checks the size of a broadcast result before computing it.
+fn check_broadcast(a: &Tensor, b: &Tensor) -> R<()> {
+    checked_numel(&broadcast_shapes(&a.size(), &b.size())?).map(|_| ())
+}
+
+/// Checks the size of a matrix product before computing it.
+fn check_matmul(a: &Tensor, b: &Tensor) -> R<()> {
+    let (sa, sb) = (a.size(), b.size());
+    if sa.is_empty() || sb.is_empty() {
+        return Err("MatMul of a scalar".into());
+    }
+    let m = if sa.len() >= 2 { sa[sa.len() - 2] } else { 1 };
+    let n = if sb.len() >= 2 { sb[sb.len() - 1] } else { 1 };
+    let batch_a = &sa[..sa.len().saturating_sub(2)];
+    let batch_b = &sb[..sb.len().saturating_sub(2)];
+    let mut shape = broadcast_shapes(batch_a, batch_b)?;
+    shape.extend([m, n]);
+    checked_numel(&shape).map(|_| ())
 }
 
 /// Pads for `constant_pad_nd`/`pad`: last axis first, (begin, end) pairs.
@@ -368,6 +405,7 @@ fn conv(a: &Args) -> R<Tensor> {
         return Err("group must be positive".into());
     }
     let (begin, end) = spatial_pads(a, &x.size()[2..], &kernel, &strides, &dilations)?;
+    check_padded(x, &begin, &end)?;
     let (input, padding) = if begin == end {
         (x.shallow_clone(), begin)
     } else {
@@ -396,8 +434,16 @@ fn conv_transpose(a: &Args) -> R<Tensor> {
         return Err(format!("output_padding {out_pad:?} needs {n} non-negative entries").into());
     }
     let in_sp = x.size()[2..].to_vec();
-    let full: Vec<i64> =
-        (0..n).map(|i| (in_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1).collect();
+    let full: Vec<i64> = (0..n)
+        .map(|i| {
+            (in_sp[i] - 1)
+                .saturating_mul(strides[i])
+                .saturating_add(effective_kernel(kernel[i], dilations[i]))
+        })
+        .collect();
+    let mut full_shape = vec![x.size()[0], w.size()[1].saturating_mul(groups)];
+    full_shape.extend(full.iter().zip(&out_pad).map(|(f, p)| f.saturating_add(*p)));
+    checked_numel(&full_shape)?;
     let auto_pad = a.string("auto_pad", "NOTSET")?;
     let output_shape = a.ints("output_shape")?;
     let (begin, end) = if output_shape.is_some() || auto_pad.starts_with("SAME") {
@@ -409,7 +455,7 @@ fn conv_transpose(a: &Args) -> R<Tensor> {
         let mut begin = vec![0; n];
         let mut end = vec![0; n];
         for i in 0..n {
-            let total = full[i] + out_pad[i] - target[i];
+            let total = full[i].saturating_add(out_pad[i]).saturating_sub(target[i]);
             if auto_pad == "SAME_UPPER" {
                 begin[i] = total / 2;
                 end[i] = total - total / 2;
@@ -443,7 +489,8 @@ fn conv_transpose(a: &Args) -> R<Tensor> {
     // Crop the padding (negative pad) and append output_padding (zeros before the bias).
     let ends: Vec<i64> = (0..n).map(|i| out_pad[i] - end[i]).collect();
     let begins: Vec<i64> = begin.iter().map(|v| -v).collect();
-    let out_sizes: Vec<i64> = (0..n).map(|i| full[i] + begins[i] + ends[i]).collect();
+    let out_sizes: Vec<i64> =
+        (0..n).map(|i| full[i].saturating_add(begins[i]).saturating_add(ends[i])).collect();
     if out_sizes.iter().any(|s| *s < 1) {
         return Err(format!("the padding leaves an empty output ({out_sizes:?})").into());
     }
@@ -467,8 +514,9 @@ fn max_pool(a: &Args) -> R<Tensor> {
     let (kernel, strides, dilations) = window_params(a, n, None)?;
     let ceil = a.int("ceil_mode", 0)? != 0;
     let (begin, end) = spatial_pads(a, &x.size()[2..], &kernel, &strides, &dilations)?;
+    check_padded(x, &begin, &end)?;
     let torch_ok =
-        begin == end && (0..n).all(|i| begin[i] <= ((kernel[i] - 1) * dilations[i] + 1) / 2);
+        begin == end && (0..n).all(|i| begin[i] <= effective_kernel(kernel[i], dilations[i]) / 2);
     let (input, padding) = if torch_ok {
         (x.shallow_clone(), begin)
     } else {
@@ -507,6 +555,7 @@ fn avg_pool(a: &Args) -> R<Tensor> {
     let ceil = a.int("ceil_mode", 0)? != 0;
     let include = a.int("count_include_pad", 0)? != 0;
     let (begin, end) = spatial_pads(a, &x.size()[2..], &kernel, &strides, &dilations)?;
+    check_padded(x, &begin, &end)?;
     let torch_ok = begin == end && (0..n).all(|i| begin[i] <= kernel[i] / 2);
     if torch_ok {
         return avg_pool_raw(x, n, &kernel, &strides, &begin, ceil, include);
@@ -539,6 +588,7 @@ fn gemm(a: &Args) -> R<Tensor> {
     if x.dim() != 2 || w.dim() != 2 {
         return Err(format!("Gemm needs 2-D inputs, got {:?} and {:?}", x.size(), w.size()).into());
     }
+    checked_numel(&[x.size()[usize::from(ta)], w.size()[usize::from(!tb)]])?;
     if !ta && tb && alpha == 1.0 && beta == 1.0 && c.is_none_or(|c| c.dim() == 1) {
         return Ok(x.f_linear(w, c)?);
     }
@@ -683,6 +733,9 @@ fn gather(a: &Args) -> R<Tensor> {
     let size = x.size();
     let dim = size[axis as usize];
     let idx = idx.f_where_self(&idx.f_ge(0)?, &idx.f_add_scalar(dim)?)?;
+    let inner: i64 =
+        size.iter().enumerate().filter(|(i, _)| *i != axis as usize).map(|(_, d)| *d).product();
+    checked_numel(&[idx.numel() as i64, inner])?;
     let picked = x.f_index_select(axis, &idx.f_reshape([-1])?)?;
     let mut shape = size[..axis as usize].to_vec();
     shape.extend(idx.size());
@@ -762,6 +815,24 @@ pub fn run(node: &Node, values: &[Option<Tensor>], opset: i64) -> R<Vec<Tensor>>
     let x = || a.get(0);
     let one = |t: Tensor| Ok(vec![t]);
     let op = node.op_type.as_str();
+    if matches!(
+        op,
+        "Add"
+            | "Sub"
+            | "Mul"
+            | "Div"
+            | "Pow"
+            | "Equal"
+            | "Less"
+            | "Greater"
+            | "Where"
+            | "Max"
+            | "Min"
+    ) {
+        for i in 1..values.len() {
+            check_broadcast(a.get(0)?, a.get(i)?)?;
+        }
+    }
     if op != "Dropout" && op != "Split" && requested_outputs(node) > 1 {
         return Err(format!("{op} with more than one output is not supported").into());
     }
@@ -853,7 +924,10 @@ pub fn run(node: &Node, values: &[Option<Tensor>], opset: i64) -> R<Vec<Tensor>>
         "Conv" => one(conv(&a)?),
         "ConvTranspose" => one(conv_transpose(&a)?),
         "Gemm" => one(gemm(&a)?),
-        "MatMul" => one(x()?.f_matmul(a.get(1)?)?),
+        "MatMul" => {
+            check_matmul(x()?, a.get(1)?)?;
+            one(x()?.f_matmul(a.get(1)?)?)
+        }
         "MaxPool" => one(max_pool(&a)?),
         "AveragePool" => one(avg_pool(&a)?),
         "GlobalAveragePool" | "GlobalMaxPool" => {
