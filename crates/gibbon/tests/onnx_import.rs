@@ -363,3 +363,46 @@ fn mutated_files_never_panic() {
     eprintln!("{total} mutated files, {loaded} still loaded");
     assert!(loaded > 0 && loaded < total);
 }
+
+/// Throughput of forward + input gradient, ONNX-imported vs TorchScript SmallCNN, batch 128,
+/// one libtorch thread. Not a test (timings depend on the machine); run with
+/// `cargo test --release -p gibbon --test onnx_import -- --ignored --nocapture onnx_throughput`.
+#[test]
+#[ignore]
+fn onnx_throughput_vs_torchscript() {
+    tch::set_num_threads(1);
+    let data = mnist(128);
+    let idx: Vec<usize> = (0..128).collect();
+    let x = data.batch(&idx, Device::Cpu);
+    let labels = data.labels_of(&idx, Device::Cpu);
+    let loss = |l: &Tensor| per_sample_ce(l, &labels);
+    let models = [("onnx", reference("adv", "onnx")), ("torchscript", reference("adv", "pt"))];
+    for (_, m) in &models {
+        for _ in 0..3 {
+            m.loss_and_input_grad(&x, &loss).unwrap();
+        }
+    }
+    // Interleave the two so that load changes on a shared machine hit both alike.
+    let mut best = [f64::INFINITY; 2];
+    let mut total = [0f64; 2];
+    let (rounds, passes) = (7, 5);
+    for _ in 0..rounds {
+        for (i, (_, m)) in models.iter().enumerate() {
+            let start = std::time::Instant::now();
+            for _ in 0..passes {
+                m.loss_and_input_grad(&x, &loss).unwrap();
+            }
+            let s = start.elapsed().as_secs_f64() / passes as f64;
+            best[i] = best[i].min(s);
+            total[i] += s;
+        }
+    }
+    for (i, (name, _)) in models.iter().enumerate() {
+        eprintln!(
+            "{name}: best {:.0} images/s, mean {:.0} images/s (forward + input gradient, batch 128, 1 thread)",
+            128.0 / best[i],
+            128.0 * rounds as f64 / total[i]
+        );
+    }
+    eprintln!("onnx / torchscript (best): {:.3}", best[1] / best[0]);
+}

@@ -148,6 +148,39 @@ impl OnnxGraph {
         self.graph.outputs.iter().map(|(v, _)| (v.name.clone(), v.shape_text())).collect()
     }
 
+    /// Zero tensors of the declared input shapes and types (symbolic or unknown dimensions
+    /// become `dynamic`), e.g. to probe a graph; an input without a declared shape is an error.
+    pub fn example_inputs(&self, dynamic: i64) -> Result<Vec<Tensor>> {
+        self.graph
+            .inputs
+            .iter()
+            .map(|(info, _)| {
+                let dims = info.dims.as_ref().ok_or_else(|| {
+                    GibbonError::model(
+                        &self.origin,
+                        format!("input '{}' has no declared shape", info.name),
+                    )
+                })?;
+                let shape: Vec<i64> = dims.iter().map(|d| d.clone().unwrap_or(dynamic)).collect();
+                if shape.iter().any(|d| *d < 0)
+                    || shape
+                        .iter()
+                        .try_fold(1i64, |n, d| n.checked_mul(*d))
+                        .is_none_or(|n| n > 1 << 24)
+                {
+                    return Err(GibbonError::model(
+                        &self.origin,
+                        format!("input '{}' has an unusable shape {shape:?}", info.name),
+                    ));
+                }
+                Ok(Tensor::f_zeros(
+                    shape.as_slice(),
+                    (info.elem_type.unwrap_or(Kind::Float), self.device),
+                )?)
+            })
+            .collect()
+    }
+
     /// The default-domain opset the file imports.
     pub fn opset(&self) -> i64 {
         self.graph.opset
