@@ -24,6 +24,8 @@ use tch::{Device, Kind, Tensor};
 /// A decoded, checked ONNX graph that can be evaluated on tensors.
 pub struct OnnxGraph {
     graph: Graph,
+    /// For each node, the slots read for the last time by it (freed after it runs).
+    release: Vec<Vec<usize>>,
     origin: String,
     device: Device,
 }
@@ -72,6 +74,30 @@ fn unsupported_reasons(graph: &Graph) -> Vec<String> {
     reasons
 }
 
+/// For each node, the non-constant, non-output slots it is the last reader of.
+fn last_uses(graph: &Graph) -> Vec<Vec<usize>> {
+    let mut keep = vec![false; graph.slots];
+    for (s, _) in &graph.constants {
+        keep[*s] = true;
+    }
+    for (_, s) in &graph.outputs {
+        keep[*s] = true;
+    }
+    let mut last: Vec<Option<usize>> = vec![None; graph.slots];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for s in n.inputs.iter().flatten() {
+            last[*s] = Some(i);
+        }
+    }
+    let mut release = vec![Vec::new(); graph.nodes.len()];
+    for (s, l) in last.iter().enumerate() {
+        if let (Some(i), false) = (l, keep[s]) {
+            release[*i].push(s);
+        }
+    }
+    release
+}
+
 impl OnnxGraph {
     /// Reads and checks the model at `path` (external data is looked up next to it).
     pub fn load(path: &Path, device: Device) -> Result<Self> {
@@ -91,8 +117,9 @@ impl OnnxGraph {
         if let Some(first) = unsupported_reasons(&graph).into_iter().next() {
             return Err(GibbonError::model(origin, first));
         }
-        let mut g = OnnxGraph { graph, origin: origin.to_string(), device };
+        let mut g = OnnxGraph { graph, release: Vec::new(), origin: origin.to_string(), device };
         g.fold_constants()?;
+        g.release = last_uses(&g.graph);
         for (_, t) in g.graph.constants.iter_mut() {
             *t = t.f_to_device(device)?.detach();
         }
@@ -213,7 +240,7 @@ impl OnnxGraph {
             };
             values[*s] = Some(x);
         }
-        for node in &self.graph.nodes {
+        for (node, release) in self.graph.nodes.iter().zip(&self.release) {
             let ins: Vec<Option<Tensor>> = node
                 .inputs
                 .iter()
@@ -225,6 +252,9 @@ impl OnnxGraph {
                 if let Some(s) = slot {
                     values[*s] = Some(t);
                 }
+            }
+            for s in release {
+                values[*s] = None;
             }
         }
         self.graph
