@@ -121,7 +121,7 @@ impl OnnxGraph {
         g.fold_constants()?;
         g.release = last_uses(&g.graph);
         for (_, t) in g.graph.constants.iter_mut() {
-            *t = t.f_to_device(device)?.detach();
+            *t = t.f_to_device(device)?.f_detach()?;
         }
         Ok(g)
     }

@@ -201,7 +201,7 @@ impl Args<'_> {
 
 /// The values of a (small, integer) tensor.
 fn ints_of(t: &Tensor) -> R<Vec<i64>> {
-    let flat = t.detach().f_reshape([-1])?;
+    let flat = t.f_detach()?.f_reshape([-1])?;
     if flat.size().first().copied().unwrap_or(0) > MAX_ELEMENTS {
         return Err("index tensor too large".into());
     }
@@ -212,7 +212,7 @@ fn scalar_of(t: &Tensor) -> R<f64> {
     if t.numel() != 1 {
         return Err(format!("expected a single value, got shape {:?}", t.size()).into());
     }
-    Ok(t.detach().f_reshape([-1])?.f_to_kind(Kind::Double)?.f_double_value(&[0])?)
+    Ok(t.f_detach()?.f_reshape([-1])?.f_to_kind(Kind::Double)?.f_double_value(&[0])?)
 }
 
 fn norm_axis(axis: i64, rank: i64) -> R<i64> {
@@ -568,7 +568,7 @@ fn avg_pool(a: &Args) -> R<Tensor> {
         return Ok(sums);
     }
     // Average over the real (unpadded) elements of each window only.
-    let ones = x.f_ones_like()?.detach();
+    let ones = x.f_ones_like()?.f_detach()?;
     let counts = avg_pool_raw(
         &ones.f_constant_pad_nd(pad.as_slice())?,
         n,
@@ -684,7 +684,7 @@ fn slice(a: &Args) -> R<Tensor> {
                 idx.push(k);
                 k += step;
             }
-            y = y.f_index_select(axis, &Tensor::from_slice(&idx).f_to_device(y.device())?)?;
+            y = y.f_index_select(axis, &Tensor::f_from_slice(&idx)?.f_to_device(y.device())?)?;
         } else {
             return Err("slice step 0".into());
         }
@@ -793,10 +793,10 @@ fn constant(a: &Args) -> R<Tensor> {
     }
     Ok(match (name.as_str(), value) {
         ("value", Attr::Tensor(t)) => t.shallow_clone(),
-        ("value_float", Attr::Float(v)) => Tensor::from(*v),
-        ("value_floats", Attr::Floats(v)) => Tensor::from_slice(v),
-        ("value_int", Attr::Int(v)) => Tensor::from(*v),
-        ("value_ints", Attr::Ints(v)) => Tensor::from_slice(v),
+        ("value_float", Attr::Float(v)) => Tensor::f_from_slice(&[*v])?.f_reshape([] as [i64; 0])?,
+        ("value_floats", Attr::Floats(v)) => Tensor::f_from_slice(v)?,
+        ("value_int", Attr::Int(v)) => Tensor::f_from_slice(&[*v])?.f_reshape([] as [i64; 0])?,
+        ("value_ints", Attr::Ints(v)) => Tensor::f_from_slice(v)?,
         (n, _) => {
             return Err(
                 format!("Constant attribute '{n}' has the wrong type or is not supported").into()
@@ -1071,14 +1071,14 @@ pub fn run(node: &Node, values: &[Option<Tensor>], opset: i64) -> R<Vec<Tensor>>
             let clampi = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
             let start = clampi(a.int("start", 0)?);
             let end = clampi(a.int("end", rank)?).max(start);
-            one(Tensor::from_slice(&size[start..end]))
+            one(Tensor::f_from_slice(&size[start..end])?)
         }
         "Constant" => one(constant(&a)?),
         "ConstantOfShape" => {
             let shape = ints_of(x()?)?;
             checked_numel(&shape)?;
             let value = match a.attr("value") {
-                None => Tensor::from(0f32),
+                None => Tensor::f_from_slice(&[0f32])?,
                 Some(Attr::Tensor(t)) if t.numel() == 1 => t.shallow_clone(),
                 Some(_) => return Err("value must be a one-element tensor".into()),
             };
