@@ -48,11 +48,25 @@ pub enum Command {
     Train(TrainArgs),
     /// The demo: PGD at eps 0.3 against the shipped standard and adversarially trained SmallCNN.
     Demo(DemoArgs),
+    /// Describe an ONNX model: inputs, outputs, operators, parameters, and whether gibbon runs it.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InspectArgs {
+    /// The model file (.onnx).
+    pub model: PathBuf,
+}
+
+fn inspect_cmd(args: InspectArgs) -> Result<()> {
+    let summary = gibbon::model::onnx::inspect(&args.model)?;
+    print!("{summary}");
+    Ok(())
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model: a TorchScript file (.pt), a .safetensors file with --arch, or builtin:NAME.
+    /// Model: a TorchScript file (.pt), an ONNX file (.onnx), a .safetensors file with --arch, or builtin:NAME.
     #[arg(long)]
     pub model: String,
     /// Architecture of a .safetensors model (linear, mlp, smallcnn, preact-resnet18).
@@ -276,6 +290,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attack(a) => attack_cmd(a, cli.quiet),
         Command::Train(a) => train_cmd(a, cli.quiet),
         Command::Demo(a) => crate::demo::run(a, cli.quiet),
+        Command::Inspect(a) => inspect_cmd(a),
     }
 }
 

@@ -108,7 +108,7 @@ impl Classifier for Flaky {
         let z = self.inner.forward(x)?;
         let call = self.calls.get();
         self.calls.set(call + 1);
-        if call % self.wrong_every == 0 {
+        if call.is_multiple_of(self.wrong_every) {
             // Shift every row's prediction to the next class.
             let pred = z.argmax(-1, true);
             let next = (pred + 1).remainder(10);
@@ -152,7 +152,7 @@ fn a_verdict_over_several_passes_takes_the_majority() {
                 let label = data.labels()[i];
                 let wrong = (0..passes)
                     .filter(|p| {
-                        let pred = if p % wrong_every == 0 {
+                        let pred = if p.is_multiple_of(wrong_every) {
                             (clean_pred[i] + 1) % 10
                         } else {
                             clean_pred[i]

@@ -11,12 +11,14 @@
 //! would depend on how many other samples share its batch; with it, results are bit-identical
 //! for every batch size and thread count (checked by the determinism tests).
 mod builtin;
+pub mod onnx;
 mod query;
 mod spec;
 mod torchscript;
 pub mod weights;
 
 pub use builtin::{Arch, BuiltinModel};
+pub use onnx::OnnxModel;
 pub use query::{LabelModel, LabelsOf, ScoreModel, ScoresOf};
 pub use spec::{load_model, ModelSpec};
 pub use torchscript::TorchScriptModel;
@@ -35,7 +37,7 @@ pub struct ModelInfo {
     pub path: String,
     /// sha256 of the weight or model file, hex.
     pub sha256: String,
-    /// `torchscript`, `safetensors` or `builtin`.
+    /// `torchscript`, `safetensors`, `builtin` or `onnx`.
     pub kind: String,
     /// Architecture name where known.
     pub arch: Option<String>,

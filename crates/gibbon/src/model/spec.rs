@@ -1,5 +1,5 @@
 //! Parsing the `--model` spec and loading the model it names.
-use super::{Arch, BuiltinModel, Classifier, TorchScriptModel};
+use super::{Arch, BuiltinModel, Classifier, OnnxModel, TorchScriptModel};
 use crate::error::{GibbonError, Result};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -38,6 +38,8 @@ pub enum ModelSpec {
     Safetensors(PathBuf),
     /// Shipped pretrained weights, `builtin:NAME`.
     Builtin(String),
+    /// An ONNX file (`.onnx`), evaluated on libtorch operations.
+    Onnx(PathBuf),
 }
 
 impl FromStr for ModelSpec {
@@ -64,9 +66,10 @@ impl FromStr for ModelSpec {
         match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()) {
             Some(e) if e == "pt" || e == "ts" || e == "torchscript" || e == "pth" => Ok(ModelSpec::TorchScript(path)),
             Some(e) if e == "safetensors" => Ok(ModelSpec::Safetensors(path)),
+            Some(e) if e == "onnx" => Ok(ModelSpec::Onnx(path)),
             _ => Err(GibbonError::invalid(
                 "model",
-                format!("'{s}': expected a TorchScript file (.pt), a .safetensors file with --arch, or builtin:NAME"),
+                format!("'{s}': expected a TorchScript file (.pt), an ONNX file (.onnx), a .safetensors file with --arch, or builtin:NAME"),
             )),
         }
     }
@@ -75,7 +78,9 @@ impl FromStr for ModelSpec {
 impl std::fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ModelSpec::TorchScript(p) | ModelSpec::Safetensors(p) => write!(f, "{}", p.display()),
+            ModelSpec::TorchScript(p) | ModelSpec::Safetensors(p) | ModelSpec::Onnx(p) => {
+                write!(f, "{}", p.display())
+            }
             ModelSpec::Builtin(n) => write!(f, "builtin:{n}"),
         }
     }
@@ -99,6 +104,15 @@ pub fn load_model(
                 ));
             }
             Ok(Box::new(TorchScriptModel::load(path, input_shape, device)?))
+        }
+        ModelSpec::Onnx(path) => {
+            if arch.is_some() {
+                return Err(GibbonError::invalid(
+                    "arch",
+                    "--arch applies to .safetensors models only",
+                ));
+            }
+            Ok(Box::new(OnnxModel::load(path, input_shape, device)?))
         }
         ModelSpec::Safetensors(path) => {
             let arch = arch.ok_or_else(|| {
