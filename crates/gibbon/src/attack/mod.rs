@@ -7,13 +7,18 @@
 //! returned example (norm, box, finiteness, and a fresh forward pass).
 mod apgd;
 mod bim;
+mod cw;
+mod deepfool;
 mod fgsm;
 mod loss;
+mod min_norm;
 mod pgd;
 mod stepped;
 
 pub use apgd::{dlr_loss, Apgd, ApgdConfig, ApgdLoss};
 pub use bim::Bim;
+pub use cw::{Cw, CwConfig, CW_STEPS};
+pub use deepfool::{DeepFool, DeepFoolConfig, DEEPFOOL_STEPS};
 pub use fgsm::Fgsm;
 pub use loss::{cross_entropy_objective, margin, success_mask};
 pub use pgd::Pgd;
@@ -121,6 +126,8 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("apgd-t", |t, o| {
         Ok(Box::new(Apgd::new(t, o, ApgdLoss::TargetedDlr, o.steps.unwrap_or(APGD_STEPS))?))
     }),
+    ("deepfool", |t, o| Ok(Box::new(DeepFool::new(t, o)?))),
+    ("cw", |t, o| Ok(Box::new(Cw::new(t, o)?))),
 ];
 
 /// APGD's default iterations (AutoAttack's 100) when the user did not set `--steps`.
