@@ -7,17 +7,22 @@
 //! returned example (norm, box, finiteness, and a fresh forward pass).
 mod apgd;
 mod bim;
+mod cw;
+mod deepfool;
 mod difgsm;
 mod fab;
 mod fgsm;
 mod loss;
 mod mifgsm;
+mod min_norm;
 mod pgd;
 mod square;
 mod stepped;
 
 pub use apgd::{dlr_loss, Apgd, ApgdConfig, ApgdLoss};
 pub use bim::Bim;
+pub use cw::{Cw, CwConfig, CW_STEPS};
+pub use deepfool::{DeepFool, DeepFoolConfig, DEEPFOOL_STEPS};
 pub use difgsm::DiFgsm;
 pub use fab::{project_hyperplane_box, Fab, FabConfig, FabVariant, FAB_STEPS};
 pub use fgsm::Fgsm;
@@ -141,6 +146,8 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
         Ok(Box::new(Fab::new(t, o, FabVariant::Targeted, o.steps.unwrap_or(FAB_STEPS))?))
     }),
     ("square", |t, o| Ok(Box::new(Square::new(t, o)?))),
+    ("deepfool", |t, o| Ok(Box::new(DeepFool::new(t, o)?))),
+    ("cw", |t, o| Ok(Box::new(Cw::new(t, o)?))),
 ];
 
 /// APGD's default iterations (AutoAttack's 100) when the user did not set `--steps`.
