@@ -98,3 +98,15 @@ pub fn stacked(
     full.extend(shape);
     Tensor::from_slice(&values).view(full.as_slice()).to_kind(Kind::Float).to_device(device)
 }
+
+/// A float32 tensor of uniform numbers in [0, 1) from the counter-based generator under `seed`.
+/// Unlike tch's global generator it cannot be disturbed by other threads seeding or drawing
+/// concurrently (e.g. tests running in parallel), so the same seed always gives the same tensor.
+pub fn uniform_tensor(seed: u64, shape: &[i64]) -> Tensor {
+    stacked(&[RngKey::new(seed, 0)], shape, Device::Cpu, |k, n| k.uniform(n)).squeeze_dim(0)
+}
+
+/// A float32 tensor of standard normal numbers under `seed` (see [`uniform_tensor`]).
+pub fn normal_tensor(seed: u64, shape: &[i64]) -> Tensor {
+    stacked(&[RngKey::new(seed, 0)], shape, Device::Cpu, |k, n| k.normal(n)).squeeze_dim(0)
+}

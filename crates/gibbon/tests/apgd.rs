@@ -60,8 +60,8 @@ fn peer_robust(model: &str, attack_key: &str, n: usize) -> usize {
 fn linear(classes: i64, dim: i64, seed: i64) -> BuiltinModel {
     tch::manual_seed(seed);
     let mut model = BuiltinModel::new(Arch::Linear, &[1, 1, dim], classes, Device::Cpu).unwrap();
-    let w = Tensor::randn([classes, dim], (Kind::Float, Device::Cpu));
-    let b = Tensor::randn([classes], (Kind::Float, Device::Cpu)) * 0.1;
+    let w = gibbon::random::normal_tensor(1001, &[classes, dim]);
+    let b = gibbon::random::normal_tensor(1002, &[classes]) * 0.1;
     tch::no_grad(|| {
         let vars = model.var_store().variables();
         vars["fc.weight"].shallow_clone().copy_(&w);
@@ -98,7 +98,7 @@ fn apgd_breaks_linear_models_exactly_above_the_minimal_distance() {
     // evaluated one by one (each has its own ε); inputs sit mid-box so the box does not bind.
     for classes in [2i64, 3, 10] {
         let model = linear(classes, 30, 11 + classes);
-        let x = Tensor::rand([12, 1, 1, 30], (Kind::Float, Device::Cpu)) * 0.02 + 0.49;
+        let x = gibbon::random::uniform_tensor(1003, &[12, 1, 1, 30]) * 0.02 + 0.49;
         let labels: Vec<i64> = Vec::try_from(model.predict(&x).unwrap()).unwrap();
         // With many classes only the targeted attack is exact: an untargeted loss ascends towards
         // a mix of classes, not necessarily the one whose boundary is nearest.

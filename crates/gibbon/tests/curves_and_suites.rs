@@ -30,7 +30,7 @@ const DIM: i64 = 16;
 fn linear_with_distances(distances: &[f64]) -> (BuiltinModel, Dataset) {
     tch::manual_seed(3);
     let mut model = BuiltinModel::new(Arch::Linear, &[1, 1, DIM], 2, Device::Cpu).unwrap();
-    let w = Tensor::randn([2, DIM], (Kind::Float, Device::Cpu)) * 0.5;
+    let w = gibbon::random::normal_tensor(2001, &[2, DIM]) * 0.5;
     tch::no_grad(|| {
         let vars = model.var_store().variables();
         vars["fc.weight"].shallow_clone().copy_(&w);
@@ -40,7 +40,7 @@ fn linear_with_distances(distances: &[f64]) -> (BuiltinModel, Dataset) {
     let v = (w.get(1) - w.get(0)).to_kind(Kind::Double);
     let vnorm = v.square().sum(Kind::Double).sqrt();
     let n = distances.len() as i64;
-    let x = Tensor::rand([n, DIM], (Kind::Double, Device::Cpu)) * 0.1 + 0.45;
+    let x = gibbon::random::uniform_tensor(2002, &[n, DIM]).to_kind(Kind::Double) * 0.1 + 0.45;
     // f = z₁ − z₀ = v·x + (b₁ − b₀), with b = (0.1, −0.1).
     let f = |x: &Tensor| x.matmul(&v) - 0.2;
     // Move each sample along v so that f(x)/‖v‖ = ± its distance (alternating classes).

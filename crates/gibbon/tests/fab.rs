@@ -24,8 +24,8 @@ const LINEAR_STEPS: usize = 30;
 fn linear_model(classes: i64, seed: i64) -> BuiltinModel {
     tch::manual_seed(seed);
     let mut model = BuiltinModel::new(Arch::Linear, &[1, 1, DIM], classes, Device::Cpu).unwrap();
-    let w = Tensor::randn([classes, DIM], (Kind::Float, Device::Cpu));
-    let b = Tensor::randn([classes], (Kind::Float, Device::Cpu)) * 0.3;
+    let w = gibbon::random::normal_tensor(3001, &[classes, DIM]);
+    let b = gibbon::random::normal_tensor(3002, &[classes]) * 0.3;
     tch::no_grad(|| {
         let vars = model.var_store().variables();
         vars["fc.weight"].shallow_clone().copy_(&w);
@@ -54,7 +54,7 @@ fn binary_samples(model: &BuiltinModel, norm: Norm) -> Dataset {
         let w = weights(model);
         (w.get(1) - w.get(0)).to_kind(Kind::Float)
     };
-    let x = Tensor::rand([N, 1, 1, DIM], (Kind::Float, Device::Cpu)) * 0.2 + 0.4;
+    let x = gibbon::random::uniform_tensor(3003, &[N, 1, 1, DIM]) * 0.2 + 0.4;
     let f = |x: &Tensor| {
         let logits = model.logits(x).unwrap();
         logits.select(1, 1) - logits.select(1, 0)
@@ -77,7 +77,7 @@ fn binary_samples(model: &BuiltinModel, norm: Norm) -> Dataset {
 /// Only samples whose optimum is well inside the box (distance < 0.3) are kept.
 fn multiclass_samples(model: &BuiltinModel, norm: Norm, n: usize) -> (Dataset, Vec<f64>) {
     let w = weights(model);
-    let x = Tensor::rand([400, 1, 1, DIM], (Kind::Float, Device::Cpu)) * 0.2 + 0.4;
+    let x = gibbon::random::uniform_tensor(3004, &[400, 1, 1, DIM]) * 0.2 + 0.4;
     let z = model.logits(&x).unwrap().to_kind(Kind::Double);
     let pred = z.argmax(1, false);
     let zy = z.gather(1, &pred.unsqueeze(1), false);
@@ -250,12 +250,12 @@ fn bisection_projection(norm: Norm, t: &[f64], w: &[f64], c: f64) -> Vec<f64> {
 fn hyperplane_box_projection_matches_an_independent_solver() {
     tch::manual_seed(3);
     let (rows, dims) = (64i64, 50i64);
-    let t = Tensor::rand([rows, dims], (Kind::Double, Device::Cpu));
+    let t = gibbon::random::uniform_tensor(3005, &[rows, dims]).to_kind(Kind::Double);
     // Some coordinates exactly at the box, some weights zero.
     let t = t.where_self(&t.gt(0.1), &t.zeros_like());
-    let w = Tensor::randn([rows, dims], (Kind::Double, Device::Cpu));
+    let w = gibbon::random::normal_tensor(3006, &[rows, dims]).to_kind(Kind::Double);
     let w = w.where_self(&w.abs().gt(0.2), &w.zeros_like());
-    let c = Tensor::randn([rows], (Kind::Double, Device::Cpu)) * 3.0;
+    let c = gibbon::random::normal_tensor(3007, &[rows]).to_kind(Kind::Double) * 3.0;
     let bounds = InputBox { lo: 0.0, hi: 1.0 };
     for norm in [Norm::L2, Norm::Linf] {
         let d = project_hyperplane_box(norm, &t, &w, &c, bounds);

@@ -14,7 +14,7 @@ const DISTANCE: f64 = 0.1;
 fn linear_model() -> (BuiltinModel, Tensor) {
     tch::manual_seed(7);
     let mut model = BuiltinModel::new(Arch::Linear, &[1, 1, DIM], 2, Device::Cpu).unwrap();
-    let w = Tensor::randn([2, DIM], (Kind::Float, Device::Cpu));
+    let w = gibbon::random::normal_tensor(4001, &[2, DIM]);
     let b = Tensor::from_slice(&[0.3f32, -0.2]);
     tch::no_grad(|| {
         let vars = model.var_store().variables();
@@ -28,7 +28,7 @@ fn linear_model() -> (BuiltinModel, Tensor) {
 
 /// Samples at exactly `DISTANCE` from the decision boundary in `norm` (dual norm of v).
 fn samples_at_distance(model: &BuiltinModel, v: &Tensor, norm: Norm) -> Dataset {
-    let x = Tensor::rand([N, 1, 1, DIM], (Kind::Float, Device::Cpu)) * 0.2 + 0.4;
+    let x = gibbon::random::uniform_tensor(4002, &[N, 1, 1, DIM]) * 0.2 + 0.4;
     let f = |x: &Tensor| {
         let logits = model.logits(x).unwrap();
         logits.select(1, 1) - logits.select(1, 0)

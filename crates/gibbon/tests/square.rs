@@ -35,7 +35,7 @@ fn linear_model() -> (BuiltinModel, Tensor) {
     tch::manual_seed(11);
     let dim = SIDE * SIDE;
     let mut model = BuiltinModel::new(Arch::Linear, &[1, SIDE, SIDE], 2, Device::Cpu).unwrap();
-    let w = Tensor::randn([2, dim], (Kind::Float, Device::Cpu));
+    let w = gibbon::random::normal_tensor(7001, &[2, dim]);
     let b = Tensor::from_slice(&[0.3f32, -0.2]);
     tch::no_grad(|| {
         let vars = model.var_store().variables();
@@ -50,7 +50,7 @@ fn linear_model() -> (BuiltinModel, Tensor) {
 /// Samples at exactly `DISTANCE` from the decision boundary in `norm` (dual norm of v), far
 /// enough inside [0, 1] that the box never binds.
 fn samples_at_distance(model: &BuiltinModel, v: &Tensor, norm: Norm) -> Dataset {
-    let x = Tensor::rand([N, 1, SIDE, SIDE], (Kind::Float, Device::Cpu)) * 0.2 + 0.4;
+    let x = gibbon::random::uniform_tensor(7002, &[N, 1, SIDE, SIDE]) * 0.2 + 0.4;
     let f = |x: &Tensor| {
         let logits = model.logits(x).unwrap();
         logits.select(1, 1) - logits.select(1, 0)

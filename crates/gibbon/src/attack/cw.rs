@@ -29,7 +29,7 @@ use super::loss::{margin, success_mask};
 use super::min_norm::{cat, Finisher, Found, Refining, Sample};
 use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
 use crate::error::{GibbonError, Result};
-use crate::threat::{per_sample_view, Norm, ThreatModel};
+use crate::threat::{per_sample_view, rowwise_elementwise, Norm, ThreatModel};
 use tch::{Kind, Tensor};
 
 /// C&W parameters.
@@ -59,7 +59,7 @@ pub struct Cw {
 }
 
 /// C&W's default Adam steps per binary-search run.
-pub const CW_STEPS: usize = 100;
+pub const CW_STEPS: usize = 1000;
 
 impl Cw {
     /// C&W for an L2 `threat`; `options.steps` overrides the Adam steps per run.
@@ -67,7 +67,7 @@ impl Cw {
         let config = CwConfig {
             binary_search_steps: 9,
             steps: options.steps.unwrap_or(CW_STEPS),
-            learning_rate: options.alpha.unwrap_or(0.05),
+            learning_rate: options.alpha.unwrap_or(0.01),
             initial_const: 0.01,
             kappa: 0.0,
             abort_early: true,
@@ -172,7 +172,7 @@ impl Attack for Cw {
                     Some(chunk) => {
                         let unit = ((&chunk.x.to_kind(Kind::Float) - lo) / (hi - lo) * 2.0 - 1.0)
                             * 0.999999;
-                        let w0 = unit.atanh();
+                        let w0 = rowwise_elementwise(&unit, |t| t.atanh());
                         for (i, &index) in chunk.indices.iter().enumerate() {
                             let i = i as i64;
                             let w0 = w0.narrow(0, i, 1);
@@ -239,7 +239,7 @@ impl Cw {
         let consts: Vec<f32> = rows.iter().map(|r| r.c as f32).collect();
         let consts = Tensor::from_slice(&consts).to_device(device);
 
-        let tanh_w = w.tanh();
+        let tanh_w = rowwise_elementwise(&w, |t| t.tanh());
         let x = ((&tanh_w + 1.0) * (0.5 * (hi - lo)) + lo).clamp(lo, hi).to_kind(x0.kind());
         let kappa = cfg.kappa;
         let t_ref = targets.as_ref();
