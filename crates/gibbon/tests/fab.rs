@@ -352,8 +352,9 @@ fn fab_on_the_reference_cnn_does_not_depend_on_the_batch_size() {
 }
 
 /// FAB-T (100 steps, 9 targets) against gibbon's PGD-40 on the first 100 t10k images of the
-/// adversarially trained reference CNN at L∞ ε = 0.3. Slow on a shared 2-core machine (a few
-/// minutes): run with
+/// adversarially trained reference CNN at L∞ ε = 0.3 (measured: 99 clean, PGD-40 robust 0.87,
+/// FAB-T robust 0.86 with 160,510 queries). Slow: every unbroken image takes 9 × 100 steps (46
+/// minutes on a 2-core machine at load 8; a few minutes unloaded). Run with
 /// `cargo test --release -p gibbon --test fab -- --ignored --nocapture`.
 #[test]
 #[ignore]
