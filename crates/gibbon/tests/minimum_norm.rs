@@ -96,7 +96,7 @@ fn box_diameter(norm: Norm, dim: i64) -> f64 {
     }
 }
 
-/// C&W runs 9 × 100 Adam steps per sample: it is checked on fewer samples than DeepFool.
+/// C&W runs up to 9 × 1,000 Adam steps per sample: it is checked on fewer samples than DeepFool.
 const N_CW: usize = 16;
 
 fn samples_for(attack: &str) -> usize {
@@ -238,7 +238,7 @@ fn on_the_std_reference_model_deepfool_breaks_every_correct_image() {
 }
 
 /// C&W (default settings, minimize) against DeepFool on the first 32 images: smaller median L2 on
-/// the images both broke, and smaller on most images. About 4 minutes on a loaded 2-core machine:
+/// the images both broke, and smaller on most images. Slow (up to 9 × 1,000 Adam steps per image):
 /// `cargo test --release -p gibbon --test minimum_norm -- --ignored --nocapture`
 #[test]
 #[ignore]

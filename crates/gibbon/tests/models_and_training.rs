@@ -3,7 +3,7 @@
 use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::model::{Arch, BuiltinModel, Classifier, Normalized};
 use gibbon::train::{train, OptimizerKind, Schedule, TrainConfig};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 fn mnist(split: Split, n: usize) -> Dataset {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/mnist");

@@ -10,7 +10,7 @@
 //! the untransformed input. Image inputs `[C, H, W]` only.
 use super::mifgsm::momentum_config;
 use super::stepped::SteppedAttack;
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::AttackOptions;
 use crate::error::Result;
 use crate::threat::ThreatModel;
 
@@ -19,28 +19,11 @@ pub const DIFGSM_PROBABILITY: f64 = 0.5;
 
 /// M-DI²-FGSM.
 #[derive(Debug, Clone)]
-pub struct DiFgsm(SteppedAttack);
+pub struct DiFgsm;
 
 impl DiFgsm {
     /// DI-FGSM for `threat`.
-    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
-        Ok(DiFgsm(momentum_config(threat, options, Some(DIFGSM_PROBABILITY))?))
-    }
-}
-
-impl Attack for DiFgsm {
-    fn name(&self) -> &'static str {
-        "difgsm"
-    }
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.0.config).unwrap_or_default()
-    }
-    fn run(
-        &self,
-        ctx: &AttackContext<'_>,
-        source: &mut dyn SampleSource,
-        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
-    ) -> Result<()> {
-        self.0.run_rows(ctx, source, sink)
+    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
+        momentum_config("difgsm", threat, options, Some(DIFGSM_PROBABILITY))
     }
 }

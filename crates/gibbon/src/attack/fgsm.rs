@@ -3,22 +3,23 @@
 //! (sign for L∞, normalised gradient for L2), from the clean input, projected onto the box.
 use super::pgd::check_alpha;
 use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::AttackOptions;
 use crate::error::Result;
 use crate::threat::ThreatModel;
 
 /// FGSM (one step, α = ε).
 #[derive(Debug, Clone)]
-pub struct Fgsm(SteppedAttack);
+pub struct Fgsm;
 
 impl Fgsm {
     /// FGSM for `threat`; `options.alpha` overrides the step size (default ε).
-    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
+    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
         let alpha = options.alpha.unwrap_or(threat.eps);
         if threat.eps > 0.0 || options.alpha.is_some() {
             check_alpha(alpha)?;
         }
-        Ok(Fgsm(SteppedAttack {
+        Ok(SteppedAttack {
+            name: "fgsm",
             config: SteppedConfig {
                 steps: 1,
                 restarts: 1,
@@ -27,23 +28,6 @@ impl Fgsm {
                 momentum: None,
                 diversity: None,
             },
-        }))
-    }
-}
-
-impl Attack for Fgsm {
-    fn name(&self) -> &'static str {
-        "fgsm"
-    }
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.0.config).unwrap_or_default()
-    }
-    fn run(
-        &self,
-        ctx: &AttackContext<'_>,
-        source: &mut dyn SampleSource,
-        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
-    ) -> Result<()> {
-        self.0.run_rows(ctx, source, sink)
+        })
     }
 }

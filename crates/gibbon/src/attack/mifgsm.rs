@@ -7,7 +7,7 @@
 //! L∞ steps along sign(g), L2 along g/‖g‖₂; every iterate is projected onto ball ∩ box.
 use super::pgd::check_alpha;
 use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::AttackOptions;
 use crate::error::Result;
 use crate::threat::ThreatModel;
 
@@ -18,17 +18,18 @@ pub const MIFGSM_DECAY: f64 = 1.0;
 
 /// MI-FGSM.
 #[derive(Debug, Clone)]
-pub struct MiFgsm(SteppedAttack);
+pub struct MiFgsm;
 
 impl MiFgsm {
     /// MI-FGSM for `threat`.
-    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
-        Ok(MiFgsm(momentum_config(threat, options, None)?))
+    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
+        momentum_config("mifgsm", threat, options, None)
     }
 }
 
 /// The stepped configuration shared by MI-FGSM and DI-FGSM (`diversity` set for the latter).
 pub(super) fn momentum_config(
+    name: &'static str,
     threat: &ThreatModel,
     options: &AttackOptions,
     diversity: Option<f64>,
@@ -39,6 +40,7 @@ pub(super) fn momentum_config(
         check_alpha(alpha)?;
     }
     Ok(SteppedAttack {
+        name,
         config: SteppedConfig {
             steps,
             restarts: threat.budget.restarts,
@@ -52,21 +54,4 @@ pub(super) fn momentum_config(
             diversity,
         },
     })
-}
-
-impl Attack for MiFgsm {
-    fn name(&self) -> &'static str {
-        "mifgsm"
-    }
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.0.config).unwrap_or_default()
-    }
-    fn run(
-        &self,
-        ctx: &AttackContext<'_>,
-        source: &mut dyn SampleSource,
-        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
-    ) -> Result<()> {
-        self.0.run_rows(ctx, source, sink)
-    }
 }

@@ -8,24 +8,25 @@
 //! steps along sign(∇), L2 along ∇/‖∇‖₂, L1 along the sign of the top 1% gradient coordinates
 //! (sparse steepest ascent); every iterate is projected exactly onto ball ∩ box.
 use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::AttackOptions;
 use crate::error::{GibbonError, Result};
 use crate::threat::ThreatModel;
 
 /// PGD with random start, restarts, best-iterate tracking and per-sample early stop.
 #[derive(Debug, Clone)]
-pub struct Pgd(SteppedAttack);
+pub struct Pgd;
 
 impl Pgd {
     /// PGD for `threat`; `options.alpha` overrides the step size.
-    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
+    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
         let steps = threat.budget.steps;
         let alpha = options.alpha.unwrap_or(2.5 * threat.eps / steps as f64);
         if threat.eps > 0.0 || options.alpha.is_some() {
             check_alpha(alpha)?;
         }
         let alpha = alpha.max(f64::MIN_POSITIVE);
-        Ok(Pgd(SteppedAttack {
+        Ok(SteppedAttack {
+            name: "pgd",
             config: SteppedConfig {
                 steps,
                 restarts: threat.budget.restarts,
@@ -38,7 +39,7 @@ impl Pgd {
                 momentum: None,
                 diversity: None,
             },
-        }))
+        })
     }
 }
 
@@ -47,21 +48,4 @@ pub(super) fn check_alpha(alpha: f64) -> Result<()> {
         return Err(GibbonError::invalid("alpha", format!("{alpha} must be finite and > 0")));
     }
     Ok(())
-}
-
-impl Attack for Pgd {
-    fn name(&self) -> &'static str {
-        "pgd"
-    }
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.0.config).unwrap_or_default()
-    }
-    fn run(
-        &self,
-        ctx: &AttackContext<'_>,
-        source: &mut dyn SampleSource,
-        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
-    ) -> Result<()> {
-        self.0.run_rows(ctx, source, sink)
-    }
 }

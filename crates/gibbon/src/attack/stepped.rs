@@ -52,8 +52,27 @@ pub enum StartPoint {
 /// A projected-gradient attack driven by a [`SteppedConfig`].
 #[derive(Debug, Clone)]
 pub struct SteppedAttack {
+    /// The registry name (`fgsm`, `bim`, `pgd`, `mifgsm`, `difgsm`).
+    pub name: &'static str,
     /// The parameters.
     pub config: SteppedConfig,
+}
+
+impl super::Attack for SteppedAttack {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).unwrap_or_default()
+    }
+    fn run(
+        &self,
+        ctx: &AttackContext<'_>,
+        source: &mut dyn SampleSource,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<()> {
+        self.run_rows(ctx, source, sink)
+    }
 }
 
 struct Rows {
