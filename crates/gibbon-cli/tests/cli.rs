@@ -323,3 +323,116 @@ fn safetensors_without_arch_or_with_wrong_arch() {
     assert_user_error(&gibbon(&eval_args(&st, &mnist(), &[])), "--arch");
     assert_user_error(&gibbon(&eval_args(&st, &mnist(), &["--arch", "mlp"])), "unexpected tensor");
 }
+
+fn json_of(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn onnx_models_load_and_inspect_reports_their_operators() {
+    let onnx = shared().join("reference/mnist_smallcnn_std.onnx").display().to_string();
+    let out = gibbon(&["inspect", &onnx]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for needle in ["Conv", "Gemm", "MaxPool", "logits"] {
+        assert!(text.contains(needle), "'{needle}' not in: {text}");
+    }
+    // Same per-sample outcome through ONNX as through TorchScript.
+    let dir = tempfile::tempdir().unwrap();
+    let mut outcomes = Vec::new();
+    for (name, model) in [("onnx", onnx.clone()), ("pt", std_model())] {
+        let out_json = dir.path().join(format!("{name}.json"));
+        let o = out_json.display().to_string();
+        let r = gibbon(&eval_args(&model, &mnist(), &["--out", &o, "--no-resume"]));
+        assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+        let v = json_of(&out_json);
+        assert_eq!(v["model"]["kind"], name.replace("pt", "torchscript"));
+        outcomes.push(
+            v["per_sample"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["robust"].clone())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    // Bad input: not an ONNX file.
+    let junk = write(dir.path(), "junk.onnx", b"this is not a protobuf");
+    let r = gibbon(&eval_args(junk.to_str().unwrap(), &mnist(), &[]));
+    assert_user_error(&r, "junk.onnx");
+}
+
+#[test]
+fn the_standard_suite_reports_each_attack() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_json = dir.path().join("suite.json");
+    let o = out_json.display().to_string();
+    let r = gibbon(&[
+        "eval",
+        "--model",
+        &std_model(),
+        "--data",
+        &mnist(),
+        "--n",
+        "10",
+        "--suite",
+        "standard",
+        "--norm",
+        "linf",
+        "--eps",
+        "0.3",
+        "--out",
+        &o,
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let v = json_of(&out_json);
+    let names: Vec<&str> =
+        v["per_attack"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["apgd-ce", "apgd-t", "fab-t", "square"]);
+    assert_eq!(v["robust_accuracy"], 0.0);
+    assert_eq!(v["threat"]["budget"]["queries"], 5000);
+    let r = gibbon(&eval_args(&std_model(), &mnist(), &["--suite", "strongest"]));
+    assert_user_error(&r, "suite");
+}
+
+#[test]
+fn several_eps_give_a_robustness_curve() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_json = dir.path().join("curve.json");
+    let o = out_json.display().to_string();
+    let r = gibbon(&[
+        "eval",
+        "--model",
+        &std_model(),
+        "--data",
+        &mnist(),
+        "--n",
+        "12",
+        "--norm",
+        "l2",
+        "--eps",
+        "0.5,1.0,6.0",
+        "--attack",
+        "apgd-ce",
+        "--steps",
+        "10",
+        "--min-norm-attack",
+        "deepfool",
+        "--out",
+        &o,
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let v = json_of(&out_json);
+    let curve = v["curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 3);
+    let robust: Vec<f64> = curve.iter().map(|p| p["robust_accuracy"].as_f64().unwrap()).collect();
+    assert!(robust[0] >= robust[1] && robust[1] >= robust[2], "{robust:?}");
+    // At ε = 6 (L2) nothing of the standard model survives.
+    assert_eq!(robust[2], 0.0);
+    assert_eq!(v["min_norms"].as_array().unwrap().len(), 12);
+    for bad in ["0.1,abc", "0.1,-0.2"] {
+        let r = gibbon(&["eval", "--model", &std_model(), "--data", &mnist(), "--eps", bad]);
+        assert_user_error(&r, "eps");
+    }
+}

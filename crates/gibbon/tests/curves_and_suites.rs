@@ -26,28 +26,29 @@ fn reference(name: &str) -> Box<dyn Classifier> {
 
 const DIM: i64 = 16;
 
-/// A binary linear model f = v·x + c and samples at the given L2 distances from its boundary.
+/// A binary linear model f = v·(x − c) whose boundary passes through the box centre c = 0.5, and
+/// samples at the given L2 distances from it (alternating sides): points of the boundary near c,
+/// moved by ±d along v/‖v‖.
 fn linear_with_distances(distances: &[f64]) -> (BuiltinModel, Dataset) {
-    tch::manual_seed(3);
     let mut model = BuiltinModel::new(Arch::Linear, &[1, 1, DIM], 2, Device::Cpu).unwrap();
     let w = gibbon::random::normal_tensor(2001, &[2, DIM]) * 0.5;
+    let v = (w.get(1) - w.get(0)).to_kind(Kind::Double);
+    // z₁ − z₀ = v·x + (b₁ − b₀) = v·(x − c) with b = (0, −v·c).
+    let offset = -(v.sum(Kind::Double) * 0.5).double_value(&[]);
     tch::no_grad(|| {
         let vars = model.var_store().variables();
         vars["fc.weight"].shallow_clone().copy_(&w);
-        vars["fc.bias"].shallow_clone().copy_(&Tensor::from_slice(&[0.1f32, -0.1]));
+        vars["fc.bias"].shallow_clone().copy_(&Tensor::from_slice(&[0.0f32, offset as f32]));
     });
     model.var_store_mut().freeze();
-    let v = (w.get(1) - w.get(0)).to_kind(Kind::Double);
-    let vnorm = v.square().sum(Kind::Double).sqrt();
     let n = distances.len() as i64;
-    let x = gibbon::random::uniform_tensor(2002, &[n, DIM]).to_kind(Kind::Double) * 0.1 + 0.45;
-    // f = z₁ − z₀ = v·x + (b₁ − b₀), with b = (0.1, −0.1).
-    let f = |x: &Tensor| x.matmul(&v) - 0.2;
-    // Move each sample along v so that f(x)/‖v‖ = ± its distance (alternating classes).
+    let unit = &v / v.square().sum(Kind::Double).sqrt();
+    let jitter = gibbon::random::uniform_tensor(2002, &[n, DIM]).to_kind(Kind::Double) * 0.1 - 0.05;
+    let along = jitter.matmul(&unit);
+    let on_boundary = jitter - along.unsqueeze(1) * unit.unsqueeze(0) + 0.5;
     let sign: Vec<f64> = (0..n).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
-    let want = Tensor::from_slice(distances) * Tensor::from_slice(&sign) * &vnorm;
-    let shift = (want - f(&x)) / vnorm.square();
-    let x = x + shift.unsqueeze(1) * v.unsqueeze(0);
+    let step = Tensor::from_slice(distances) * Tensor::from_slice(&sign);
+    let x = on_boundary + step.unsqueeze(1) * unit.unsqueeze(0);
     let labels: Vec<i64> = sign.iter().map(|&s| (s > 0.0) as i64).collect();
     let data =
         Dataset::from_tensor(x.to_kind(Kind::Float).view([n, 1, 1, DIM]), labels, "lin").unwrap();
@@ -56,9 +57,12 @@ fn linear_with_distances(distances: &[f64]) -> (BuiltinModel, Dataset) {
 
 #[test]
 fn the_curve_over_eps_matches_the_exact_minimal_distances_of_a_linear_model() {
-    let distances: Vec<f64> = (0..24).map(|i| 0.03 + 0.02 * i as f64).collect();
+    // Distances 0.02 ... 0.25: every sample stays inside the box after the construction and at its
+    // minimal adversarial point, so the box never binds.
+    let distances: Vec<f64> = (0..24).map(|i| 0.02 + 0.01 * i as f64).collect();
     let (model, data) = linear_with_distances(&distances);
-    let eps = [0.0, 0.1, 0.25, 0.4, 0.6];
+    // No ε within 9% of a distance.
+    let eps = [0.0, 0.055, 0.125, 0.205, 0.3];
     let threat = ThreatModel::new(Norm::L2, eps[0]).unwrap();
     for min_norm in ["fab", "deepfool"] {
         let settings =
