@@ -15,7 +15,7 @@ pub struct Bim;
 
 impl Bim {
     /// BIM for `threat`; `options.alpha` overrides the step size.
-    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
+    pub fn build(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
         let steps = threat.budget.steps;
         let alpha = options.alpha.unwrap_or(threat.eps / steps as f64);
         if threat.eps > 0.0 || options.alpha.is_some() {

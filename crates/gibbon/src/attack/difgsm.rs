@@ -23,7 +23,7 @@ pub struct DiFgsm;
 
 impl DiFgsm {
     /// DI-FGSM for `threat`.
-    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
+    pub fn build(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
         momentum_config("difgsm", threat, options, Some(DIFGSM_PROBABILITY))
     }
 }

@@ -13,7 +13,7 @@ pub struct Fgsm;
 
 impl Fgsm {
     /// FGSM for `threat`; `options.alpha` overrides the step size (default ε).
-    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
+    pub fn build(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
         let alpha = options.alpha.unwrap_or(threat.eps);
         if threat.eps > 0.0 || options.alpha.is_some() {
             check_alpha(alpha)?;

@@ -22,7 +22,7 @@ pub struct MiFgsm;
 
 impl MiFgsm {
     /// MI-FGSM for `threat`.
-    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
+    pub fn build(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
         momentum_config("mifgsm", threat, options, None)
     }
 }

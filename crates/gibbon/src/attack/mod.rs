@@ -127,11 +127,11 @@ type Constructor = fn(&ThreatModel, &AttackOptions) -> Result<Box<dyn Attack>>;
 
 /// Every attack by name. One line per attack.
 pub const REGISTRY: &[(&str, Constructor)] = &[
-    ("fgsm", |t, o| Ok(Box::new(Fgsm::new(t, o)?))),
-    ("bim", |t, o| Ok(Box::new(Bim::new(t, o)?))),
-    ("pgd", |t, o| Ok(Box::new(Pgd::new(t, o)?))),
-    ("mifgsm", |t, o| Ok(Box::new(MiFgsm::new(t, o)?))),
-    ("difgsm", |t, o| Ok(Box::new(DiFgsm::new(t, o)?))),
+    ("fgsm", |t, o| Ok(Box::new(Fgsm::build(t, o)?))),
+    ("bim", |t, o| Ok(Box::new(Bim::build(t, o)?))),
+    ("pgd", |t, o| Ok(Box::new(Pgd::build(t, o)?))),
+    ("mifgsm", |t, o| Ok(Box::new(MiFgsm::build(t, o)?))),
+    ("difgsm", |t, o| Ok(Box::new(DiFgsm::build(t, o)?))),
     ("apgd-ce", |t, o| Ok(Box::new(Apgd::new(t, o, ApgdLoss::Ce, o.steps.unwrap_or(APGD_STEPS))?))),
     ("apgd-dlr", |t, o| {
         Ok(Box::new(Apgd::new(t, o, ApgdLoss::Dlr, o.steps.unwrap_or(APGD_STEPS))?))

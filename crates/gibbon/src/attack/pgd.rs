@@ -18,7 +18,7 @@ pub struct Pgd;
 
 impl Pgd {
     /// PGD for `threat`; `options.alpha` overrides the step size.
-    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
+    pub fn build(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
         let steps = threat.budget.steps;
         let alpha = options.alpha.unwrap_or(2.5 * threat.eps / steps as f64);
         if threat.eps > 0.0 || options.alpha.is_some() {

@@ -131,8 +131,7 @@ pub fn robustness_curve(
         .map(|(_, m)| m.unwrap_or(f64::INFINITY))
         .collect();
     correct.sort_by(f64::total_cmp);
-    let median_min_norm =
-        correct.get(correct.len() / 2).copied().filter(|m| m.is_finite() || correct.is_empty());
+    let median_min_norm = correct.get(correct.len() / 2).copied().filter(|m| m.is_finite());
 
     let mut curve = Vec::with_capacity(eps_list.len());
     for &eps in eps_list {
