@@ -321,20 +321,8 @@ pub fn evaluate(
             )
             .to_device(device);
             // Only candidates inside this threat model are checked (the rest are simply unused).
-            let d: Vec<f64> = Vec::try_from(threat.distance(&x, &x_adv))?;
-            let lo: Vec<f64> = Vec::try_from(
-                x_adv.to_kind(Kind::Double).flatten(1, -1).amin([1i64].as_slice(), false),
-            )?;
-            let hi: Vec<f64> = Vec::try_from(
-                x_adv.to_kind(Kind::Double).flatten(1, -1).amax([1i64].as_slice(), false),
-            )?;
-            let ok: Vec<usize> = (0..idx.len())
-                .filter(|&j| {
-                    d[j] <= threat.eps + crate::threat::NORM_TOLERANCE
-                        && lo[j] >= threat.bounds.lo
-                        && hi[j] <= threat.bounds.hi
-                })
-                .collect();
+            let measured = verify::Containment::measure(threat, &x, &x_adv)?;
+            let ok: Vec<usize> = (0..idx.len()).filter(|&j| measured.inside(threat, j)).collect();
             if ok.is_empty() {
                 continue;
             }

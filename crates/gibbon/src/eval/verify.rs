@@ -22,6 +22,38 @@ pub struct Verdict {
     pub norm: f64,
 }
 
+/// Per-example measurements against a threat model: finite, value range, perturbation norm.
+pub(crate) struct Containment {
+    /// Every value is finite.
+    pub finite: Vec<bool>,
+    /// Smallest value of each example.
+    pub lo: Vec<f64>,
+    /// Largest value of each example.
+    pub hi: Vec<f64>,
+    /// Perturbation norm in the threat model's norm (float64).
+    pub norms: Vec<f64>,
+}
+
+impl Containment {
+    /// Measures `x_adv` `[B, ...]` against the clean inputs `x`.
+    pub(crate) fn measure(threat: &ThreatModel, x: &Tensor, x_adv: &Tensor) -> Result<Self> {
+        let finite = Vec::try_from(x_adv.isfinite().flatten(1, -1).all_dim(1, false))?;
+        let adv64 = x_adv.to_kind(Kind::Double).flatten(1, -1);
+        let lo = Vec::try_from(adv64.amin([1i64].as_slice(), false))?;
+        let hi = Vec::try_from(adv64.amax([1i64].as_slice(), false))?;
+        let norms = Vec::try_from(threat.distance(x, x_adv))?;
+        Ok(Containment { finite, lo, hi, norms })
+    }
+
+    /// Example `i` is finite, inside the box and within ε + [`NORM_TOLERANCE`].
+    pub(crate) fn inside(&self, threat: &ThreatModel, i: usize) -> bool {
+        self.finite[i]
+            && self.lo[i] >= threat.bounds.lo
+            && self.hi[i] <= threat.bounds.hi
+            && self.norms[i] <= threat.eps + NORM_TOLERANCE
+    }
+}
+
 /// Verifies a batch: `x` clean inputs, `x_adv` returned examples, `labels`, optional `targets`.
 /// `indices` name the samples in errors.
 pub fn verify_batch(
@@ -58,11 +90,7 @@ pub fn verify_batch_repeated(
             x.size()
         )));
     }
-    let finite: Vec<bool> = Vec::try_from(x_adv.isfinite().flatten(1, -1).all_dim(1, false))?;
-    let adv64 = x_adv.to_kind(Kind::Double).flatten(1, -1);
-    let lo: Vec<f64> = Vec::try_from(adv64.amin([1i64].as_slice(), false))?;
-    let hi: Vec<f64> = Vec::try_from(adv64.amax([1i64].as_slice(), false))?;
-    let norms: Vec<f64> = Vec::try_from(threat.distance(x, x_adv))?;
+    let Containment { finite, lo, hi, norms } = Containment::measure(threat, x, x_adv)?;
     for (i, &index) in indices.iter().enumerate() {
         if !finite[i] {
             return Err(GibbonError::Verification(format!(
