@@ -6,8 +6,8 @@ use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::eval::{
     evaluate, robustness_curve, EvalReport, EvalSettings, Examples, RunInfo, Suite,
 };
-use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelSpec, Normalized};
-use gibbon::threat::{Goal, Norm, TargetSelection, ThreatModel};
+use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelSpec, Normalized, QueryLog};
+use gibbon::threat::{Goal, Knowledge, Norm, TargetSelection, ThreatModel};
 use gibbon::train::{AdversarialTraining, OptimizerKind, Schedule, TrainConfig};
 use std::path::{Path, PathBuf};
 use tch::Device;
@@ -117,6 +117,10 @@ pub struct ThreatArgs {
     /// Query budget per sample for score- and decision-based attacks (Square: 5,000).
     #[arg(long)]
     pub queries: Option<usize>,
+    /// What the attacker sees: white-box (gradients, the default), score-based or
+    /// decision-based; attacks that need more are refused.
+    #[arg(long)]
+    pub knowledge: Option<String>,
     /// Targeted attack: next, most-likely, least-likely or a class number.
     #[arg(long)]
     pub targeted: Option<String>,
@@ -157,6 +161,10 @@ pub struct RunArgs {
     /// Do not resume from, or write, the per-sample stream file (OUT.partial.jsonl).
     #[arg(long)]
     pub no_resume: bool,
+    /// Record every batch of queries of score- and decision-based attacks in this JSON-lines
+    /// file (attack, rows, dataset indices, running total).
+    #[arg(long)]
+    pub query_log: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -398,6 +406,18 @@ pub fn build_threat(args: &ThreatArgs) -> Result<ThreatModel> {
     if let Some(q) = args.queries {
         threat.budget.queries = Some(q);
     }
+    if let Some(k) = &args.knowledge {
+        threat.knowledge = match k.as_str() {
+            "white-box" => Knowledge::WhiteBox,
+            "score-based" | "scores" => Knowledge::ScoreBased,
+            "decision-based" | "labels" => Knowledge::DecisionBased,
+            other => {
+                return Err(usage(format!(
+                    "knowledge '{other}' is not white-box, score-based or decision-based"
+                )))
+            }
+        };
+    }
     if let Some(s) = args.steps {
         threat.budget.steps = s;
     }
@@ -457,6 +477,7 @@ fn settings(
             },
             minimize: false,
             eot: None,
+            query_log: run.query_log.as_ref().map(QueryLog::create).transpose()?,
         },
         keep_examples: false,
         stream: None,

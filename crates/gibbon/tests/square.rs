@@ -9,7 +9,9 @@ use gibbon::attack::{
 };
 use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
-use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelSpec, ScoreModel, ScoresOf};
+use gibbon::model::{
+    load_model, Arch, BuiltinModel, Classifier, ModelSpec, ScoreModel, ScoreOracle, ScoresOf,
+};
 use gibbon::threat::{Goal, Norm, TargetSelection, ThreatModel};
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -260,8 +262,9 @@ fn records(
     };
     let mut out = Vec::new();
     let mut source = TensorSource::new(chunk);
+    let oracle = ScoreOracle::new("square", model, square.config.queries as u64, None);
     square
-        .run_scores(model, threat, 0, batch_size, &mut source, &mut |r| {
+        .run_scores(&oracle, threat, 0, batch_size, &mut source, &mut |r| {
             after_each(&r);
             out.push(r);
             Ok(())
@@ -412,7 +415,8 @@ fn targeted_square_reaches_the_next_class_on_the_standard_model() {
 #[test]
 fn the_square_fraction_follows_the_rescaled_schedule() {
     let at = |queries: usize, iteration: usize| {
-        Square { config: SquareConfig { queries, p_init: SQUARE_P_INIT } }.fraction(iteration)
+        Square { config: SquareConfig { queries, p_init: SQUARE_P_INIT }, log: None }
+            .fraction(iteration)
     };
     assert_eq!(at(10_000, 0), 0.8);
     assert_eq!(at(10_000, 10), 0.8);

@@ -34,7 +34,7 @@ pub use stepped::{StartPoint, SteppedAttack, SteppedConfig};
 
 use crate::error::{GibbonError, Result};
 use crate::model::Classifier;
-use crate::threat::ThreatModel;
+use crate::threat::{Knowledge, ThreatModel};
 use tch::Tensor;
 
 /// A chunk of samples to attack: `x` `[b, ...]`, labels `[b]`, optional targets `[b]`.
@@ -89,12 +89,17 @@ pub struct AttackContext<'a> {
     pub batch_size: usize,
 }
 
-/// A white-box adversarial attack.
+/// An adversarial attack (white-box, score-based or decision-based; see [`Attack::knowledge`]).
 pub trait Attack {
     /// The registry name (`pgd`, `fgsm` ...).
     fn name(&self) -> &'static str;
     /// The parameters as JSON, for results.
     fn params(&self) -> serde_json::Value;
+    /// What the attack sees of the model: gradients (the default), scores only, or labels only.
+    /// An evaluation refuses an attack that needs more than the threat model's `knowledge`.
+    fn knowledge(&self) -> Knowledge {
+        Knowledge::WhiteBox
+    }
     /// Attacks every sample of `source`, calling `sink` once per sample.
     fn run(
         &self,
@@ -121,6 +126,8 @@ pub struct AttackOptions {
     /// Expectation over Transformation (Athalye et al. 2018): gradients averaged over this many
     /// forward/backward passes, for randomized models (APGD). `None` or 1: one pass.
     pub eot: Option<usize>,
+    /// Query-based attacks record every batch of queries here (JSON lines).
+    pub query_log: Option<crate::model::QueryLog>,
 }
 
 type Constructor = fn(&ThreatModel, &AttackOptions) -> Result<Box<dyn Attack>>;

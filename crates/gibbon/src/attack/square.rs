@@ -27,9 +27,9 @@
 use super::loss::{cross_entropy_objective, margin, success_mask};
 use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
 use crate::error::{GibbonError, Result};
-use crate::model::{ScoreModel, ScoresOf};
+use crate::model::{QueryLog, ScoreOracle, ScoresOf};
 use crate::random::RngKey;
-use crate::threat::{rounding_margin, Norm, ThreatModel};
+use crate::threat::{rounding_margin, Knowledge, Norm, ThreatModel};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -69,17 +69,22 @@ pub struct SquareConfig {
 pub struct Square {
     /// Parameters.
     pub config: SquareConfig,
+    /// Where every batch of queries is recorded, if anywhere.
+    pub log: Option<QueryLog>,
 }
 
 impl Square {
     /// Square for `threat` (L∞ or L2); the budget is `threat.budget.queries` (default 5,000).
-    pub fn new(threat: &ThreatModel, _options: &AttackOptions) -> Result<Self> {
+    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
         check_norm(threat.norm)?;
         let queries = threat.budget.queries.unwrap_or(SQUARE_QUERIES);
         if queries == 0 {
             return Err(GibbonError::invalid("queries", "must be at least 1"));
         }
-        Ok(Square { config: SquareConfig { queries, p_init: SQUARE_P_INIT } })
+        Ok(Square {
+            config: SquareConfig { queries, p_init: SQUARE_P_INIT },
+            log: options.query_log.clone(),
+        })
     }
 
     /// The square fraction p at proposal `iteration` (0-based), from the paper's schedule
@@ -94,7 +99,7 @@ impl Square {
     /// to `sink`. This is the whole attack; [`Attack::run`] calls it with [`ScoresOf`].
     pub fn run_scores(
         &self,
-        model: &dyn ScoreModel,
+        model: &ScoreOracle<'_>,
         threat: &ThreatModel,
         seed: u64,
         batch_size: usize,
@@ -160,9 +165,11 @@ impl Square {
                 raw.extend(self.candidate(row, threat, radius, layout, &mut patterns));
             }
             let candidates = threat.project(&x0, &to_tensor(&raw));
-            let scores = model.scores(&candidates)?.to_kind(Kind::Float).to_device(Device::Cpu);
+            let indices: Vec<usize> = rows.iter().map(|r| r.index).collect();
+            let scores =
+                model.scores(&indices, &candidates)?.to_kind(Kind::Float).to_device(Device::Cpu);
             for row in rows.iter_mut() {
-                row.queries += 1;
+                row.queries = model.used(row.index);
             }
             let labels = Tensor::from_slice(&rows.iter().map(|r| r.label).collect::<Vec<_>>());
             let targets = if targeted == Some(true) {
@@ -262,6 +269,9 @@ impl Attack for Square {
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).unwrap_or_default()
     }
+    fn knowledge(&self) -> Knowledge {
+        Knowledge::ScoreBased
+    }
     fn run(
         &self,
         ctx: &AttackContext<'_>,
@@ -269,7 +279,9 @@ impl Attack for Square {
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
         let scores = ScoresOf(ctx.model);
-        self.run_scores(&scores, ctx.threat, ctx.seed, ctx.batch_size, source, sink)
+        let oracle =
+            ScoreOracle::new("square", &scores, self.config.queries as u64, self.log.clone());
+        self.run_scores(&oracle, ctx.threat, ctx.seed, ctx.batch_size, source, sink)
     }
 }
 

@@ -179,6 +179,9 @@ pub struct EvalReport {
     pub robust_accuracy_ci95: [f64; 2],
     /// The plan, per attack.
     pub per_attack: Vec<AttackSummary>,
+    /// Model queries (forward passes per sample) spent by the whole plan, resumed samples
+    /// included: the sum of `per_sample[].queries`.
+    pub total_queries: u64,
     /// Every sample's record, by index.
     pub per_sample: Vec<SampleRecord>,
     /// Samples taken from the stream file of an earlier run.
@@ -238,6 +241,19 @@ pub fn evaluate(
         .iter()
         .map(|name| build_attack(name, threat, &settings.options))
         .collect::<Result<Vec<_>>>()?;
+    for attack in &attacks {
+        if !threat.knowledge.grants(attack.knowledge()) {
+            return Err(GibbonError::invalid(
+                "attack",
+                format!(
+                    "{} needs {} access, but the threat model grants the attacker only {}",
+                    attack.name(),
+                    attack.knowledge().describe(),
+                    threat.knowledge.describe()
+                ),
+            ));
+        }
+    }
 
     // Clean pass.
     let mut clean_pred = vec![0i64; n];
@@ -491,6 +507,7 @@ pub fn evaluate(
         clean_accuracy: correct as f64 / n as f64,
         robust_accuracy: robust as f64 / n as f64,
         robust_accuracy_ci95: [lo, hi],
+        total_queries: per_sample.iter().map(|r| r.queries).sum(),
         per_attack,
         per_sample,
         resumed,

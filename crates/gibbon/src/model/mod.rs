@@ -19,7 +19,9 @@ pub mod weights;
 
 pub use builtin::{Arch, BuiltinModel};
 pub use onnx::OnnxModel;
-pub use query::{LabelModel, LabelsOf, ScoreModel, ScoresOf};
+pub use query::{
+    LabelModel, LabelOracle, LabelsOf, PredictionsOf, QueryLog, ScoreModel, ScoreOracle, ScoresOf,
+};
 pub use spec::{load_model, ModelSpec};
 pub use torchscript::TorchScriptModel;
 

@@ -3,8 +3,19 @@
 //! An attack written against [`ScoreModel`] can ask for output scores and nothing else: the
 //! trait has no gradient, no weights and no autograd graph, so such an attack cannot reach
 //! white-box information even by accident, and the same code attacks a remote model.
+//!
+//! Attacks do not hold the model itself but an oracle over it ([`ScoreOracle`],
+//! [`LabelOracle`]): every query row is charged to the dataset index it belongs to, a query that
+//! would take a sample past its budget is refused (so budgets hold exactly, whatever the
+//! attack), and every batch can be recorded in a [`QueryLog`].
 use super::Classifier;
-use crate::error::Result;
+use crate::error::{GibbonError, Result};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use tch::{Device, Tensor};
 
 /// A model that answers queries with scores (logits or probabilities) `[B, classes]`.
@@ -51,6 +62,26 @@ pub trait LabelModel {
     fn device(&self) -> Device;
 }
 
+/// The label-only view of a [`Classifier`]: [`Classifier::predict`], without autograd. This is
+/// the view decision-based attacks take of the evaluated model (a remote model that answers
+/// labels only supports it too).
+pub struct PredictionsOf<'a>(pub &'a dyn Classifier);
+
+impl LabelModel for PredictionsOf<'_> {
+    fn labels(&self, x: &Tensor) -> Result<Tensor> {
+        self.0.predict(x)
+    }
+    fn input_shape(&self) -> &[i64] {
+        self.0.input_shape()
+    }
+    fn num_classes(&self) -> i64 {
+        self.0.num_classes()
+    }
+    fn device(&self) -> Device {
+        self.0.device()
+    }
+}
+
 /// The label-only view of any [`ScoreModel`]: the arg-max of its scores.
 pub struct LabelsOf<'a>(pub &'a dyn ScoreModel);
 
@@ -66,5 +97,221 @@ impl LabelModel for LabelsOf<'_> {
     }
     fn device(&self) -> Device {
         self.0.device()
+    }
+}
+
+/// A JSON-lines file that records every batch of queries a query-based attack sends: one line
+/// per batch with the attack, the dataset indices queried and the running total. Cloning shares
+/// the file.
+#[derive(Clone)]
+pub struct QueryLog {
+    path: PathBuf,
+    writer: Arc<Mutex<BufWriter<File>>>,
+}
+
+impl std::fmt::Debug for QueryLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QueryLog({})", self.path.display())
+    }
+}
+
+impl QueryLog {
+    /// Creates (or truncates) the log at `path`.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::create(&path).map_err(|e| GibbonError::io(&path, e))?;
+        Ok(QueryLog { path, writer: Arc::new(Mutex::new(BufWriter::new(file))) })
+    }
+
+    /// Where the log is written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn record(&self, attack: &str, samples: &[usize], total: u64) -> Result<()> {
+        let line = serde_json::json!({
+            "attack": attack,
+            "rows": samples.len(),
+            "samples": samples,
+            "total": total,
+        });
+        let mut w =
+            self.writer.lock().map_err(|_| GibbonError::Internal("query log poisoned".into()))?;
+        writeln!(w, "{line}").and_then(|_| w.flush()).map_err(|e| GibbonError::io(&self.path, e))
+    }
+}
+
+/// Counts every query per sample and refuses any query past the per-sample budget, so a budget
+/// is enforced exactly whatever the attack does. A query for a sample whose budget is spent is
+/// an error (a bug in the attack), never silently answered.
+struct QueryMeter {
+    attack: &'static str,
+    budget: u64,
+    used: RefCell<HashMap<usize, u64>>,
+    total: Cell<u64>,
+    log: Option<QueryLog>,
+}
+
+impl QueryMeter {
+    fn new(attack: &'static str, budget: u64, log: Option<QueryLog>) -> Self {
+        QueryMeter { attack, budget, used: RefCell::new(HashMap::new()), total: Cell::new(0), log }
+    }
+
+    fn charge(&self, samples: &[usize], rows: i64) -> Result<()> {
+        if samples.len() as i64 != rows {
+            return Err(GibbonError::Internal(format!(
+                "{}: {} sample indices for {rows} query rows",
+                self.attack,
+                samples.len()
+            )));
+        }
+        let mut used = self.used.borrow_mut();
+        let mut wanted: HashMap<usize, u64> = HashMap::new();
+        for &s in samples {
+            *wanted.entry(s).or_default() += 1;
+        }
+        for (&s, &n) in &wanted {
+            let spent = used.get(&s).copied().unwrap_or(0);
+            if spent + n > self.budget {
+                return Err(GibbonError::Internal(format!(
+                    "{}: sample {s} would exceed its query budget of {} ({spent} used, {n} more asked)",
+                    self.attack, self.budget
+                )));
+            }
+        }
+        for (s, n) in wanted {
+            *used.entry(s).or_default() += n;
+        }
+        self.total.set(self.total.get() + samples.len() as u64);
+        if let Some(log) = &self.log {
+            log.record(self.attack, samples, self.total.get())?;
+        }
+        Ok(())
+    }
+
+    fn used(&self, sample: usize) -> u64 {
+        self.used.borrow().get(&sample).copied().unwrap_or(0)
+    }
+}
+
+/// What a score-based attack holds: scores for queried inputs, each query charged to the sample
+/// it belongs to, within a per-sample budget. Nothing else of the model is reachable.
+pub struct ScoreOracle<'a> {
+    model: &'a dyn ScoreModel,
+    meter: QueryMeter,
+}
+
+impl<'a> ScoreOracle<'a> {
+    /// An oracle over `model` allowing `budget` queries per sample, logging batches to `log`.
+    pub fn new(
+        attack: &'static str,
+        model: &'a dyn ScoreModel,
+        budget: u64,
+        log: Option<QueryLog>,
+    ) -> Self {
+        ScoreOracle { model, meter: QueryMeter::new(attack, budget, log) }
+    }
+
+    /// Scores `[B, classes]` for `x` `[B, ...]`; row `i` is charged to dataset index
+    /// `samples[i]`. Fails, without querying, if any sample would exceed its budget.
+    pub fn scores(&self, samples: &[usize], x: &Tensor) -> Result<Tensor> {
+        self.meter.charge(samples, x.size().first().copied().unwrap_or(0))?;
+        self.model.scores(x)
+    }
+
+    /// Queries spent on `sample` so far.
+    pub fn used(&self, sample: usize) -> u64 {
+        self.meter.used(sample)
+    }
+
+    /// Queries `sample` may still make.
+    pub fn remaining(&self, sample: usize) -> u64 {
+        self.meter.budget.saturating_sub(self.meter.used(sample))
+    }
+
+    /// The per-sample budget.
+    pub fn budget(&self) -> u64 {
+        self.meter.budget
+    }
+
+    /// Queries spent on all samples.
+    pub fn total(&self) -> u64 {
+        self.meter.total.get()
+    }
+
+    /// Shape of one input.
+    pub fn input_shape(&self) -> &[i64] {
+        self.model.input_shape()
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> i64 {
+        self.model.num_classes()
+    }
+
+    /// Device that inputs should live on.
+    pub fn device(&self) -> Device {
+        self.model.device()
+    }
+}
+
+/// What a decision-based attack holds: predicted labels only, charged per sample within a
+/// per-sample budget (see [`ScoreOracle`]).
+pub struct LabelOracle<'a> {
+    model: &'a dyn LabelModel,
+    meter: QueryMeter,
+}
+
+impl<'a> LabelOracle<'a> {
+    /// An oracle over `model` allowing `budget` queries per sample, logging batches to `log`.
+    pub fn new(
+        attack: &'static str,
+        model: &'a dyn LabelModel,
+        budget: u64,
+        log: Option<QueryLog>,
+    ) -> Self {
+        LabelOracle { model, meter: QueryMeter::new(attack, budget, log) }
+    }
+
+    /// Predicted labels `[B]` (int64) for `x` `[B, ...]`; row `i` is charged to dataset index
+    /// `samples[i]`. Fails, without querying, if any sample would exceed its budget.
+    pub fn labels(&self, samples: &[usize], x: &Tensor) -> Result<Tensor> {
+        self.meter.charge(samples, x.size().first().copied().unwrap_or(0))?;
+        self.model.labels(x)
+    }
+
+    /// Queries spent on `sample` so far.
+    pub fn used(&self, sample: usize) -> u64 {
+        self.meter.used(sample)
+    }
+
+    /// Queries `sample` may still make.
+    pub fn remaining(&self, sample: usize) -> u64 {
+        self.meter.budget.saturating_sub(self.meter.used(sample))
+    }
+
+    /// The per-sample budget.
+    pub fn budget(&self) -> u64 {
+        self.meter.budget
+    }
+
+    /// Queries spent on all samples.
+    pub fn total(&self) -> u64 {
+        self.meter.total.get()
+    }
+
+    /// Shape of one input.
+    pub fn input_shape(&self) -> &[i64] {
+        self.model.input_shape()
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> i64 {
+        self.model.num_classes()
+    }
+
+    /// Device that inputs should live on.
+    pub fn device(&self) -> Device {
+        self.model.device()
     }
 }

@@ -149,6 +149,28 @@ pub enum Knowledge {
     DecisionBased,
 }
 
+impl Knowledge {
+    /// Whether an attacker with this knowledge may run an attack that needs `needed`: white-box
+    /// grants everything, score-based grants scores and labels, decision-based labels only.
+    pub fn grants(self, needed: Knowledge) -> bool {
+        let rank = |k: Knowledge| match k {
+            Knowledge::DecisionBased => 0,
+            Knowledge::ScoreBased => 1,
+            Knowledge::WhiteBox => 2,
+        };
+        rank(self) >= rank(needed)
+    }
+
+    /// A short description for messages ("white-box (gradient)", "score", "label").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Knowledge::WhiteBox => "white-box (gradient)",
+            Knowledge::ScoreBased => "score-only",
+            Knowledge::DecisionBased => "label-only",
+        }
+    }
+}
+
 /// The attacker's compute budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budget {
