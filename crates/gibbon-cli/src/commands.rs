@@ -50,6 +50,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Describe an ONNX model: inputs, outputs, operators, parameters, and whether gibbon runs it.
     Inspect(InspectArgs),
+    /// Serve a model over HTTP on 127.0.0.1 (see docs/remote-model.md), for --model URL.
+    ServeModel(ServeModelArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -66,7 +68,8 @@ fn inspect_cmd(args: InspectArgs) -> Result<()> {
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model: a TorchScript file (.pt), an ONNX file (.onnx), a .safetensors file with --arch, or builtin:NAME.
+    /// Model: a TorchScript file (.pt), an ONNX file (.onnx), a .safetensors file with --arch,
+    /// builtin:NAME, or the predict URL of a served model (http://HOST:PORT/predict).
     #[arg(long)]
     pub model: String,
     /// Architecture of a .safetensors model (linear, mlp, smallcnn, preact-resnet18).
@@ -81,6 +84,19 @@ pub struct ModelArgs {
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Remote model: limit for one HTTP request, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub remote_timeout_ms: u64,
+    /// Remote model: retries (with exponential backoff from 100 ms) after a connection failure,
+    /// a timeout or a 5xx answer.
+    #[arg(long, default_value_t = 3)]
+    pub remote_retries: u32,
+    /// Remote model: at most this many requests per second.
+    #[arg(long)]
+    pub remote_rate_limit: Option<f64>,
+    /// Remote model: inputs per request (larger batches are split).
+    #[arg(long, default_value_t = 256)]
+    pub remote_max_rows: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -299,6 +315,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train_cmd(a, cli.quiet),
         Command::Demo(a) => crate::demo::run(a, cli.quiet),
         Command::Inspect(a) => inspect_cmd(a),
+        Command::ServeModel(a) => serve_model_cmd(a),
     }
 }
 
@@ -347,7 +364,22 @@ pub fn build_model(args: &ModelArgs, data: &Dataset) -> Result<Box<dyn Classifie
     let spec: ModelSpec = args.model.parse()?;
     let arch = args.arch.as_deref().map(str::parse::<Arch>).transpose()?;
     let classes = data.num_classes().max(2) as i64;
-    let model = load_model(&spec, arch, &data.sample_shape(), classes, device)?;
+    let model: Box<dyn Classifier> = match &spec {
+        ModelSpec::Remote(url) => {
+            if arch.is_some() {
+                return Err(usage("--arch applies to .safetensors models only"));
+            }
+            let options = gibbon::model::RemoteOptions {
+                timeout: std::time::Duration::from_millis(args.remote_timeout_ms),
+                retries: args.remote_retries,
+                rate_limit_per_s: args.remote_rate_limit,
+                max_rows_per_request: args.remote_max_rows,
+                ..Default::default()
+            };
+            Box::new(gibbon::model::RemoteModel::load(url, options, &data.sample_shape())?)
+        }
+        _ => load_model(&spec, arch, &data.sample_shape(), classes, device)?,
+    };
     match &args.normalize {
         None => Ok(model),
         Some(text) => {
@@ -735,5 +767,41 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<()> {
         &serde_json::json!({"config": cfg, "epochs": stats, "command": command_line()}),
     )?;
     eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ServeModelArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Data whose sample shape and class count the served model takes (nothing else is used).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Port on 127.0.0.1; 0 picks a free one. The first line on stdout names the predict URL.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// What /predict answers: scores (logits) or labels (the predicted class only).
+    #[arg(long, default_value = "scores")]
+    pub output: String,
+}
+
+/// `serve-model`: answers /info and /predict on loopback until the process is stopped.
+fn serve_model_cmd(args: ServeModelArgs) -> Result<()> {
+    set_threads(args.model.threads)?;
+    let output: gibbon::model::RemoteOutput = args.output.parse()?;
+    let data = load_data(&args.data)?;
+    let model = build_model(&args.model, &data)?;
+    let server = gibbon::model::ModelServer::bind(("127.0.0.1", args.port))?;
+    println!("serving {}", server.predict_url());
+    std::io::Write::flush(&mut std::io::stdout())?;
+    tracing::info!(
+        "serving {} ({} {:?}, {} classes, answers {output}); stop with Ctrl-C",
+        model.info().path,
+        model.info().kind,
+        model.input_shape(),
+        model.num_classes()
+    );
+    let never = std::sync::atomic::AtomicBool::new(false);
+    server.serve(model.as_ref(), output, &never)?;
     Ok(())
 }

@@ -13,6 +13,8 @@
 mod builtin;
 pub mod onnx;
 mod query;
+pub mod remote;
+pub mod serve;
 mod spec;
 mod torchscript;
 pub mod weights;
@@ -22,6 +24,8 @@ pub use onnx::OnnxModel;
 pub use query::{
     LabelModel, LabelOracle, LabelsOf, PredictionsOf, QueryLog, ScoreModel, ScoreOracle, ScoresOf,
 };
+pub use remote::{RemoteModel, RemoteOptions, RemoteOutput};
+pub use serve::ModelServer;
 pub use spec::{load_model, ModelSpec};
 pub use torchscript::TorchScriptModel;
 
@@ -165,6 +169,22 @@ impl Classifier for Box<dyn Classifier> {
     }
     fn info(&self) -> &ModelInfo {
         (**self).info()
+    }
+    fn logits_padded(&self, x: &Tensor) -> Result<Tensor> {
+        (**self).logits_padded(x)
+    }
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        (**self).logits(x)
+    }
+    fn predict(&self, x: &Tensor) -> Result<Tensor> {
+        (**self).predict(x)
+    }
+    fn loss_and_input_grad(
+        &self,
+        x: &Tensor,
+        loss: &dyn Fn(&Tensor) -> Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        (**self).loss_and_input_grad(x, loss)
     }
 }
 

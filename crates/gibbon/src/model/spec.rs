@@ -1,5 +1,7 @@
 //! Parsing the `--model` spec and loading the model it names.
-use super::{Arch, BuiltinModel, Classifier, OnnxModel, TorchScriptModel};
+use super::{
+    Arch, BuiltinModel, Classifier, OnnxModel, RemoteModel, RemoteOptions, TorchScriptModel,
+};
 use crate::error::{GibbonError, Result};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -40,11 +42,19 @@ pub enum ModelSpec {
     Builtin(String),
     /// An ONNX file (`.onnx`), evaluated on libtorch operations.
     Onnx(PathBuf),
+    /// A model served over HTTP: its predict URL (`http://HOST:PORT/predict`), see
+    /// [`RemoteModel`].
+    Remote(String),
 }
 
 impl FromStr for ModelSpec {
     type Err = GibbonError;
     fn from_str(s: &str) -> Result<Self> {
+        let lower = s.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            super::remote::info_url_for(s)?;
+            return Ok(ModelSpec::Remote(s.to_string()));
+        }
         if let Some(name) = s.strip_prefix("builtin:") {
             return if BUILTIN_MODELS.iter().any(|(n, ..)| *n == name) {
                 Ok(ModelSpec::Builtin(name.to_string()))
@@ -69,7 +79,7 @@ impl FromStr for ModelSpec {
             Some(e) if e == "onnx" => Ok(ModelSpec::Onnx(path)),
             _ => Err(GibbonError::invalid(
                 "model",
-                format!("'{s}': expected a TorchScript file (.pt), an ONNX file (.onnx), a .safetensors file with --arch, or builtin:NAME"),
+                format!("'{s}': expected a TorchScript file (.pt), an ONNX file (.onnx), a .safetensors file with --arch, builtin:NAME or an http:// predict URL"),
             )),
         }
     }
@@ -82,12 +92,15 @@ impl std::fmt::Display for ModelSpec {
                 write!(f, "{}", p.display())
             }
             ModelSpec::Builtin(n) => write!(f, "builtin:{n}"),
+            ModelSpec::Remote(url) => f.write_str(url),
         }
     }
 }
 
 /// Loads the model named by `spec` for inputs of `input_shape` (one sample) and `classes` classes
-/// (used by built-in architectures; TorchScript models report their own).
+/// (used by built-in architectures; TorchScript and remote models report their own). A remote
+/// model is reached with [`RemoteOptions::default`] and lives on the CPU whatever `device` says;
+/// use [`RemoteModel::load`] for other options.
 pub fn load_model(
     spec: &ModelSpec,
     arch: Option<Arch>,
@@ -96,6 +109,15 @@ pub fn load_model(
     device: Device,
 ) -> Result<Box<dyn Classifier>> {
     match spec {
+        ModelSpec::Remote(url) => {
+            if arch.is_some() {
+                return Err(GibbonError::invalid(
+                    "arch",
+                    "--arch applies to .safetensors models only",
+                ));
+            }
+            Ok(Box::new(RemoteModel::load(url, RemoteOptions::default(), input_shape)?))
+        }
         ModelSpec::TorchScript(path) => {
             if arch.is_some() {
                 return Err(GibbonError::invalid(
