@@ -18,7 +18,7 @@ use crate::attack::{
 use crate::data::Dataset;
 use crate::error::{GibbonError, Result};
 use crate::model::{Classifier, ModelInfo};
-use crate::threat::{Goal, TargetSelection, ThreatModel};
+use crate::threat::{Goal, Knowledge, TargetSelection, ThreatModel};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Write};
@@ -241,6 +241,28 @@ pub fn evaluate(
         .iter()
         .map(|name| build_attack(name, threat, &settings.options))
         .collect::<Result<Vec<_>>>()?;
+    if model.labels_only() {
+        if let Goal::Targeted(TargetSelection::MostLikely | TargetSelection::LeastLikely) =
+            threat.goal
+        {
+            return Err(GibbonError::invalid(
+                "targeted",
+                "the model answers labels only, so it has no most- or least-likely class; \
+                 use next or a class number",
+            ));
+        }
+        if let Some(a) = attacks.iter().find(|a| a.knowledge() != Knowledge::DecisionBased) {
+            return Err(GibbonError::invalid(
+                "attack",
+                format!(
+                    "{} needs {} access, but the model answers labels only; use a \
+                     decision-based attack",
+                    a.name(),
+                    a.knowledge().describe()
+                ),
+            ));
+        }
+    }
     for attack in &attacks {
         if !threat.knowledge.grants(attack.knowledge()) {
             return Err(GibbonError::invalid(
@@ -261,12 +283,15 @@ pub fn evaluate(
     let mut targets: Vec<Option<i64>> = vec![None; n];
     for start in (0..n).step_by(settings.batch_size) {
         let idx: Vec<usize> = (start..(start + settings.batch_size).min(n)).collect();
-        let logits = model.logits(&data.try_batch(&idx, device)?)?;
-        let (conf, pred) = logits.softmax(-1, Kind::Double).max_dim(-1, false);
-        let conf: Vec<f64> = Vec::try_from(conf)?;
-        let pred: Vec<i64> = Vec::try_from(pred)?;
-        let chosen =
-            choose_targets(&logits, &labels[start..start + idx.len()], threat.goal, classes)?;
+        let answer = verify::ModelAnswer::of(model, &data.try_batch(&idx, device)?)?;
+        let conf: Vec<f64> = Vec::try_from(&answer.confidence)?;
+        let pred: Vec<i64> = Vec::try_from(&answer.prediction)?;
+        let chosen = choose_targets(
+            &answer.scores,
+            &labels[start..start + idx.len()],
+            threat.goal,
+            classes,
+        )?;
         for (j, &i) in idx.iter().enumerate() {
             clean_pred[i] = pred[j];
             clean_conf[i] = conf[j];

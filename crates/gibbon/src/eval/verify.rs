@@ -114,12 +114,10 @@ pub fn verify_batch_repeated(
     let mut wins = vec![0usize; n];
     let mut last: Vec<[Option<(i64, f64)>; 2]> = vec![[None, None]; n];
     for _ in 0..passes {
-        let logits = model.logits(x_adv)?;
-        let broken: Vec<bool> = Vec::try_from(success_mask(&logits, labels, targets))?;
-        let probs = logits.softmax(-1, Kind::Double);
-        let (conf, pred) = probs.max_dim(-1, false);
-        let conf: Vec<f64> = Vec::try_from(conf)?;
-        let pred: Vec<i64> = Vec::try_from(pred)?;
+        let answer = ModelAnswer::of(model, x_adv)?;
+        let broken: Vec<bool> = Vec::try_from(success_mask(&answer.scores, labels, targets))?;
+        let conf: Vec<f64> = Vec::try_from(answer.confidence)?;
+        let pred: Vec<i64> = Vec::try_from(answer.prediction)?;
         for i in 0..n {
             wins[i] += broken[i] as usize;
             last[i][broken[i] as usize] = Some((pred[i], conf[i]));
@@ -132,4 +130,30 @@ pub fn verify_batch_repeated(
             Verdict { broken, prediction, confidence, norm: norms[i] }
         })
         .collect())
+}
+
+/// What the model says about a batch, for verdicts: scores (logits, or one-hot rows for a
+/// labels-only model), the prediction and its softmax probability (1 for a labels-only model).
+pub struct ModelAnswer {
+    /// `[B, classes]`.
+    pub scores: Tensor,
+    /// `[B]` int64.
+    pub prediction: Tensor,
+    /// `[B]` float64.
+    pub confidence: Tensor,
+}
+
+impl ModelAnswer {
+    /// One forward pass (or one labels query) of `model` on `x`.
+    pub fn of(model: &dyn Classifier, x: &Tensor) -> Result<Self> {
+        if model.labels_only() {
+            let prediction = model.predict(x)?;
+            let scores = prediction.one_hot(model.num_classes()).to_kind(Kind::Float);
+            let confidence = prediction.ones_like().to_kind(Kind::Double);
+            return Ok(ModelAnswer { scores, prediction, confidence });
+        }
+        let scores = model.logits(x)?;
+        let (confidence, prediction) = scores.softmax(-1, Kind::Double).max_dim(-1, false);
+        Ok(ModelAnswer { scores, prediction, confidence })
+    }
 }

@@ -84,6 +84,13 @@ pub trait Classifier {
         Ok(self.logits(x)?.argmax(-1, false))
     }
 
+    /// True for a model that answers with labels only (a remote labels-only server): it has
+    /// no scores, so evaluations judge it by [`Classifier::predict`] and only decision-based
+    /// attacks can run against it.
+    fn labels_only(&self) -> bool {
+        false
+    }
+
     /// Per-sample loss values `[B]` and the gradient of their sum with respect to `x`.
     /// `loss` maps logits `[B, K]` to per-sample losses `[B]`.
     fn loss_and_input_grad(
@@ -178,6 +185,9 @@ impl Classifier for Box<dyn Classifier> {
     }
     fn predict(&self, x: &Tensor) -> Result<Tensor> {
         (**self).predict(x)
+    }
+    fn labels_only(&self) -> bool {
+        (**self).labels_only()
     }
     fn loss_and_input_grad(
         &self,

@@ -625,6 +625,10 @@ fn excerpt(text: &str) -> String {
 }
 
 impl Classifier for RemoteModel {
+    fn labels_only(&self) -> bool {
+        self.remote.output == RemoteOutput::Labels
+    }
+
     /// Scores over HTTP for inputs that need no gradient; an error when `x` requires one.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if x.requires_grad() {
