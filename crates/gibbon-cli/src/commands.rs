@@ -52,6 +52,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Serve a model over HTTP on 127.0.0.1 (see docs/remote-model.md), for --model URL.
     ServeModel(ServeModelArgs),
+    /// Transfer attacks: craft on each surrogate (white-box), evaluate on each target (queries
+    /// only); prints the matrix of success rates and writes it as JSON.
+    Transfer(TransferArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -316,6 +319,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => crate::demo::run(a, cli.quiet),
         Command::Inspect(a) => inspect_cmd(a),
         Command::ServeModel(a) => serve_model_cmd(a),
+        Command::Transfer(a) => transfer_cmd(a, cli.quiet),
     }
 }
 
@@ -510,6 +514,7 @@ fn settings(
             minimize: false,
             eot: None,
             query_log: run.query_log.as_ref().map(QueryLog::create).transpose()?,
+            full_budget: false,
         },
         keep_examples: false,
         stream: None,
@@ -803,5 +808,146 @@ fn serve_model_cmd(args: ServeModelArgs) -> Result<()> {
     );
     let never = std::sync::atomic::AtomicBool::new(false);
     server.serve(model.as_ref(), output, &never)?;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+#[command(mut_arg("attack", |a| a
+    .default_value(gibbon::eval::DEFAULT_TRANSFER_ATTACK)
+    .help("Attack run on each surrogate: any one registered attack (mifgsm or difgsm recommended)")))]
+#[command(mut_arg("eps", |a| a.help("Radius of the allowed perturbation (one value)")))]
+#[command(mut_arg("suite", |a| a.hide(true)), mut_arg("min_norm_attack", |a| a.hide(true)))]
+pub struct TransferArgs {
+    /// Surrogate models, a comma list of model specs (.pt, .onnx, .safetensors with --arch,
+    /// builtin:NAME): the examples are crafted on each of them, white-box.
+    #[arg(long)]
+    pub surrogates: String,
+    /// Target models, a comma list of model specs: each classifies every surrogate's examples
+    /// (forward passes only, as a black box).
+    #[arg(long)]
+    pub targets: String,
+    /// Architecture of the .safetensors models among them (linear, mlp, smallcnn,
+    /// preact-resnet18); other specs ignore it.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Per-channel normalization inside every model, "MEAN/STD" with comma lists.
+    #[arg(long)]
+    pub normalize: Option<String>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub threat: ThreatArgs,
+    /// Samples per forward/backward pass (results do not depend on it).
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Seed of the counter-based random generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop each sample at its first success on the surrogate (gibbon's white-box behaviour)
+    /// instead of running the attack's whole budget; such examples transfer worse.
+    #[arg(long)]
+    pub early_exit: bool,
+    /// Include per-sample outcomes (and every model's clean predictions) in the JSON.
+    #[arg(long)]
+    pub per_sample: bool,
+    /// Write the JSON result here (schema: docs/result-schema.md, "Transfer matrix").
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The model specs of a comma list; an error naming `flag` when there are none.
+fn model_list(text: &str, flag: &str) -> Result<Vec<String>> {
+    let specs: Vec<String> =
+        text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if specs.is_empty() {
+        return Err(usage(format!("--{flag} names no model: give a comma list of model specs")));
+    }
+    Ok(specs)
+}
+
+fn transfer_cmd(args: TransferArgs, quiet: bool) -> Result<()> {
+    use gibbon::eval::{transfer_matrix, TransferSettings};
+    set_threads(args.threads)?;
+    if args.threat.suite.is_some() {
+        return Err(usage("transfer runs one attack: use --attack instead of --suite"));
+    }
+    if args.threat.min_norm_attack.is_some() || eps_list(&args.threat)?.len() > 1 {
+        return Err(usage("transfer takes one --eps (curves over ε are for eval)"));
+    }
+    let attacks: Vec<&str> =
+        args.threat.attack.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let [attack] = attacks.as_slice() else {
+        return Err(usage(format!(
+            "transfer runs one attack per surrogate, got --attack '{}'",
+            args.threat.attack
+        )));
+    };
+    let mut threat = build_threat(&args.threat)?;
+    // An unknown attack is reported before any model is loaded.
+    gibbon::attack::build_attack(attack, &threat, &AttackOptions::default())?;
+    let surrogate_specs = model_list(&args.surrogates, "surrogates")?;
+    let target_specs = model_list(&args.targets, "targets")?;
+    let data = load_data(&args.data)?;
+    let load = |spec: &String, role: &str| -> Result<Box<dyn Classifier>> {
+        // --arch names the architecture of the .safetensors models among the specs.
+        let safetensors = matches!(spec.parse::<ModelSpec>(), Ok(ModelSpec::Safetensors(_)));
+        let model_args = ModelArgs {
+            model: spec.clone(),
+            arch: args.arch.clone().filter(|_| safetensors),
+            normalize: args.normalize.clone(),
+            device: args.device.clone(),
+            threads: args.threads,
+            // A remote target (an http:// spec) uses the default client settings.
+            remote_timeout_ms: 30_000,
+            remote_retries: 3,
+            remote_rate_limit: None,
+            remote_max_rows: 256,
+        };
+        build_model(&model_args, &data).with_context(|| format!("{role} {spec}"))
+    };
+    let surrogates =
+        surrogate_specs.iter().map(|s| load(s, "surrogate")).collect::<Result<Vec<_>>>()?;
+    let targets = target_specs.iter().map(|s| load(s, "target")).collect::<Result<Vec<_>>>()?;
+    let run =
+        RunArgs { batch_size: args.batch_size, seed: args.seed, no_resume: true, query_log: None };
+    let mut options = settings(&args.threat, &run, args.data.n, quiet, &mut threat)?.options;
+    options.full_budget = !args.early_exit;
+    let transfer = TransferSettings {
+        attack: attack.to_string(),
+        options,
+        n: args.data.n,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        per_sample: args.per_sample,
+        progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    tracing::info!(
+        "transfer: {} surrogate(s) x {} target(s), {attack} under {} eps {}",
+        surrogates.len(),
+        targets.len(),
+        threat.norm,
+        threat.eps
+    );
+    let surrogate_refs: Vec<&dyn Classifier> = surrogates.iter().map(|m| m.as_ref()).collect();
+    let target_refs: Vec<&dyn Classifier> = targets.iter().map(|m| m.as_ref()).collect();
+    let report = transfer_matrix(
+        &surrogate_refs,
+        &target_refs,
+        &data,
+        &threat,
+        &transfer,
+        &run_info(&args.data),
+    )?;
+    print!("{}", report.table());
+    if let Some(out) = &args.out {
+        write_json(out, &report)?;
+        eprintln!("wrote {}", out.display());
+    }
     Ok(())
 }

@@ -35,6 +35,7 @@ impl Bim {
                 },
                 momentum: None,
                 diversity: None,
+                full_budget: options.full_budget,
             },
         })
     }

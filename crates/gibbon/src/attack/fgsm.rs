@@ -27,6 +27,7 @@ impl Fgsm {
                 start: StartPoint::Clean,
                 momentum: None,
                 diversity: None,
+                full_budget: options.full_budget,
             },
         })
     }

@@ -52,6 +52,7 @@ pub(super) fn momentum_config(
             },
             momentum: Some(MIFGSM_DECAY),
             diversity,
+            full_budget: options.full_budget,
         },
     })
 }

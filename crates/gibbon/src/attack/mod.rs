@@ -128,6 +128,12 @@ pub struct AttackOptions {
     pub eot: Option<usize>,
     /// Query-based attacks record every batch of queries here (JSON lines).
     pub query_log: Option<crate::model::QueryLog>,
+    /// Run every step of every restart even after a sample succeeds, and return the iterate with
+    /// the lowest margin (the most confidently adversarial one) instead of the first success.
+    /// For transfer attacks (`gibbon transfer`): an example that barely crosses the surrogate's
+    /// boundary rarely fools another model. Honoured by the stepped attacks (fgsm, bim, pgd,
+    /// mifgsm, difgsm; their `params` then show `"full_budget": true`); other attacks ignore it.
+    pub full_budget: bool,
 }
 
 type Constructor = fn(&ThreatModel, &AttackOptions) -> Result<Box<dyn Attack>>;

@@ -38,6 +38,7 @@ impl Pgd {
                 },
                 momentum: None,
                 diversity: None,
+                full_budget: options.full_budget,
             },
         })
     }

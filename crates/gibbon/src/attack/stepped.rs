@@ -6,6 +6,10 @@
 //! (their first success is returned) and rows that used up their budget return their best
 //! iterate (lowest margin over all steps and restarts, never simply the last). Freed rows are
 //! refilled from the [`SampleSource`], so every pass is spent on samples that are still unbroken.
+//!
+//! With [`SteppedConfig::full_budget`] (for transfer attacks) rows do not leave at their first
+//! success: every row runs all steps of all restarts and returns its best iterate, which is then
+//! the most confidently adversarial point found rather than one barely across the boundary.
 use super::loss::{cross_entropy_objective, margin, success_mask};
 use super::{AttackContext, AttackRecord, SampleSource};
 use crate::error::Result;
@@ -32,6 +36,10 @@ pub struct SteppedConfig {
     /// of each gradient computation (success is always judged on the untransformed input).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diversity: Option<f64>,
+    /// Take every step of every restart even after success and return the lowest-margin iterate
+    /// (see [`super::AttackOptions::full_budget`]). Shown in `params` only when set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub full_budget: bool,
 }
 
 /// Where the restarts of a stepped attack start.
@@ -86,6 +94,9 @@ struct Rows {
     x_adv: Tensor,
     best_x: Tensor,
     best_margin: Tensor,
+    /// Step and restart at which `best_x` was found.
+    best_step: Vec<usize>,
+    best_restart: Vec<usize>,
     /// Accumulated gradient (momentum attacks; zeros otherwise).
     velocity: Tensor,
 }
@@ -232,6 +243,8 @@ impl SteppedAttack {
                         let fresh = Rows {
                             step: vec![0; n],
                             restart: vec![0; n],
+                            best_step: vec![0; n],
+                            best_restart: vec![0; n],
                             queries: vec![0; n],
                             best_x: chunk.x.copy(),
                             best_margin: Tensor::full(
@@ -296,15 +309,27 @@ impl SteppedAttack {
             r.best_margin = m.minimum(&r.best_margin);
             r.best_x =
                 r.x_adv.where_self(&improved.view(per_sample_view(&r.x_adv).as_slice()), &r.best_x);
+            for (i, better) in Vec::<bool>::try_from(&improved)?.into_iter().enumerate() {
+                if better {
+                    r.best_step[i] = r.step[i];
+                    r.best_restart[i] = r.restart[i];
+                }
+            }
             let success: Vec<bool> =
                 Vec::<bool>::try_from(success_mask(&logits, &r.labels, targets))?;
+            // With the full budget, the returned best iterate succeeded if its margin is negative.
+            let best_success: Vec<bool> = if cfg.full_budget {
+                Vec::<bool>::try_from(r.best_margin.lt(0.0))?
+            } else {
+                vec![false; success.len()]
+            };
 
             let stepped = threat
                 .project(&r.x0, &(&r.x_adv + steepest_direction(threat.norm, &grad) * cfg.alpha));
             let mut keep: Vec<i64> = Vec::new();
             let mut restarting: Vec<i64> = Vec::new();
             for (i, &succeeded) in success.iter().enumerate() {
-                if succeeded {
+                if succeeded && !cfg.full_budget {
                     sink(AttackRecord {
                         index: r.indices[i],
                         x_adv: r.x_adv.get(i as i64),
@@ -321,12 +346,13 @@ impl SteppedAttack {
                         restarting.push(keep.len() as i64);
                         keep.push(i as i64);
                     } else {
+                        let claimed = best_success[i];
                         sink(AttackRecord {
                             index: r.indices[i],
                             x_adv: r.best_x.get(i as i64),
-                            claimed_success: false,
-                            step: None,
-                            restart: r.restart[i],
+                            claimed_success: claimed,
+                            step: claimed.then_some(r.best_step[i]),
+                            restart: if claimed { r.best_restart[i] } else { r.restart[i] },
                             queries: r.queries[i],
                             min_norm: None,
                         })?;
@@ -343,6 +369,8 @@ impl SteppedAttack {
                 indices: pick(&r.indices),
                 step: pick(&r.step),
                 restart: pick(&r.restart),
+                best_step: pick(&r.best_step),
+                best_restart: pick(&r.best_restart),
                 queries: keep.iter().map(|&k| r.queries[k as usize]).collect(),
                 x0: select(&r.x0, &keep_t),
                 labels: select(&r.labels, &keep_t),
@@ -393,6 +421,8 @@ fn concat(a: Rows, b: Rows) -> Rows {
         indices: join(a.indices, b.indices),
         step: join(a.step, b.step),
         restart: join(a.restart, b.restart),
+        best_step: join(a.best_step, b.best_step),
+        best_restart: join(a.best_restart, b.best_restart),
         queries,
     }
 }

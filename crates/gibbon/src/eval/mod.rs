@@ -5,11 +5,16 @@
 mod curve;
 mod stats;
 mod suite;
+mod transfer;
 mod verify;
 
 pub use curve::{box_diameter, robustness_curve, CurvePoint, CurveReport};
 pub use stats::clopper_pearson;
 pub use suite::Suite;
+pub use transfer::{
+    transfer_matrix, SurrogateResult, TargetResult, TransferAttack, TransferCell, TransferMatrix,
+    TransferSample, TransferSettings, DEFAULT_TRANSFER_ATTACK,
+};
 pub use verify::{verify_batch, verify_batch_repeated, Verdict};
 
 use crate::attack::{
