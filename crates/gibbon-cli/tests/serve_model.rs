@@ -166,7 +166,8 @@ fn a_labels_server_and_an_unreachable_one_give_one_clear_line() {
         args.extend_from_slice(extra);
         gibbon(&args)
     };
-    assert_user_error(&eval(&server.url, &[]), &[&server.url, "labels only"]);
+    // Square needs scores: refused before any query, naming why.
+    assert_user_error(&eval(&server.url, &[]), &["square needs score-only access", "labels only"]);
     // Nobody listens on a port that was just released.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let down = format!("http://127.0.0.1:{port}/predict");
