@@ -216,6 +216,15 @@ fn square_linf_breaks_the_standard_model_on_100_images() {
     std_model_reference(100);
 }
 
+/// The acceptance run: the first 1,000 images, robust accuracy at most torchattacks'
+/// Square (0.000, the only peer row) + 1 point. A few minutes; run with
+/// `cargo test --release -p gibbon --test square -- --ignored square_linf_on_1000 --nocapture`.
+#[test]
+#[ignore = "a few minutes; run with --ignored"]
+fn square_linf_on_1000_standard_images() {
+    std_model_reference(1000);
+}
+
 /// Square L2 ε = 2 with 5,000 queries on the first 100 images of the standard model. There is no
 /// peer row for Square L2; white-box torchattacks PGD-L2 (40 steps) leaves 0.168 on the first
 /// 1,000 (README), and a batch-shared-randomness re-implementation of AutoAttack's Square L2 left
