@@ -7,28 +7,35 @@
 //! returned example (norm, box, finiteness, and a fresh forward pass).
 mod apgd;
 mod bim;
+mod boundary;
 mod cw;
+mod decision;
 mod deepfool;
 mod difgsm;
 mod fab;
 mod fgsm;
+mod hsj;
 mod loss;
 mod mifgsm;
 mod min_norm;
 mod pgd;
+mod rays;
 mod square;
 mod stepped;
 
 pub use apgd::{dlr_loss, Apgd, ApgdConfig, ApgdLoss};
 pub use bim::Bim;
+pub use boundary::{Boundary, BoundaryConfig, BOUNDARY_QUERIES};
 pub use cw::{Cw, CwConfig, CW_STEPS};
 pub use deepfool::{DeepFool, DeepFoolConfig, DEEPFOOL_STEPS};
 pub use difgsm::DiFgsm;
 pub use fab::{project_hyperplane_box, Fab, FabConfig, FabVariant, FAB_STEPS};
 pub use fgsm::Fgsm;
+pub use hsj::{Hsj, HsjConfig, HSJ_INITIAL_EVALS, HSJ_MAX_EVALS, HSJ_QUERIES};
 pub use loss::{cross_entropy_objective, margin, success_mask};
 pub use mifgsm::MiFgsm;
 pub use pgd::Pgd;
+pub use rays::{Rays, RaysConfig, RAYS_QUERIES};
 pub use square::{Square, SquareConfig, SQUARE_P_INIT, SQUARE_QUERIES};
 pub use stepped::{StartPoint, SteppedAttack, SteppedConfig};
 
@@ -161,6 +168,9 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("square", |t, o| Ok(Box::new(Square::new(t, o)?))),
     ("deepfool", |t, o| Ok(Box::new(DeepFool::new(t, o)?))),
     ("cw", |t, o| Ok(Box::new(Cw::new(t, o)?))),
+    ("hsj", |t, o| Ok(Box::new(Hsj::new(t, o)?))),
+    ("boundary", |t, o| Ok(Box::new(Boundary::new(t, o)?))),
+    ("rays", |t, o| Ok(Box::new(Rays::new(t, o)?))),
 ];
 
 /// APGD's default iterations (AutoAttack's 100) when the user did not set `--steps`.
