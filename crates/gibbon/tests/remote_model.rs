@@ -581,3 +581,43 @@ fn float32_values_cross_json_exactly() {
         assert_eq!(a.to_bits(), b.to_bits(), "{a:e} came back as {b:e}");
     }
 }
+
+/// A labels-only server is evaluated by its labels: a decision-based attack (HopSkipJump) gives
+/// the same per-sample results remotely and in process, and score-based attacks are refused.
+#[test]
+fn a_labels_only_server_supports_decision_based_attacks_with_identical_results() {
+    tch::set_num_threads(1);
+    let local = reference_std();
+    let served = serve(reference_std, RemoteOutput::Labels);
+    let remote = RemoteModel::load(&served.url, RemoteOptions::default(), &[1, 28, 28]).unwrap();
+    assert!(remote.labels_only());
+    let data = mnist(4);
+    let mut threat = ThreatModel::new(Norm::L2, 3.0).unwrap();
+    threat.budget.queries = Some(300);
+    let settings = EvalSettings {
+        attacks: vec!["hsj".into()],
+        batch_size: 4,
+        seed: 5,
+        keep_examples: true,
+        ..Default::default()
+    };
+    let (local_report, local_examples) =
+        evaluate(local.as_ref(), &data, &threat, &settings, &RunInfo::default()).unwrap();
+    let (remote_report, remote_examples) =
+        evaluate(&remote, &data, &threat, &settings, &RunInfo::default()).unwrap();
+    // The labels-only model reports confidence 1 for its answers; everything else is equal.
+    let strip = |r: &gibbon::eval::EvalReport| {
+        r.per_sample
+            .iter()
+            .map(|s| (s.index, s.robust, s.broken_by.clone(), s.queries, s.norm, s.min_norm))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&remote_report), strip(&local_report));
+    for (i, x) in &local_examples {
+        assert!(remote_examples[i].equal(x), "example {i} differs");
+    }
+    assert!(remote_report.total_queries > 0);
+    let refused = EvalSettings { attacks: vec!["square".into()], ..Default::default() };
+    let err = error_text(evaluate(&remote, &data, &threat, &refused, &RunInfo::default()));
+    assert_contains(&err, &["square needs score-only access", "labels only"]);
+}
