@@ -126,7 +126,7 @@ pub struct ThreatArgs {
     pub targeted: Option<String>,
     /// Attack plan: one name or a comma list run in order, each on the samples the previous
     /// ones left unbroken (fgsm, bim, pgd, mifgsm, difgsm, apgd-ce, apgd-dlr, apgd-t, fab, fab-t,
-    /// square, deepfool, cw). Default steps: 40 for bim/pgd, 10 for mifgsm/difgsm, 100 for APGD
+    /// square, simba, simba-pixel, nes, deepfool, cw). Default steps: 40 for bim/pgd, 10 for mifgsm/difgsm, 100 for APGD
     /// and FAB.
     #[arg(long, default_value = "pgd")]
     pub attack: String,
