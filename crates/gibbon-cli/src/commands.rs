@@ -133,7 +133,8 @@ pub struct ThreatArgs {
     /// Random restarts.
     #[arg(long)]
     pub restarts: Option<usize>,
-    /// Query budget per sample for score- and decision-based attacks (Square: 5,000).
+    /// Query budget per sample for score- and decision-based attacks (defaults: square 5,000;
+    /// simba, nes, rays 10,000; hsj, boundary 25,000).
     #[arg(long)]
     pub queries: Option<usize>,
     /// What the attacker sees: white-box (gradients, the default), score-based or
@@ -145,8 +146,8 @@ pub struct ThreatArgs {
     pub targeted: Option<String>,
     /// Attack plan: one name or a comma list run in order, each on the samples the previous
     /// ones left unbroken (fgsm, bim, pgd, mifgsm, difgsm, apgd-ce, apgd-dlr, apgd-t, fab, fab-t,
-    /// square, deepfool, cw, hsj, boundary, rays). Default steps: 40 for bim/pgd, 10 for
-    /// mifgsm/difgsm, 100 for APGD and FAB.
+    /// square, simba, simba-pixel, nes, deepfool, cw, hsj, boundary, rays). Default steps: 40 for
+    /// bim/pgd, 10 for mifgsm/difgsm, 100 for APGD and FAB.
     #[arg(long, default_value = "pgd")]
     pub attack: String,
     /// A parameter-free ensemble instead of --attack: standard (APGD-CE, APGD-T, FAB-T, Square:

@@ -18,8 +18,10 @@ mod hsj;
 mod loss;
 mod mifgsm;
 mod min_norm;
+mod nes;
 mod pgd;
 mod rays;
+mod simba;
 mod square;
 mod stepped;
 
@@ -34,8 +36,10 @@ pub use fgsm::Fgsm;
 pub use hsj::{Hsj, HsjConfig, HSJ_INITIAL_EVALS, HSJ_MAX_EVALS, HSJ_QUERIES};
 pub use loss::{cross_entropy_objective, margin, success_mask};
 pub use mifgsm::MiFgsm;
+pub use nes::{Nes, NesConfig, NES_QUERIES, NES_SAMPLES, NES_SIGMA};
 pub use pgd::Pgd;
 pub use rays::{Rays, RaysConfig, RAYS_QUERIES};
+pub use simba::{dct2, dct_matrix, idct2, Simba, SimbaBasis, SimbaConfig, SIMBA_QUERIES};
 pub use square::{Square, SquareConfig, SQUARE_P_INIT, SQUARE_QUERIES};
 pub use stepped::{StartPoint, SteppedAttack, SteppedConfig};
 
@@ -166,6 +170,9 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
         Ok(Box::new(Fab::new(t, o, FabVariant::Targeted, o.steps.unwrap_or(FAB_STEPS))?))
     }),
     ("square", |t, o| Ok(Box::new(Square::new(t, o)?))),
+    ("simba", |t, o| Ok(Box::new(Simba::new(t, o, SimbaBasis::Dct)?))),
+    ("simba-pixel", |t, o| Ok(Box::new(Simba::new(t, o, SimbaBasis::Pixel)?))),
+    ("nes", |t, o| Ok(Box::new(Nes::new(t, o)?))),
     ("deepfool", |t, o| Ok(Box::new(DeepFool::new(t, o)?))),
     ("cw", |t, o| Ok(Box::new(Cw::new(t, o)?))),
     ("hsj", |t, o| Ok(Box::new(Hsj::new(t, o)?))),
