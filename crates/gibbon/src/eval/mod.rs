@@ -273,7 +273,7 @@ pub fn evaluate(
             return Err(GibbonError::invalid(
                 "attack",
                 format!(
-                    "{} needs {} access, but the threat model grants the attacker only {}",
+                    "{} needs {} access, but the threat model grants only {} access",
                     attack.name(),
                     attack.knowledge().describe(),
                     threat.knowledge.describe()
