@@ -30,7 +30,7 @@
 //! The budget is queries per sample; `threat.budget.steps` and `restarts` are not used (one run
 //! per sample). All randomness is drawn per sample from [`RngKey`] (seed, dataset index, iteration, stream),
 //! so per-sample results do not depend on the batch size or on how rounds are scheduled.
-use super::{AttackRecord, Chunk, SampleSource};
+use super::{AttackRecord, HostSample, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::model::LabelOracle;
 use crate::random::RngKey;
@@ -236,6 +236,7 @@ pub(super) fn run<S: Search>(
     let mut pool: Vec<Row<S::State>> = Vec::new();
     let mut gallery = Gallery::default();
     let mut space: Option<Space> = None;
+    let mut run_shape: Vec<i64> = Vec::new();
     let mut targeted: Option<bool> = None;
     let mut exhausted = false;
     let mut offset = 0usize;
@@ -244,16 +245,11 @@ pub(super) fn run<S: Search>(
             match source.take(batch - pool.len())? {
                 None => exhausted = true,
                 Some(chunk) => {
-                    let shape = chunk.x.size()[1..].to_vec();
-                    let space = space
-                        .get_or_insert_with(|| Space::new(threat, shape.clone(), oracle.device()));
-                    if space.shape != shape {
-                        return Err(GibbonError::Mismatch(format!(
-                            "{}: samples of shape {:?} and {shape:?} in one run",
-                            settings.name, space.shape
-                        )));
-                    }
-                    for subject in subjects(chunk, space.d, settings.seed, &mut gallery)? {
+                    let samples = chunk.to_host(settings.name, &mut run_shape)?;
+                    let space = space.get_or_insert_with(|| {
+                        Space::new(threat, run_shape.clone(), oracle.device())
+                    });
+                    for subject in subjects(samples, settings.seed, &mut gallery) {
                         let is_targeted = subject.target.is_some();
                         if *targeted.get_or_insert(is_targeted) != is_targeted {
                             return Err(GibbonError::Internal(format!(
@@ -438,32 +434,23 @@ impl Gallery {
 }
 
 /// The samples of a chunk; each sees the gallery of the samples served before it.
-fn subjects(chunk: Chunk, d: usize, seed: u64, gallery: &mut Gallery) -> Result<Vec<Subject>> {
-    let x: Vec<f32> =
-        Vec::try_from(chunk.x.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-    let labels: Vec<i64> = Vec::try_from(chunk.labels.to_device(Device::Cpu).to_kind(Kind::Int64))?;
-    let targets: Option<Vec<i64>> = match &chunk.targets {
-        Some(t) => Some(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64))?),
-        None => None,
-    };
-    let mut out = Vec::with_capacity(chunk.indices.len());
-    for (i, &index) in chunk.indices.iter().enumerate() {
-        let x0 = x[i * d..(i + 1) * d].to_vec();
-        let target = targets.as_ref().map(|t| t[i]);
-        let candidates = gallery.candidates(&x0, labels[i], target);
-        gallery.add(labels[i], &x0);
+fn subjects(samples: Vec<HostSample>, seed: u64, gallery: &mut Gallery) -> Vec<Subject> {
+    let mut out = Vec::with_capacity(samples.len());
+    for s in samples {
+        let candidates = gallery.candidates(&s.x0, s.label, s.target);
+        gallery.add(s.label, &s.x0);
         out.push(Subject {
-            index,
-            label: labels[i],
-            target,
-            key: RngKey::new(seed, index),
-            x0,
+            index: s.index,
+            label: s.label,
+            target: s.target,
+            key: RngKey::new(seed, s.index),
+            x0: s.x0,
             best: None,
             iteration: 0,
             gallery: candidates,
         });
     }
-    Ok(out)
+    out
 }
 
 /// How a [`Bisection`] moves between the clean input and an adversarial point `far`.

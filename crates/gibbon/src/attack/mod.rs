@@ -60,6 +60,63 @@ pub struct Chunk {
     pub targets: Option<Tensor>,
 }
 
+/// One sample of a [`Chunk`] on the host, for query-based attacks that keep their state in
+/// plain vectors.
+pub(crate) struct HostSample {
+    /// Dataset index.
+    pub index: usize,
+    /// True label.
+    pub label: i64,
+    /// Target class for targeted goals.
+    pub target: Option<i64>,
+    /// The clean input, flattened (float32).
+    pub x0: Vec<f32>,
+}
+
+impl Chunk {
+    /// The chunk's samples on the host. `shape` is the sample shape of the whole run: set from
+    /// the first chunk, and every later chunk must match it (`attack` names the attack in the
+    /// error).
+    pub(crate) fn to_host(&self, attack: &str, shape: &mut Vec<i64>) -> Result<Vec<HostSample>> {
+        let size = self.x.size();
+        if shape.is_empty() {
+            *shape = size[1..].to_vec();
+        } else if shape.as_slice() != &size[1..] {
+            return Err(GibbonError::Mismatch(format!(
+                "{attack}: samples of shape {:?} and {:?} in one run",
+                shape,
+                &size[1..]
+            )));
+        }
+        let d = shape.iter().product::<i64>() as usize;
+        let host = |t: &Tensor, kind| t.to_device(tch::Device::Cpu).to_kind(kind);
+        let x: Vec<f32> = Vec::try_from(host(&self.x, tch::Kind::Float).flatten(0, -1))?;
+        let labels: Vec<i64> = Vec::try_from(host(&self.labels, tch::Kind::Int64))?;
+        let targets: Option<Vec<i64>> = match &self.targets {
+            Some(t) => Some(Vec::try_from(host(t, tch::Kind::Int64))?),
+            None => None,
+        };
+        Ok(self
+            .indices
+            .iter()
+            .enumerate()
+            .map(|(i, &index)| HostSample {
+                index,
+                label: labels[i],
+                target: targets.as_ref().map(|t| t[i]),
+                x0: x[i * d..(i + 1) * d].to_vec(),
+            })
+            .collect())
+    }
+}
+
+/// `n` flattened samples of shape `shape` from `values`, as one batch tensor on `device`.
+pub(crate) fn batch_tensor(values: &[f32], n: usize, shape: &[i64], device: tch::Device) -> Tensor {
+    let mut full = vec![n as i64];
+    full.extend(shape);
+    Tensor::from_slice(values).view(full.as_slice()).to_device(device)
+}
+
 /// Where an attack gets its samples from; lets an attack refill its batch as samples finish.
 pub trait SampleSource {
     /// Up to `max` more samples, or `None` when the source is exhausted.

@@ -25,7 +25,9 @@
 //! (AttackRecord::step counts the PGD steps before it); an unbroken sample returns its
 //! lowest-loss iterate. Noise depends only on (seed, sample, iteration), so results do not
 //! depend on the batch size.
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
+use super::{
+    batch_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample, SampleSource,
+};
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
 use crate::random::RngKey;
@@ -139,7 +141,9 @@ impl Nes {
                 match source.take(pool - rows.len())? {
                     None => exhausted = true,
                     Some(chunk) => {
-                        rows.extend(new_rows(chunk, &mut shape, self.config.step)?);
+                        let step = self.config.step;
+                        let fresh = chunk.to_host("nes", &mut shape)?;
+                        rows.extend(fresh.into_iter().map(|s| Row::new(s, step)));
                         continue;
                     }
                 }
@@ -314,13 +318,6 @@ fn scores_in_passes(
     Ok(out)
 }
 
-/// `n` samples of shape `shape` from a flat buffer, on `device`.
-fn batch_tensor(values: &[f32], n: usize, shape: &[i64], device: Device) -> Tensor {
-    let mut full = vec![n as i64];
-    full.extend(shape);
-    Tensor::from_slice(values).view(full.as_slice()).to_device(device)
-}
-
 /// One sample being attacked.
 struct Row {
     index: usize,
@@ -429,43 +426,22 @@ fn sign(g: f64) -> f64 {
     }
 }
 
-fn new_rows(chunk: Chunk, shape: &mut Vec<i64>, step: f64) -> Result<Vec<Row>> {
-    let size = chunk.x.size();
-    if shape.is_empty() {
-        *shape = size[1..].to_vec();
-    } else if shape.as_slice() != &size[1..] {
-        return Err(GibbonError::Mismatch(format!(
-            "nes: samples of shape {:?} and {:?} in one run",
-            shape,
-            &size[1..]
-        )));
+impl Row {
+    fn new(s: HostSample, step: f64) -> Row {
+        let d = s.x0.len();
+        Row {
+            index: s.index,
+            label: s.label,
+            target: s.target,
+            current: s.x0.clone(),
+            best: s.x0.clone(),
+            x0: s.x0,
+            momentum: vec![0.0; d],
+            step,
+            min_step: step / MIN_STEP_RATIO,
+            recent: Vec::new(),
+            iteration: 0,
+            best_loss: f64::INFINITY,
+        }
     }
-    let n = chunk.indices.len();
-    let d: usize = shape.iter().product::<i64>() as usize;
-    let x: Vec<f32> =
-        Vec::try_from(chunk.x.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-    let labels: Vec<i64> = Vec::try_from(chunk.labels.to_device(Device::Cpu).to_kind(Kind::Int64))?;
-    let targets: Option<Vec<i64>> = match &chunk.targets {
-        Some(t) => Some(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64))?),
-        None => None,
-    };
-    Ok((0..n)
-        .map(|i| {
-            let x0 = x[i * d..(i + 1) * d].to_vec();
-            Row {
-                index: chunk.indices[i],
-                label: labels[i],
-                target: targets.as_ref().map(|t| t[i]),
-                current: x0.clone(),
-                best: x0.clone(),
-                x0,
-                momentum: vec![0.0; d],
-                step,
-                min_step: step / MIN_STEP_RATIO,
-                recent: Vec::new(),
-                iteration: 0,
-                best_loss: f64::INFINITY,
-            }
-        })
-        .collect())
 }

@@ -47,7 +47,9 @@
 //! directions tried, 0 for the start point); an unbroken sample uses exactly its budget (default
 //! 10,000 queries per sample, the paper's untargeted ImageNet limit). Directions, their order and
 //! signs depend only on (seed, sample, pass), so results do not depend on the batch size.
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
+use super::{
+    batch_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample, SampleSource,
+};
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
 use crate::random::RngKey;
@@ -154,7 +156,7 @@ impl Simba {
                 match source.take(batch - rows.len())? {
                     None => exhausted = true,
                     Some(chunk) => {
-                        let fresh = new_rows(chunk, &mut shape)?;
+                        let fresh = chunk.to_host("simba", &mut shape)?.into_iter().map(Row::new);
                         let basis = basis.get_or_insert_with(|| self.basis_for(&shape));
                         rows.extend(fresh.into_iter().map(|mut r| {
                             r.order = basis.order(RngKey::new(seed, r.index).step(0));
@@ -429,13 +431,6 @@ impl Row {
     }
 }
 
-/// `n` samples of shape `shape` from a flat buffer, on `device`.
-fn batch_tensor(values: &[f32], n: usize, shape: &[i64], device: Device) -> Tensor {
-    let mut full = vec![n as i64];
-    full.extend(shape);
-    Tensor::from_slice(values).view(full.as_slice()).to_device(device)
-}
-
 fn argmax(z: &[f64]) -> usize {
     let mut best = 0;
     for (i, &v) in z.iter().enumerate() {
@@ -446,46 +441,24 @@ fn argmax(z: &[f64]) -> usize {
     best
 }
 
-fn new_rows(chunk: Chunk, shape: &mut Vec<i64>) -> Result<Vec<Row>> {
-    let size = chunk.x.size();
-    if shape.is_empty() {
-        *shape = size[1..].to_vec();
-    } else if shape.as_slice() != &size[1..] {
-        return Err(GibbonError::Mismatch(format!(
-            "simba: samples of shape {:?} and {:?} in one run",
-            shape,
-            &size[1..]
-        )));
+impl Row {
+    fn new(s: HostSample) -> Row {
+        Row {
+            index: s.index,
+            label: s.label,
+            target: s.target,
+            current: s.x0.clone(),
+            raw: s.x0.clone(),
+            x0: s.x0,
+            loss: f64::INFINITY,
+            phase: Phase::Start,
+            order: Vec::new(),
+            position: 0,
+            pass: 0,
+            directions: 0,
+            idle: 0,
+        }
     }
-    let n = chunk.indices.len();
-    let d = Layout::of(shape).len();
-    let x: Vec<f32> =
-        Vec::try_from(chunk.x.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-    let labels: Vec<i64> = Vec::try_from(chunk.labels.to_device(Device::Cpu).to_kind(Kind::Int64))?;
-    let targets: Option<Vec<i64>> = match &chunk.targets {
-        Some(t) => Some(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64))?),
-        None => None,
-    };
-    Ok((0..n)
-        .map(|i| {
-            let x0 = x[i * d..(i + 1) * d].to_vec();
-            Row {
-                index: chunk.indices[i],
-                label: labels[i],
-                target: targets.as_ref().map(|t| t[i]),
-                current: x0.clone(),
-                raw: x0.clone(),
-                x0,
-                loss: f64::INFINITY,
-                phase: Phase::Start,
-                order: Vec::new(),
-                position: 0,
-                pass: 0,
-                directions: 0,
-                idle: 0,
-            }
-        })
-        .collect())
 }
 
 /// A sample seen as `c` channels of `h × w` (leading dimensions are channels; 1-D inputs are a

@@ -25,7 +25,9 @@
 //! are refilled from the source. Square positions, signs and orientations come from the
 //! counter-based generator per (seed, sample, iteration), so results do not depend on the batch.
 use super::loss::{cross_entropy_objective, margin, success_mask};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::{
+    batch_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample, SampleSource,
+};
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
 use crate::random::RngKey;
@@ -123,7 +125,11 @@ impl Square {
                 match source.take(batch - rows.len())? {
                     None => exhausted = true,
                     Some(chunk) => {
-                        let fresh = new_rows(chunk, seed, &mut sample_shape)?;
+                        let fresh: Vec<Row> = chunk
+                            .to_host("square", &mut sample_shape)?
+                            .into_iter()
+                            .map(|s| Row::new(s, seed))
+                            .collect();
                         for r in &fresh {
                             if *targeted.get_or_insert(r.target.is_some()) != r.target.is_some() {
                                 return Err(GibbonError::Internal(
@@ -146,10 +152,7 @@ impl Square {
             for row in &rows {
                 clean.extend_from_slice(&row.x0);
             }
-            let mut full = vec![b as i64];
-            full.extend(&sample_shape);
-            let to_tensor =
-                |v: &[f32]| Tensor::from_slice(v).view(full.as_slice()).to_device(device);
+            let to_tensor = |v: &[f32]| batch_tensor(v, b, &sample_shape, device);
             let x0 = to_tensor(&clean);
             // L2 perturbations aim this far inside the ball: float32 rounding of x0 + δ then
             // stays in the projection's feasible set, so the projection is a plain box clamp.
@@ -299,42 +302,20 @@ struct Row {
     iteration: usize,
 }
 
-fn new_rows(chunk: super::Chunk, seed: u64, shape: &mut Vec<i64>) -> Result<Vec<Row>> {
-    let size = chunk.x.size();
-    if shape.is_empty() {
-        *shape = size[1..].to_vec();
-    } else if shape.as_slice() != &size[1..] {
-        return Err(GibbonError::Mismatch(format!(
-            "square: samples of shape {:?} and {:?} in one run",
-            shape,
-            &size[1..]
-        )));
+impl Row {
+    fn new(s: HostSample, seed: u64) -> Row {
+        Row {
+            index: s.index,
+            seed,
+            label: s.label,
+            target: s.target,
+            best: s.x0.clone(),
+            x0: s.x0,
+            best_loss: f32::INFINITY,
+            queries: 0,
+            iteration: 0,
+        }
     }
-    let n = chunk.indices.len();
-    let d = Layout::of(shape).len();
-    let x: Vec<f32> =
-        Vec::try_from(chunk.x.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-    let labels: Vec<i64> = Vec::try_from(chunk.labels.to_device(Device::Cpu).to_kind(Kind::Int64))?;
-    let targets: Option<Vec<i64>> = match &chunk.targets {
-        Some(t) => Some(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64))?),
-        None => None,
-    };
-    Ok((0..n)
-        .map(|i| {
-            let x0 = x[i * d..(i + 1) * d].to_vec();
-            Row {
-                index: chunk.indices[i],
-                seed,
-                label: labels[i],
-                target: targets.as_ref().map(|t| t[i]),
-                best: x0.clone(),
-                x0,
-                best_loss: f32::INFINITY,
-                queries: 0,
-                iteration: 0,
-            }
-        })
-        .collect())
 }
 
 /// A sample seen as `c` channels of `h × w` (leading dimensions are channels; 1-D inputs are a
