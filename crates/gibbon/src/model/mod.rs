@@ -22,7 +22,8 @@ pub mod weights;
 pub use builtin::{Arch, BuiltinModel};
 pub use onnx::OnnxModel;
 pub use query::{
-    LabelModel, LabelOracle, LabelsOf, PredictionsOf, QueryLog, ScoreModel, ScoreOracle, ScoresOf,
+    LabelModel, LabelOracle, LabelsOf, Oracle, PredictionsOf, QueryLog, ScoreModel, ScoreOracle,
+    ScoresOf,
 };
 pub use remote::{RemoteModel, RemoteOptions, RemoteOutput};
 pub use serve::ModelServer;

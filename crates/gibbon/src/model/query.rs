@@ -194,11 +194,58 @@ impl QueryMeter {
     }
 }
 
-/// What a score-based attack holds: scores for queried inputs, each query charged to the sample
+/// What a query-based attack holds instead of the model: answers for queried inputs (scores
+/// from a [`ScoreOracle`], labels from a [`LabelOracle`]), each query row charged to the sample
 /// it belongs to, within a per-sample budget. Nothing else of the model is reachable.
-pub struct ScoreOracle<'a> {
-    model: &'a dyn ScoreModel,
+pub struct Oracle<'a, M: ?Sized> {
+    model: &'a M,
     meter: QueryMeter,
+    input_shape: Vec<i64>,
+    classes: i64,
+    device: Device,
+}
+
+/// What a score-based attack holds (see [`Oracle`]).
+pub type ScoreOracle<'a> = Oracle<'a, dyn ScoreModel + 'a>;
+
+/// What a decision-based attack holds (see [`Oracle`]).
+pub type LabelOracle<'a> = Oracle<'a, dyn LabelModel + 'a>;
+
+impl<M: ?Sized> Oracle<'_, M> {
+    /// Queries spent on `sample` so far.
+    pub fn used(&self, sample: usize) -> u64 {
+        self.meter.used(sample)
+    }
+
+    /// Queries `sample` may still make.
+    pub fn remaining(&self, sample: usize) -> u64 {
+        self.meter.budget.saturating_sub(self.meter.used(sample))
+    }
+
+    /// The per-sample budget.
+    pub fn budget(&self) -> u64 {
+        self.meter.budget
+    }
+
+    /// Queries spent on all samples.
+    pub fn total(&self) -> u64 {
+        self.meter.total.get()
+    }
+
+    /// Shape of one input.
+    pub fn input_shape(&self) -> &[i64] {
+        &self.input_shape
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> i64 {
+        self.classes
+    }
+
+    /// Device that inputs should live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
 }
 
 impl<'a> ScoreOracle<'a> {
@@ -209,7 +256,13 @@ impl<'a> ScoreOracle<'a> {
         budget: u64,
         log: Option<QueryLog>,
     ) -> Self {
-        ScoreOracle { model, meter: QueryMeter::new(attack, budget, log) }
+        Oracle {
+            input_shape: model.input_shape().to_vec(),
+            classes: model.num_classes(),
+            device: model.device(),
+            model,
+            meter: QueryMeter::new(attack, budget, log),
+        }
     }
 
     /// Scores `[B, classes]` for `x` `[B, ...]`; row `i` is charged to dataset index
@@ -218,48 +271,6 @@ impl<'a> ScoreOracle<'a> {
         self.meter.charge(samples, x.size().first().copied().unwrap_or(0))?;
         self.model.scores(x)
     }
-
-    /// Queries spent on `sample` so far.
-    pub fn used(&self, sample: usize) -> u64 {
-        self.meter.used(sample)
-    }
-
-    /// Queries `sample` may still make.
-    pub fn remaining(&self, sample: usize) -> u64 {
-        self.meter.budget.saturating_sub(self.meter.used(sample))
-    }
-
-    /// The per-sample budget.
-    pub fn budget(&self) -> u64 {
-        self.meter.budget
-    }
-
-    /// Queries spent on all samples.
-    pub fn total(&self) -> u64 {
-        self.meter.total.get()
-    }
-
-    /// Shape of one input.
-    pub fn input_shape(&self) -> &[i64] {
-        self.model.input_shape()
-    }
-
-    /// Number of classes.
-    pub fn num_classes(&self) -> i64 {
-        self.model.num_classes()
-    }
-
-    /// Device that inputs should live on.
-    pub fn device(&self) -> Device {
-        self.model.device()
-    }
-}
-
-/// What a decision-based attack holds: predicted labels only, charged per sample within a
-/// per-sample budget (see [`ScoreOracle`]).
-pub struct LabelOracle<'a> {
-    model: &'a dyn LabelModel,
-    meter: QueryMeter,
 }
 
 impl<'a> LabelOracle<'a> {
@@ -270,7 +281,13 @@ impl<'a> LabelOracle<'a> {
         budget: u64,
         log: Option<QueryLog>,
     ) -> Self {
-        LabelOracle { model, meter: QueryMeter::new(attack, budget, log) }
+        Oracle {
+            input_shape: model.input_shape().to_vec(),
+            classes: model.num_classes(),
+            device: model.device(),
+            model,
+            meter: QueryMeter::new(attack, budget, log),
+        }
     }
 
     /// Predicted labels `[B]` (int64) for `x` `[B, ...]`; row `i` is charged to dataset index
@@ -278,40 +295,5 @@ impl<'a> LabelOracle<'a> {
     pub fn labels(&self, samples: &[usize], x: &Tensor) -> Result<Tensor> {
         self.meter.charge(samples, x.size().first().copied().unwrap_or(0))?;
         self.model.labels(x)
-    }
-
-    /// Queries spent on `sample` so far.
-    pub fn used(&self, sample: usize) -> u64 {
-        self.meter.used(sample)
-    }
-
-    /// Queries `sample` may still make.
-    pub fn remaining(&self, sample: usize) -> u64 {
-        self.meter.budget.saturating_sub(self.meter.used(sample))
-    }
-
-    /// The per-sample budget.
-    pub fn budget(&self) -> u64 {
-        self.meter.budget
-    }
-
-    /// Queries spent on all samples.
-    pub fn total(&self) -> u64 {
-        self.meter.total.get()
-    }
-
-    /// Shape of one input.
-    pub fn input_shape(&self) -> &[i64] {
-        self.model.input_shape()
-    }
-
-    /// Number of classes.
-    pub fn num_classes(&self) -> i64 {
-        self.model.num_classes()
-    }
-
-    /// Device that inputs should live on.
-    pub fn device(&self) -> Device {
-        self.model.device()
     }
 }
