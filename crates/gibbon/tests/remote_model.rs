@@ -1,5 +1,5 @@
 //! Remote models over HTTP, on loopback only: `ModelServer` and `RemoteModel` together give the
-//! in-process model's scores bit for bit and the same Square attack results; misbehaving servers
+//! in-process model's query scores bit for bit and the same Square attack results; misbehaving servers
 //! (down, slow, garbage, wrong shapes, 5xx, labels only) give a clear error or a retry, never a
 //! wrong result; white-box attacks fail with the no-gradients error.
 use gibbon::data::{DataSpec, Dataset, Split};
@@ -108,13 +108,14 @@ fn remote_scores_and_square_results_equal_the_in_process_ones_bit_for_bit() {
     let before = remote.requests();
     let remote_logits = remote.logits(&x).unwrap();
     assert_eq!(remote.requests() - before, 3);
-    let local_logits = local.logits(&x).unwrap();
+    // The server answers with the query path (what an in-process query attack sees).
+    let local_logits = local.query_logits(&x).unwrap();
     assert_eq!(remote_logits.kind(), Kind::Float);
     assert!(remote_logits.equal(&local_logits), "logits differ");
     // A perturbed batch too: values that are not multiples of 1/255.
     let noisy =
         (&x + gibbon::random::uniform_tensor(5, &[64, 1, 28, 28]) * 0.1 - 0.05).clamp(0.0, 1.0);
-    assert!(remote.logits(&noisy).unwrap().equal(&local.logits(&noisy).unwrap()));
+    assert!(remote.logits(&noisy).unwrap().equal(&local.query_logits(&noisy).unwrap()));
     assert!(remote.predict(&x).unwrap().equal(&local.predict(&x).unwrap()));
     assert!(LabelModel::labels(&remote, &x).unwrap().equal(&local.predict(&x).unwrap()));
 

@@ -11,6 +11,7 @@
 //! would depend on how many other samples share its batch; with it, results are bit-identical
 //! for every batch size and thread count (checked by the determinism tests).
 mod builtin;
+pub mod frozen;
 pub mod onnx;
 mod query;
 pub mod remote;
@@ -85,6 +86,23 @@ pub trait Classifier {
         Ok(self.logits(x)?.argmax(-1, false))
     }
 
+    /// Logits for query-only use (score- and decision-based attacks, the model server): no
+    /// autograd, and possibly a faster copy of the model that may differ from
+    /// [`Classifier::logits`] by float rounding but never in the arg-max (see
+    /// [`frozen`]). The default is [`Classifier::logits`].
+    fn query_logits(&self, x: &Tensor) -> Result<Tensor> {
+        self.logits(x)
+    }
+
+    /// Predicted classes `[B]` for query-only use: [`Classifier::predict`] for a labels-only
+    /// model, else the arg-max of [`Classifier::query_logits`] (the same classes as `predict`).
+    fn query_predict(&self, x: &Tensor) -> Result<Tensor> {
+        if self.labels_only() {
+            return self.predict(x);
+        }
+        Ok(self.query_logits(x)?.argmax(-1, false))
+    }
+
     /// True for a model that answers with labels only (a remote labels-only server): it has
     /// no scores, so evaluations judge it by [`Classifier::predict`] and only decision-based
     /// attacks can run against it.
@@ -148,6 +166,9 @@ impl<M: Classifier> Classifier for Normalized<M> {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.inner.forward(&((x - &self.mean) / &self.std))
     }
+    fn query_logits(&self, x: &Tensor) -> Result<Tensor> {
+        self.inner.query_logits(&((x - &self.mean) / &self.std))
+    }
     fn input_shape(&self) -> &[i64] {
         self.inner.input_shape()
     }
@@ -186,6 +207,12 @@ impl Classifier for Box<dyn Classifier> {
     }
     fn predict(&self, x: &Tensor) -> Result<Tensor> {
         (**self).predict(x)
+    }
+    fn query_logits(&self, x: &Tensor) -> Result<Tensor> {
+        (**self).query_logits(x)
+    }
+    fn query_predict(&self, x: &Tensor) -> Result<Tensor> {
+        (**self).query_predict(x)
     }
     fn labels_only(&self) -> bool {
         (**self).labels_only()

@@ -31,12 +31,12 @@ pub trait ScoreModel {
     fn device(&self) -> Device;
 }
 
-/// The score-only view of a white-box [`Classifier`]: forward passes without autograd.
+/// The score-only view of a white-box [`Classifier`]: [`Classifier::query_logits`].
 pub struct ScoresOf<'a>(pub &'a dyn Classifier);
 
 impl ScoreModel for ScoresOf<'_> {
     fn scores(&self, x: &Tensor) -> Result<Tensor> {
-        self.0.logits(x)
+        self.0.query_logits(x)
     }
     fn input_shape(&self) -> &[i64] {
         self.0.input_shape()
@@ -62,14 +62,14 @@ pub trait LabelModel {
     fn device(&self) -> Device;
 }
 
-/// The label-only view of a [`Classifier`]: [`Classifier::predict`], without autograd. This is
+/// The label-only view of a [`Classifier`]: [`Classifier::query_predict`], without autograd. This is
 /// the view decision-based attacks take of the evaluated model (a remote model that answers
 /// labels only supports it too).
 pub struct PredictionsOf<'a>(pub &'a dyn Classifier);
 
 impl LabelModel for PredictionsOf<'_> {
     fn labels(&self, x: &Tensor) -> Result<Tensor> {
-        self.0.predict(x)
+        self.0.query_predict(x)
     }
     fn input_shape(&self) -> &[i64] {
         self.0.input_shape()

@@ -2,8 +2,9 @@
 //! (`gibbon serve-model`).
 //!
 //! One thread evaluates the model; requests are answered in the order they arrive. Scores are
-//! the model's [`Classifier::logits`], which are batch-size-invariant, so a client sees the same
-//! numbers as an in-process caller whatever batches it sends. Bad requests get a 4xx answer with
+//! the model's [`Classifier::query_logits`] and labels its [`Classifier::query_predict`] (what
+//! an in-process query attack sees), which are batch-size-invariant, so a client sees the same
+//! numbers as an in-process query attack whatever batches it sends. Bad requests get a 4xx answer with
 //! a JSON body `{"error": "..."}` naming the problem.
 use super::remote::{RemoteInfo, RemoteOutput, ServedModel};
 use super::Classifier;
@@ -189,7 +190,7 @@ fn predict(body: &[u8], model: &dyn Classifier, output: RemoteOutput) -> Reply {
         match output {
             RemoteOutput::Scores => {
                 let k = model.num_classes() as usize;
-                let logits = model.logits(&x)?.to_kind(Kind::Float);
+                let logits = model.query_logits(&x)?.to_kind(Kind::Float);
                 let values: Vec<f32> = Vec::try_from(logits.reshape([-1]))?;
                 if let Some(i) = values.iter().position(|v| !v.is_finite()) {
                     return Err(GibbonError::Internal(format!(
@@ -202,7 +203,8 @@ fn predict(body: &[u8], model: &dyn Classifier, output: RemoteOutput) -> Reply {
                 encode(&ScoresReply { scores })
             }
             RemoteOutput::Labels => {
-                let labels: Vec<i64> = Vec::try_from(model.predict(&x)?.to_kind(Kind::Int64))?;
+                let labels: Vec<i64> =
+                    Vec::try_from(model.query_predict(&x)?.to_kind(Kind::Int64))?;
                 encode(&serde_json::json!({ "labels": labels }))
             }
         }

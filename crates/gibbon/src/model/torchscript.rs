@@ -1,16 +1,24 @@
 //! TorchScript models (`torch.jit.trace(...).save(...)` or `torch.jit.script`).
+use super::frozen::{self, QueryPath};
 use super::{Classifier, ModelInfo};
 use crate::error::{GibbonError, Result};
 use std::path::Path;
+use std::sync::OnceLock;
 use tch::{CModule, Device, Kind, Tensor};
 
 /// A TorchScript module loaded through libtorch, in eval mode with weight gradients off.
+///
+/// Query-only forward passes ([`Classifier::query_logits`]) run an inference-optimized copy of
+/// the module, built and checked on first use (see [`super::frozen`]); everything else, and
+/// every model that cannot be optimized, runs the module as loaded.
 pub struct TorchScriptModel {
     module: CModule,
     input_shape: Vec<i64>,
     classes: i64,
     device: Device,
     info: ModelInfo,
+    bytes: Vec<u8>,
+    query_path: OnceLock<Option<QueryPath>>,
 }
 
 impl TorchScriptModel {
@@ -62,7 +70,47 @@ impl TorchScriptModel {
             classes: size[1],
             device,
             info,
+            bytes,
+            query_path: OnceLock::new(),
         })
+    }
+
+    /// True when query-only passes run the inference-optimized copy (building it if needed);
+    /// false when they run the module as loaded (see [`Self::query_path`] for when).
+    pub fn query_forward_optimized(&self) -> bool {
+        self.query_path().is_some()
+    }
+
+    /// The checked optimized copy for query-only passes, built on first call; `None` on a
+    /// non-CPU device, with `GIBBON_QUERY_FORWARD=plain`, or when the copy fails its checks
+    /// (logged once as a warning).
+    fn query_path(&self) -> Option<&QueryPath> {
+        self.query_path
+            .get_or_init(|| {
+                if self.device != Device::Cpu || !frozen::enabled() {
+                    return None;
+                }
+                let reference = |x: &Tensor| self.logits(x);
+                match QueryPath::build(&self.bytes, &self.input_shape, &reference) {
+                    Ok(path) => {
+                        tracing::debug!(
+                            "{}: query passes run an inference-optimized copy (a 1-row batch \
+                             computes {} rows)",
+                            self.info.path,
+                            path.rows_for(1)
+                        );
+                        Some(path)
+                    }
+                    Err(why) => {
+                        tracing::warn!(
+                            "{}: query passes use the model as loaded: {why}",
+                            self.info.path
+                        );
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 }
 
@@ -92,5 +140,11 @@ impl Classifier for TorchScriptModel {
     }
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+    fn query_logits(&self, x: &Tensor) -> Result<Tensor> {
+        match self.query_path() {
+            Some(path) => path.logits(x, &|rows: &Tensor| self.logits(rows)),
+            None => self.logits(x),
+        }
     }
 }
