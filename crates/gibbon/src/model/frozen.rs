@@ -137,7 +137,7 @@ impl QueryPath {
         }
         let scale = plain.abs().max().double_value(&[]).max(1.0);
         let diff = (&full - &plain).abs().max().double_value(&[]);
-        if !(diff <= AGREEMENT_TOLERANCE * scale) {
+        if diff.is_nan() || diff > AGREEMENT_TOLERANCE * scale {
             return Err(format!(
                 "the optimized copy's logits differ from the model's by {diff:.3e} \
                  (allowed {:.1e})",
