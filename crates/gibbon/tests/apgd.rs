@@ -1,12 +1,15 @@
 //! APGD (CE, DLR, targeted DLR): linear known answers, strength against torchattacks' APGD on
 //! the adversarially trained reference model, robustness to softmax saturation (gradient
 //! masking), MI-/DI-FGSM sanity, and batch-size independence.
+mod support;
+
 use gibbon::attack::AttackOptions;
 use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
-use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelInfo, ModelSpec};
+use gibbon::model::{load_model, BuiltinModel, Classifier, ModelInfo, ModelSpec};
 use gibbon::threat::{Norm, ThreatModel};
 use std::path::PathBuf;
+use support::linear;
 use tch::{Device, Kind, Tensor};
 
 fn shared() -> PathBuf {
@@ -59,16 +62,9 @@ fn peer_robust(model: &str, attack_key: &str, n: usize) -> usize {
 /// A linear classifier with `classes` outputs on `dim` inputs, random weights.
 fn linear(classes: i64, dim: i64, seed: i64) -> BuiltinModel {
     tch::manual_seed(seed);
-    let mut model = BuiltinModel::new(Arch::Linear, &[1, 1, dim], classes, Device::Cpu).unwrap();
     let w = gibbon::random::normal_tensor(1001, &[classes, dim]);
     let b = gibbon::random::normal_tensor(1002, &[classes]) * 0.1;
-    tch::no_grad(|| {
-        let vars = model.var_store().variables();
-        vars["fc.weight"].shallow_clone().copy_(&w);
-        vars["fc.bias"].shallow_clone().copy_(&b);
-    });
-    model.var_store_mut().freeze();
-    model
+    linear::with_weights(&[1, 1, dim], &w, &b)
 }
 
 /// Exact minimal distance to misclassification of a linear multi-class model when the box does

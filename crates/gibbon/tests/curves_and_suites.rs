@@ -1,12 +1,15 @@
 //! Robustness curves over ε (minimum-norm run + fixed-ε plan), the AutoAttack-equivalent suites,
 //! majority verdicts for randomized models, and EOT.
+mod support;
+
 use gibbon::attack::AttackOptions;
 use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::eval::{evaluate, robustness_curve, EvalSettings, RunInfo, Suite};
-use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelInfo, ModelSpec};
+use gibbon::model::{load_model, BuiltinModel, Classifier, ModelInfo, ModelSpec};
 use gibbon::threat::{Norm, ThreatModel};
 use std::cell::Cell;
 use std::path::PathBuf;
+use support::linear;
 use tch::{Device, Kind, Tensor};
 
 fn shared() -> PathBuf {
@@ -30,17 +33,12 @@ const DIM: i64 = 16;
 /// samples at the given L2 distances from it (alternating sides): points of the boundary near c,
 /// moved by ±d along v/‖v‖.
 fn linear_with_distances(distances: &[f64]) -> (BuiltinModel, Dataset) {
-    let mut model = BuiltinModel::new(Arch::Linear, &[1, 1, DIM], 2, Device::Cpu).unwrap();
     let w = gibbon::random::normal_tensor(2001, &[2, DIM]) * 0.5;
     let v = (w.get(1) - w.get(0)).to_kind(Kind::Double);
     // z₁ − z₀ = v·x + (b₁ − b₀) = v·(x − c) with b = (0, −v·c).
     let offset = -(v.sum(Kind::Double) * 0.5).double_value(&[]);
-    tch::no_grad(|| {
-        let vars = model.var_store().variables();
-        vars["fc.weight"].shallow_clone().copy_(&w);
-        vars["fc.bias"].shallow_clone().copy_(&Tensor::from_slice(&[0.0f32, offset as f32]));
-    });
-    model.var_store_mut().freeze();
+    let model =
+        linear::with_weights(&[1, 1, DIM], &w, &Tensor::from_slice(&[0.0f32, offset as f32]));
     let n = distances.len() as i64;
     let unit = &v / v.square().sum(Kind::Double).sqrt();
     let jitter = gibbon::random::uniform_tensor(2002, &[n, DIM]).to_kind(Kind::Double) * 0.1 - 0.05;

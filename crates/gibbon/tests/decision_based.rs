@@ -5,6 +5,8 @@
 //!
 //! Slow checks are `#[ignore]`d; run them with
 //! `cargo test --release -p gibbon --test decision_based -- --ignored --nocapture`.
+mod support;
+
 use gibbon::attack::{
     AttackOptions, AttackRecord, Boundary, Chunk, Hsj, Rays, TensorSource, BOUNDARY_QUERIES,
     HSJ_QUERIES, RAYS_QUERIES,
@@ -12,12 +14,13 @@ use gibbon::attack::{
 use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
 use gibbon::model::{
-    load_model, Arch, BuiltinModel, Classifier, LabelModel, LabelOracle, ModelSpec, PredictionsOf,
+    load_model, BuiltinModel, Classifier, LabelModel, LabelOracle, ModelSpec, PredictionsOf,
 };
 use gibbon::threat::{Goal, Knowledge, Norm, TargetSelection, ThreatModel};
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Instant;
+use support::linear;
 use tch::{Device, Kind, Tensor};
 
 // ---------------------------------------------------------------------------------------------
@@ -37,60 +40,13 @@ fn one_thread() {
 
 fn linear_model() -> (BuiltinModel, Tensor) {
     one_thread();
-    tch::manual_seed(11);
-    let mut model = BuiltinModel::new(Arch::Linear, &[1, SIDE, SIDE], 2, Device::Cpu).unwrap();
-    let w = gibbon::random::normal_tensor(7001, &[2, DIM]);
-    let b = Tensor::from_slice(&[0.3f32, -0.2]);
-    tch::no_grad(|| {
-        let vars = model.var_store().variables();
-        vars["fc.weight"].shallow_clone().copy_(&w);
-        vars["fc.bias"].shallow_clone().copy_(&b);
-    });
-    model.var_store_mut().freeze();
-    let v = w.get(1) - w.get(0);
-    (model, v)
+    linear::linear_model(&[1, SIDE, SIDE], 7001)
 }
 
-fn dual_norm(v: &Tensor, norm: Norm) -> Tensor {
-    match norm {
-        Norm::L2 => v.square().sum(Kind::Float).sqrt(),
-        Norm::Linf => v.abs().sum(Kind::Float),
-        Norm::L1 => v.abs().max(),
-    }
-}
-
-fn decision(model: &BuiltinModel, x: &Tensor) -> Tensor {
-    let logits = model.logits(x).unwrap().to_kind(Kind::Double);
-    logits.select(1, 1) - logits.select(1, 0)
-}
-
-/// Samples at exactly `DISTANCE` from the decision boundary in `norm`, far enough inside
-/// [0, 1] that the box never binds.
 fn samples_at_distance(model: &BuiltinModel, v: &Tensor, norm: Norm) -> Dataset {
-    let x = gibbon::random::uniform_tensor(7002, &[N, 1, SIDE, SIDE]) * 0.2 + 0.4;
-    let fx = decision(model, &x).to_kind(Kind::Float);
-    let want = fx.sign() * dual_norm(v, norm) * DISTANCE;
-    let shift = (&fx - want).unsqueeze(1) / v.square().sum(Kind::Float);
-    let x = x - (shift * v.unsqueeze(0)).view([N, 1, SIDE, SIDE]);
-    let labels: Vec<i64> = Vec::try_from(decision(model, &x).gt(0.0).to_kind(Kind::Int64)).unwrap();
-    let (lo, hi) = (x.min().double_value(&[]), x.max().double_value(&[]));
-    assert!(lo - 1.5 * DISTANCE >= 0.0 && hi + 1.5 * DISTANCE <= 1.0, "box binds: [{lo}, {hi}]");
-    Dataset::from_tensor(x, labels, "linear").unwrap()
-}
-
-/// The analytic minimal distance of every sample in `norm`: |f(x)| / ‖v‖_dual.
-fn analytic_distances(model: &BuiltinModel, v: &Tensor, data: &Dataset, norm: Norm) -> Vec<f64> {
-    let f = decision(model, data.images());
-    let dual = dual_norm(v, norm).to_kind(Kind::Double);
-    Vec::try_from(f.abs() / dual).unwrap()
-}
-
-fn box_diameter(norm: Norm, dim: i64) -> f64 {
-    match norm {
-        Norm::Linf => 1.0,
-        Norm::L2 => (dim as f64).sqrt(),
-        Norm::L1 => dim as f64,
-    }
+    let data = linear::samples_at_distance(model, v, N, norm, DISTANCE, 7002);
+    linear::assert_box_clear(&data, 1.5 * DISTANCE);
+    data
 }
 
 fn settings(attack: &str, minimize: bool, batch_size: usize) -> EvalSettings {
@@ -121,8 +77,8 @@ fn eval(
 fn check_minimum(attack: &str, norm: Norm, default_budget: u64) -> f64 {
     let (model, v) = linear_model();
     let data = samples_at_distance(&model, &v, norm);
-    let exact = analytic_distances(&model, &v, &data, norm);
-    let threat = ThreatModel::new(norm, box_diameter(norm, DIM)).unwrap();
+    let exact = linear::analytic_distances(&model, &v, &data, norm);
+    let threat = ThreatModel::new(norm, linear::box_diameter(norm, DIM)).unwrap();
     let started = Instant::now();
     let report = eval(&model, &data, &threat, attack, true, 16);
     let seconds = started.elapsed().as_secs_f64();
@@ -333,7 +289,7 @@ fn no_sample_exceeds_a_small_query_budget() {
     let (model, v) = linear_model();
     for (attack, norm) in CONFIGURATIONS {
         let data = samples_at_distance(&model, &v, norm);
-        let threat = ThreatModel::new(norm, box_diameter(norm, DIM)).unwrap();
+        let threat = ThreatModel::new(norm, linear::box_diameter(norm, DIM)).unwrap();
         for budget in [1usize, 10, 57, 300] {
             for batch_size in [1usize, 7] {
                 let recs = check_budget(
@@ -359,7 +315,7 @@ fn the_budget_holds_on_the_standard_model() {
     let model = reference_model("std");
     let data = mnist(6);
     for (attack, norm) in CONFIGURATIONS {
-        let threat = ThreatModel::new(norm, box_diameter(norm, 784)).unwrap();
+        let threat = ThreatModel::new(norm, linear::box_diameter(norm, 784)).unwrap();
         for budget in [10usize, 57] {
             let run = Direct { attack, minimize: true, budget, batch_size: 7, seed: 0 };
             check_budget(run, model.as_ref(), &data, &threat);
@@ -396,7 +352,7 @@ fn per_sample_results_do_not_depend_on_the_batch_size() {
     let images = mnist(5);
     for (attack, norm) in CONFIGURATIONS {
         let points = samples_at_distance(&linear, &v, norm);
-        let threat = ThreatModel::new(norm, box_diameter(norm, DIM)).unwrap();
+        let threat = ThreatModel::new(norm, linear::box_diameter(norm, DIM)).unwrap();
         let mut threat = threat.clone();
         threat.budget.queries = Some(400);
         let json = |r: EvalReport| serde_json::to_string(&r.per_sample).unwrap();
@@ -424,16 +380,9 @@ const CLASSES: i64 = 3;
 fn three_class_model() -> (BuiltinModel, Tensor, Tensor) {
     one_thread();
     tch::manual_seed(12);
-    let mut model =
-        BuiltinModel::new(Arch::Linear, &[1, SIDE, SIDE], CLASSES, Device::Cpu).unwrap();
     let w = gibbon::random::normal_tensor(7101, &[CLASSES, DIM]) * 0.5;
     let b = Tensor::from_slice(&[0.1f32, -0.1, 0.05]);
-    tch::no_grad(|| {
-        let vars = model.var_store().variables();
-        vars["fc.weight"].shallow_clone().copy_(&w);
-        vars["fc.bias"].shallow_clone().copy_(&b);
-    });
-    model.var_store_mut().freeze();
+    let model = linear::with_weights(&[1, SIDE, SIDE], &w, &b);
     (model, w.to_kind(Kind::Double), b.to_kind(Kind::Double))
 }
 
@@ -498,7 +447,7 @@ fn targeted_attacks_reach_the_target_of_a_three_class_linear_model() {
     let (model, w, b) = three_class_model();
     let data = three_class_samples(&model, 9);
     for (attack, norm) in CONFIGURATIONS {
-        let mut threat = ThreatModel::new(norm, box_diameter(norm, DIM)).unwrap();
+        let mut threat = ThreatModel::new(norm, linear::box_diameter(norm, DIM)).unwrap();
         threat.goal = Goal::Targeted(TargetSelection::NextClass);
         let started = Instant::now();
         let report = eval(&model, &data, &threat, attack, true, 16);
@@ -609,7 +558,7 @@ fn hsj_l2_breaks_the_standard_model_within_1000_queries() {
 fn targeted_on_std(attack: &str, norm: Norm, queries: usize, n: usize) -> (usize, usize, f64) {
     let model = reference_model("std");
     let data = mnist(n);
-    let mut threat = ThreatModel::new(norm, box_diameter(norm, 784)).unwrap();
+    let mut threat = ThreatModel::new(norm, linear::box_diameter(norm, 784)).unwrap();
     threat.goal = Goal::Targeted(TargetSelection::NextClass);
     threat.budget.queries = Some(queries);
     let started = Instant::now();

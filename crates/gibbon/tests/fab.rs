@@ -3,16 +3,19 @@
 //! boundaries), the exact hyperplane ∩ box projection against an independent bisection, the
 //! ε-cap of the minimum-norm contract, batch-size independence, and FAB-T against PGD-40 on the
 //! adversarially trained MNIST reference model.
+mod support;
+
 use gibbon::attack::{
     build_attack, project_hyperplane_box, AttackContext, AttackOptions, AttackRecord, Chunk,
     TensorSource,
 };
 use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
-use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelSpec};
+use gibbon::model::{load_model, BuiltinModel, Classifier, ModelSpec};
 use gibbon::threat::{InputBox, Norm, ThreatModel};
 use std::path::PathBuf;
 use std::time::Instant;
+use support::linear;
 use tch::{Device, Kind, Tensor};
 
 const DIM: i64 = 20;
@@ -23,16 +26,9 @@ const LINEAR_STEPS: usize = 30;
 /// A linear model with `classes` classes and Gaussian weights.
 fn linear_model(classes: i64, seed: i64) -> BuiltinModel {
     tch::manual_seed(seed);
-    let mut model = BuiltinModel::new(Arch::Linear, &[1, 1, DIM], classes, Device::Cpu).unwrap();
     let w = gibbon::random::normal_tensor(3001, &[classes, DIM]);
     let b = gibbon::random::normal_tensor(3002, &[classes]) * 0.3;
-    tch::no_grad(|| {
-        let vars = model.var_store().variables();
-        vars["fc.weight"].shallow_clone().copy_(&w);
-        vars["fc.bias"].shallow_clone().copy_(&b);
-    });
-    model.var_store_mut().freeze();
-    model
+    linear::with_weights(&[1, 1, DIM], &w, &b)
 }
 
 fn weights(model: &BuiltinModel) -> Tensor {

@@ -1,54 +1,25 @@
 //! For a linear binary classifier f(x) = v·x + c the minimal L2 perturbation is |f|/‖v‖₂ and the
 //! minimal L∞ one is |f|/‖v‖₁. A fixed-ε attack must break every sample at ε 1% above that
 //! distance and none 1% below.
+mod support;
+
 use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalSettings, RunInfo};
-use gibbon::model::{Arch, BuiltinModel, Classifier};
+use gibbon::model::BuiltinModel;
 use gibbon::threat::{Norm, ThreatModel};
-use tch::{Device, Kind, Tensor};
+use support::linear;
+use tch::Tensor;
 
 const DIM: i64 = 20;
 const N: i64 = 40;
 const DISTANCE: f64 = 0.1;
 
 fn linear_model() -> (BuiltinModel, Tensor) {
-    tch::manual_seed(7);
-    let mut model = BuiltinModel::new(Arch::Linear, &[1, 1, DIM], 2, Device::Cpu).unwrap();
-    let w = gibbon::random::normal_tensor(4001, &[2, DIM]);
-    let b = Tensor::from_slice(&[0.3f32, -0.2]);
-    tch::no_grad(|| {
-        let vars = model.var_store().variables();
-        vars["fc.weight"].shallow_clone().copy_(&w);
-        vars["fc.bias"].shallow_clone().copy_(&b);
-    });
-    model.var_store_mut().freeze();
-    let v = w.get(1) - w.get(0);
-    (model, v)
+    linear::linear_model(&[1, 1, DIM], 4001)
 }
 
-/// Samples at exactly `DISTANCE` from the decision boundary in `norm` (dual norm of v).
 fn samples_at_distance(model: &BuiltinModel, v: &Tensor, norm: Norm) -> Dataset {
-    let x = gibbon::random::uniform_tensor(4002, &[N, 1, 1, DIM]) * 0.2 + 0.4;
-    let f = |x: &Tensor| {
-        let logits = model.logits(x).unwrap();
-        logits.select(1, 1) - logits.select(1, 0)
-    };
-    let fx = f(&x);
-    let dual = match norm {
-        Norm::L2 => v.square().sum(Kind::Float).sqrt(),
-        Norm::Linf => v.abs().sum(Kind::Float),
-        Norm::L1 => v.abs().max(),
-    };
-    let want = fx.sign() * &dual * DISTANCE;
-    let shift = (&fx - want).unsqueeze(1) / v.square().sum(Kind::Float);
-    let x = x - (shift * v.unsqueeze(0)).view([N, 1, 1, DIM]);
-    let labels: Vec<i64> = Vec::try_from(f(&x).gt(0.0).to_kind(Kind::Int64)).unwrap();
-    // Check the construction: |f| / dual == DISTANCE for every sample.
-    let d: Vec<f64> = Vec::try_from((f(&x).abs() / &dual).to_kind(Kind::Double)).unwrap();
-    for di in d {
-        assert!((di - DISTANCE).abs() < 1e-4, "constructed distance {di}");
-    }
-    Dataset::from_tensor(x, labels, "linear").unwrap()
+    linear::samples_at_distance(model, v, N, norm, DISTANCE, 4002)
 }
 
 fn robust_accuracy(

@@ -7,64 +7,28 @@
 //! below it); with a fixed ε they must break every sample 1% above it and none 1% below. On the
 //! standard reference MNIST model DeepFool must break every correctly classified image and C&W
 //! must find smaller perturbations than DeepFool. Results must not depend on the batch size.
+mod support;
+
 use gibbon::attack::AttackOptions;
 use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
-use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelSpec};
+use gibbon::model::{load_model, BuiltinModel, Classifier, ModelSpec};
 use gibbon::threat::{Norm, ThreatModel};
 use std::path::PathBuf;
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use support::linear;
+use tch::{Device, Tensor};
 
 const DIM: i64 = 20;
 const N: i64 = 40;
 const DISTANCE: f64 = 0.1;
 
 fn linear_model() -> (BuiltinModel, Tensor) {
-    tch::manual_seed(7);
-    let mut model = BuiltinModel::new(Arch::Linear, &[1, 1, DIM], 2, Device::Cpu).unwrap();
-    let w = gibbon::random::normal_tensor(5001, &[2, DIM]);
-    let b = Tensor::from_slice(&[0.3f32, -0.2]);
-    tch::no_grad(|| {
-        let vars = model.var_store().variables();
-        vars["fc.weight"].shallow_clone().copy_(&w);
-        vars["fc.bias"].shallow_clone().copy_(&b);
-    });
-    model.var_store_mut().freeze();
-    let v = w.get(1) - w.get(0);
-    (model, v)
+    linear::linear_model(&[1, 1, DIM], 5001)
 }
 
-fn dual_norm(v: &Tensor, norm: Norm) -> Tensor {
-    match norm {
-        Norm::L2 => v.square().sum(Kind::Float).sqrt(),
-        Norm::Linf => v.abs().sum(Kind::Float),
-        Norm::L1 => v.abs().max(),
-    }
-}
-
-fn decision(model: &BuiltinModel, x: &Tensor) -> Tensor {
-    let logits = model.logits(x).unwrap().to_kind(Kind::Double);
-    logits.select(1, 1) - logits.select(1, 0)
-}
-
-/// Samples at exactly `DISTANCE` from the decision boundary in `norm` (dual norm of v).
 fn samples_at_distance(model: &BuiltinModel, v: &Tensor, norm: Norm) -> Dataset {
-    let x = gibbon::random::uniform_tensor(5002, &[N, 1, 1, DIM]) * 0.2 + 0.4;
-    let fx = decision(model, &x).to_kind(Kind::Float);
-    let dual = dual_norm(v, norm);
-    let want = fx.sign() * &dual * DISTANCE;
-    let shift = (&fx - want).unsqueeze(1) / v.square().sum(Kind::Float);
-    let x = x - (shift * v.unsqueeze(0)).view([N, 1, 1, DIM]);
-    let labels: Vec<i64> = Vec::try_from(decision(model, &x).gt(0.0).to_kind(Kind::Int64)).unwrap();
-    Dataset::from_tensor(x, labels, "linear").unwrap()
-}
-
-/// The analytic minimal distance of every sample in `norm`.
-fn analytic_distances(model: &BuiltinModel, v: &Tensor, data: &Dataset, norm: Norm) -> Vec<f64> {
-    let f = decision(model, data.images());
-    let dual = dual_norm(v, norm).to_kind(Kind::Double);
-    Vec::try_from(f.abs() / dual).unwrap()
+    linear::samples_at_distance(model, v, N, norm, DISTANCE, 5002)
 }
 
 /// Evaluates `attack` on the first `n` samples of `data`.
@@ -87,15 +51,6 @@ fn run(
     evaluate(model, data, threat, &settings, &RunInfo::default()).unwrap().0
 }
 
-/// The box diameter in `norm`: an ε that never binds.
-fn box_diameter(norm: Norm, dim: i64) -> f64 {
-    match norm {
-        Norm::Linf => 1.0,
-        Norm::L2 => (dim as f64).sqrt(),
-        Norm::L1 => dim as f64,
-    }
-}
-
 /// C&W runs up to 9 × 1,000 Adam steps per sample: it is checked on fewer samples than DeepFool.
 const N_CW: usize = 16;
 
@@ -110,8 +65,8 @@ fn samples_for(attack: &str) -> usize {
 fn check_minimum(attack: &str, norm: Norm) {
     let (model, v) = linear_model();
     let data = samples_at_distance(&model, &v, norm);
-    let exact = analytic_distances(&model, &v, &data, norm);
-    let threat = ThreatModel::new(norm, box_diameter(norm, DIM)).unwrap();
+    let exact = linear::analytic_distances(&model, &v, &data, norm);
+    let threat = ThreatModel::new(norm, linear::box_diameter(norm, DIM)).unwrap();
     let started = Instant::now();
     let n = samples_for(attack);
     let report = run(&model, &data, n, &threat, attack, true, 16);
@@ -284,7 +239,7 @@ fn per_sample_results_do_not_depend_on_the_batch_size() {
     }
     let (linear, v) = linear_model();
     let data = samples_at_distance(&linear, &v, Norm::L2);
-    for (eps, minimize) in [(DISTANCE * 1.01, false), (box_diameter(Norm::L2, DIM), true)] {
+    for (eps, minimize) in [(DISTANCE * 1.01, false), (linear::box_diameter(Norm::L2, DIM), true)] {
         let threat = ThreatModel::new(Norm::L2, eps).unwrap();
         let one = json(run(&linear, &data, 5, &threat, "cw", minimize, 1));
         let all = json(run(&linear, &data, 5, &threat, "cw", minimize, 16));

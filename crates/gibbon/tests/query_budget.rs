@@ -3,16 +3,19 @@
 //! queries than its budget (property test over budgets, batch sizes and norms), the query log
 //! records exactly the queries the results report, and an evaluation refuses an attack that
 //! needs more access than the threat model grants.
+mod support;
+
 use gibbon::attack::{build_attack, AttackOptions, REGISTRY};
 use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalSettings, RunInfo};
 use gibbon::model::{
-    Arch, BuiltinModel, Classifier, LabelOracle, PredictionsOf, QueryLog, ScoreOracle, ScoresOf,
+    BuiltinModel, Classifier, LabelOracle, PredictionsOf, QueryLog, ScoreOracle, ScoresOf,
 };
 use gibbon::threat::{Knowledge, Norm, ThreatModel};
 use proptest::prelude::*;
 use std::io::BufRead;
-use tch::{Device, Tensor};
+use support::linear;
+use tch::Tensor;
 
 const SIDE: i64 = 8;
 
@@ -20,16 +23,9 @@ const SIDE: i64 = 8;
 fn linear_model() -> BuiltinModel {
     tch::set_num_threads(1);
     let dim = SIDE * SIDE;
-    let mut model = BuiltinModel::new(Arch::Linear, &[1, SIDE, SIDE], 3, Device::Cpu).unwrap();
     let w = gibbon::random::normal_tensor(9101, &[3, dim]) * 0.5;
     let b = Tensor::from_slice(&[0.1f32, -0.1, 0.0]);
-    tch::no_grad(|| {
-        let vars = model.var_store().variables();
-        vars["fc.weight"].shallow_clone().copy_(&w);
-        vars["fc.bias"].shallow_clone().copy_(&b);
-    });
-    model.var_store_mut().freeze();
-    model
+    linear::with_weights(&[1, SIDE, SIDE], &w, &b)
 }
 
 /// `n` inputs labelled with the model's own predictions (all clean-correct).

@@ -4,19 +4,22 @@
 //!
 //! The targeted and L2 checks on the standard model are `#[ignore]`d (minutes); run them with
 //! `cargo test --release -p gibbon --test square -- --ignored --nocapture`.
+mod support;
+
 use gibbon::attack::{
     AttackOptions, AttackRecord, Chunk, Square, SquareConfig, TensorSource, SQUARE_P_INIT,
 };
 use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
 use gibbon::model::{
-    load_model, Arch, BuiltinModel, Classifier, ModelSpec, ScoreModel, ScoreOracle, ScoresOf,
+    load_model, BuiltinModel, Classifier, ModelSpec, ScoreModel, ScoreOracle, ScoresOf,
 };
 use gibbon::threat::{Goal, Norm, TargetSelection, ThreatModel};
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use support::linear;
+use tch::{Device, Tensor};
 
 // ---------------------------------------------------------------------------------------------
 // Linear model with samples at a known distance from the boundary (as in linear_known_answers),
@@ -26,54 +29,21 @@ const SIDE: i64 = 8;
 const N: i64 = 24;
 const DISTANCE: f64 = 0.1;
 
+fn linear_model() -> (BuiltinModel, Tensor) {
+    one_thread();
+    linear::linear_model(&[1, SIDE, SIDE], 7001)
+}
+
+fn samples_at_distance(model: &BuiltinModel, v: &Tensor, norm: Norm) -> Dataset {
+    let data = linear::samples_at_distance(model, v, N, norm, DISTANCE, 7002);
+    linear::assert_box_clear(&data, 1.5 * DISTANCE);
+    data
+}
+
 /// One intra-op thread: on a shared 2-core machine 2-thread libtorch is several times slower
 /// (results do not depend on the thread count).
 fn one_thread() {
     tch::set_num_threads(1);
-}
-
-fn linear_model() -> (BuiltinModel, Tensor) {
-    one_thread();
-    tch::manual_seed(11);
-    let dim = SIDE * SIDE;
-    let mut model = BuiltinModel::new(Arch::Linear, &[1, SIDE, SIDE], 2, Device::Cpu).unwrap();
-    let w = gibbon::random::normal_tensor(7001, &[2, dim]);
-    let b = Tensor::from_slice(&[0.3f32, -0.2]);
-    tch::no_grad(|| {
-        let vars = model.var_store().variables();
-        vars["fc.weight"].shallow_clone().copy_(&w);
-        vars["fc.bias"].shallow_clone().copy_(&b);
-    });
-    model.var_store_mut().freeze();
-    let v = w.get(1) - w.get(0);
-    (model, v)
-}
-
-/// Samples at exactly `DISTANCE` from the decision boundary in `norm` (dual norm of v), far
-/// enough inside [0, 1] that the box never binds.
-fn samples_at_distance(model: &BuiltinModel, v: &Tensor, norm: Norm) -> Dataset {
-    let x = gibbon::random::uniform_tensor(7002, &[N, 1, SIDE, SIDE]) * 0.2 + 0.4;
-    let f = |x: &Tensor| {
-        let logits = model.logits(x).unwrap();
-        logits.select(1, 1) - logits.select(1, 0)
-    };
-    let fx = f(&x);
-    let dual = match norm {
-        Norm::L2 => v.square().sum(Kind::Float).sqrt(),
-        Norm::Linf => v.abs().sum(Kind::Float),
-        Norm::L1 => v.abs().max(),
-    };
-    let want = fx.sign() * &dual * DISTANCE;
-    let shift = (&fx - want).unsqueeze(1) / v.square().sum(Kind::Float);
-    let x = x - (shift * v.unsqueeze(0)).view([N, 1, SIDE, SIDE]);
-    let labels: Vec<i64> = Vec::try_from(f(&x).gt(0.0).to_kind(Kind::Int64)).unwrap();
-    let d: Vec<f64> = Vec::try_from((f(&x).abs() / &dual).to_kind(Kind::Double)).unwrap();
-    for di in d {
-        assert!((di - DISTANCE).abs() < 1e-4, "constructed distance {di}");
-    }
-    let (lo, hi) = (x.min().double_value(&[]), x.max().double_value(&[]));
-    assert!(lo - 1.5 * DISTANCE >= 0.0 && hi + 1.5 * DISTANCE <= 1.0, "box binds: [{lo}, {hi}]");
-    Dataset::from_tensor(x, labels, "linear").unwrap()
 }
 
 fn square_eval(

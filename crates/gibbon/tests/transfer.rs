@@ -2,6 +2,8 @@
 //! (equal to the white-box success rate), the reference models' transfer asymmetry (examples
 //! crafted on the standard model barely fool the adversarially trained one; the reverse works),
 //! targeted transfer, and clear errors for bad inputs.
+mod support;
+
 use gibbon::attack::{
     build_attack, AttackContext, AttackOptions, AttackRecord, Chunk, TensorSource,
 };
@@ -13,6 +15,7 @@ use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelSpec};
 use gibbon::threat::{Goal, Norm, TargetSelection, ThreatModel};
 use gibbon::GibbonError;
 use std::path::PathBuf;
+use support::linear;
 use tch::{Device, Kind, Tensor};
 
 fn shared() -> PathBuf {
@@ -64,29 +67,9 @@ fn rate(m: &TransferMatrix, s: usize, t: usize) -> f64 {
 /// A linear binary classifier f(x) = v·x + c on 20 inputs and 40 samples at L∞ distance 0.1
 /// from its boundary (as in linear_known_answers.rs).
 fn linear_fixture() -> (BuiltinModel, Dataset) {
-    const DIM: i64 = 20;
-    const N: i64 = 40;
-    let mut model = BuiltinModel::new(Arch::Linear, &[1, 1, DIM], 2, Device::Cpu).unwrap();
-    let w = gibbon::random::normal_tensor(4001, &[2, DIM]);
-    let b = Tensor::from_slice(&[0.3f32, -0.2]);
-    tch::no_grad(|| {
-        let vars = model.var_store().variables();
-        vars["fc.weight"].shallow_clone().copy_(&w);
-        vars["fc.bias"].shallow_clone().copy_(&b);
-    });
-    model.var_store_mut().freeze();
-    let v = w.get(1) - w.get(0);
-    let f = |x: &Tensor| {
-        let logits = model.logits(x).unwrap();
-        logits.select(1, 1) - logits.select(1, 0)
-    };
-    let x = gibbon::random::uniform_tensor(4002, &[N, 1, 1, DIM]) * 0.2 + 0.4;
-    let fx = f(&x);
-    let want = fx.sign() * v.abs().sum(Kind::Float) * 0.1;
-    let shift = (&fx - want).unsqueeze(1) / v.square().sum(Kind::Float);
-    let x = x - (shift * v.unsqueeze(0)).view([N, 1, 1, DIM]);
-    let labels: Vec<i64> = Vec::try_from(f(&x).gt(0.0).to_kind(Kind::Int64)).unwrap();
-    (model, Dataset::from_tensor(x, labels, "linear").unwrap())
+    let (model, v) = linear::linear_model(&[1, 1, 20], 4001);
+    let data = linear::samples_at_distance(&model, &v, 40, Norm::Linf, 0.1, 4002);
+    (model, data)
 }
 
 fn attack_records(
