@@ -143,7 +143,15 @@ impl Classifier for TorchScriptModel {
     }
     fn query_logits(&self, x: &Tensor) -> Result<Tensor> {
         match self.query_path() {
-            Some(path) => path.logits(x, &|rows: &Tensor| self.logits(rows)),
+            // A failure of the optimized copy is not the model's: that batch runs the model as
+            // loaded (the same predictions; scores differ at most by float rounding).
+            Some(path) => path.logits(x, &|rows: &Tensor| self.logits(rows)).or_else(|e| {
+                tracing::warn!(
+                    "{}: the optimized copy failed ({e}); the batch runs the model as loaded",
+                    self.info.path
+                );
+                self.logits(x)
+            }),
             None => self.logits(x),
         }
     }
