@@ -25,7 +25,7 @@
 //!
 //! Set `GIBBON_QUERY_FORWARD=plain` to run query attacks on the original module instead.
 use crate::error::{GibbonError, Result};
-use crate::model::MIN_COMPUTE_ROWS;
+use crate::model::{forward_padded, MIN_COMPUTE_ROWS};
 use std::ffi::{c_char, c_void, CStr};
 use std::ptr::NonNull;
 use tch::{Kind, Tensor};
@@ -204,15 +204,7 @@ impl QueryPath {
         let run = |t: &Tensor| {
             self.module.forward(t).map_err(|e| GibbonError::Mismatch(format!("query forward: {e}")))
         };
-        let rows = self.rows_for(b);
-        let logits = if rows == b {
-            run(&x.to_kind(Kind::Float))?
-        } else {
-            let mut shape = x.size();
-            shape[0] = rows - b;
-            let pad = Tensor::zeros(shape.as_slice(), (Kind::Float, x.device()));
-            run(&Tensor::cat(&[x.to_kind(Kind::Float), pad], 0))?.narrow(0, 0, b)
-        };
+        let logits = forward_padded(&x.to_kind(Kind::Float), self.rows_for(b), run)?;
         if logits.size().len() != 2 || logits.size()[0] != b || logits.size()[1] < 2 {
             return Err(GibbonError::Mismatch(format!(
                 "query forward returned shape {:?} for {b} inputs",

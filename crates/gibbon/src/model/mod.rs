@@ -66,14 +66,7 @@ pub trait Classifier {
 
     /// Logits with the batch padded to [`MIN_COMPUTE_ROWS`] rows (batch-size-invariant numerics).
     fn logits_padded(&self, x: &Tensor) -> Result<Tensor> {
-        let b = x.size()[0];
-        if b >= MIN_COMPUTE_ROWS {
-            return self.forward(x);
-        }
-        let mut shape = x.size();
-        shape[0] = MIN_COMPUTE_ROWS - b;
-        let pad = Tensor::zeros(shape.as_slice(), (x.kind(), x.device()));
-        Ok(self.forward(&Tensor::cat(&[x.shallow_clone(), pad], 0))?.narrow(0, 0, b))
+        forward_padded(x, MIN_COMPUTE_ROWS, |t| self.forward(t))
     }
 
     /// Logits without building an autograd graph.
@@ -125,6 +118,23 @@ pub trait Classifier {
             grads.into_iter().next().ok_or_else(|| GibbonError::Internal("no gradient".into()))?;
         Ok((per_sample.detach(), logits.detach(), grad))
     }
+}
+
+/// `forward` on `x` `[B, ...]` with the batch padded by zero rows to at least `rows` rows; the
+/// padding rows' outputs are dropped.
+pub(crate) fn forward_padded(
+    x: &Tensor,
+    rows: i64,
+    forward: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let b = x.size()[0];
+    if b >= rows {
+        return forward(x);
+    }
+    let mut shape = x.size();
+    shape[0] = rows - b;
+    let pad = Tensor::zeros(shape.as_slice(), (x.kind(), x.device()));
+    Ok(forward(&Tensor::cat(&[x.shallow_clone(), pad], 0))?.narrow(0, 0, b))
 }
 
 /// Per-channel mean/std normalization placed in front of a model, so attacks stay in pixel space.
