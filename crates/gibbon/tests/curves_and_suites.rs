@@ -3,28 +3,16 @@
 mod support;
 
 use gibbon::attack::AttackOptions;
-use gibbon::data::{DataSpec, Dataset, Split};
+use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, robustness_curve, EvalSettings, RunInfo, Suite};
-use gibbon::model::{load_model, BuiltinModel, Classifier, ModelInfo, ModelSpec};
+use gibbon::model::{BuiltinModel, Classifier, ModelInfo};
 use gibbon::threat::{Norm, ThreatModel};
 use std::cell::Cell;
-use std::path::PathBuf;
-use support::linear;
+use support::{linear, mnist};
 use tch::{Device, Kind, Tensor};
 
-fn shared() -> PathBuf {
-    std::env::var_os("GIBBON_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
-
-fn mnist(n: usize) -> Dataset {
-    Dataset::load(&DataSpec::Idx(shared().join("data/mnist")), Split::Test, Some(n)).unwrap()
-}
-
 fn reference(name: &str) -> Box<dyn Classifier> {
-    let path = shared().join(format!("reference/mnist_smallcnn_{name}.pt"));
-    load_model(&ModelSpec::TorchScript(path), None, &[1, 28, 28], 10, Device::Cpu).unwrap()
+    support::reference_model(name)
 }
 
 const DIM: i64 = 16;

@@ -11,16 +11,13 @@ use gibbon::attack::{
     AttackOptions, AttackRecord, Boundary, Chunk, Hsj, Rays, TensorSource, BOUNDARY_QUERIES,
     HSJ_QUERIES, RAYS_QUERIES,
 };
-use gibbon::data::{DataSpec, Dataset, Split};
+use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
-use gibbon::model::{
-    load_model, BuiltinModel, Classifier, LabelModel, LabelOracle, ModelSpec, PredictionsOf,
-};
+use gibbon::model::{BuiltinModel, Classifier, LabelModel, LabelOracle, PredictionsOf};
 use gibbon::threat::{Goal, Knowledge, Norm, TargetSelection, ThreatModel};
 use std::cell::Cell;
-use std::path::PathBuf;
 use std::time::Instant;
-use support::linear;
+use support::{linear, mnist};
 use tch::{Device, Kind, Tensor};
 
 // ---------------------------------------------------------------------------------------------
@@ -480,20 +477,9 @@ fn targeted_attacks_reach_the_target_of_a_three_class_linear_model() {
 // ---------------------------------------------------------------------------------------------
 // The standard reference MNIST model.
 
-fn shared() -> PathBuf {
-    std::env::var_os("GIBBON_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
-
-fn mnist(n: usize) -> Dataset {
-    Dataset::load(&DataSpec::Idx(shared().join("data/mnist")), Split::Test, Some(n)).unwrap()
-}
-
 fn reference_model(name: &str) -> Box<dyn Classifier> {
     one_thread();
-    let path = shared().join(format!("reference/mnist_smallcnn_{name}.pt"));
-    load_model(&ModelSpec::TorchScript(path), None, &[1, 28, 28], 10, Device::Cpu).unwrap()
+    support::reference_model(name)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

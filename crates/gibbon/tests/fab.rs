@@ -11,11 +11,10 @@ use gibbon::attack::{
 };
 use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
-use gibbon::model::{load_model, BuiltinModel, Classifier, ModelSpec};
+use gibbon::model::{BuiltinModel, Classifier};
 use gibbon::threat::{InputBox, Norm, ThreatModel};
-use std::path::PathBuf;
 use std::time::Instant;
-use support::linear;
+use support::{linear, shared};
 use tch::{Device, Kind, Tensor};
 
 const DIM: i64 = 20;
@@ -313,15 +312,8 @@ fn per_sample_results_do_not_depend_on_the_batch_size() {
     }
 }
 
-fn shared() -> PathBuf {
-    std::env::var_os("GIBBON_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
-
 fn adv_reference_model() -> Box<dyn Classifier> {
-    let path = shared().join("reference/mnist_smallcnn_adv.pt");
-    load_model(&ModelSpec::TorchScript(path), None, &[1, 28, 28], 10, Device::Cpu).unwrap()
+    support::reference_model("adv")
 }
 
 /// Slow on a loaded machine (each FAB step is one forward and ten backward passes of the CNN;

@@ -10,13 +10,12 @@
 mod support;
 
 use gibbon::attack::AttackOptions;
-use gibbon::data::{DataSpec, Dataset, Split};
+use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
 use gibbon::model::{load_model, BuiltinModel, Classifier, ModelSpec};
 use gibbon::threat::{Norm, ThreatModel};
-use std::path::PathBuf;
 use std::time::Instant;
-use support::linear;
+use support::{linear, mnist, shared};
 use tch::{Device, Tensor};
 
 const DIM: i64 = 20;
@@ -127,16 +126,6 @@ fn l1_and_non_l2_threats_are_rejected() {
     assert!(gibbon::attack::build_attack("deepfool", &l1, &options).is_err());
     assert!(gibbon::attack::build_attack("cw", &linf, &options).is_err());
     assert!(gibbon::attack::build_attack("cw", &l1, &options).is_err());
-}
-
-fn shared() -> PathBuf {
-    std::env::var_os("GIBBON_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
-
-fn mnist(n: usize) -> Dataset {
-    Dataset::load(&DataSpec::Idx(shared().join("data/mnist")), Split::Test, Some(n)).unwrap()
 }
 
 fn std_model() -> Box<dyn Classifier> {

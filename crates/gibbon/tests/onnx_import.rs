@@ -3,7 +3,9 @@
 //! input gradients for the ResNet- and transformer-style graphs; the reference SmallCNN .onnx
 //! files match their TorchScript twins in logits, input gradients and PGD outcomes; malformed
 //! and unsupported files are clean errors, never panics.
-use gibbon::data::{DataSpec, Dataset, Split};
+mod support;
+
+use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
 use gibbon::model::onnx::{inspect, OnnxGraph};
 use gibbon::model::{load_model, Classifier, ModelSpec, OnnxModel};
@@ -11,16 +13,11 @@ use gibbon::threat::{Norm, ThreatModel};
 use gibbon::GibbonError;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use support::{mnist, shared};
 use tch::{Device, Kind, Tensor};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/onnx"))
-}
-
-fn shared() -> PathBuf {
-    std::env::var_os("GIBBON_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
 }
 
 fn npz(path: &Path) -> Vec<(String, Tensor)> {
@@ -176,12 +173,8 @@ fn external_data_is_read_from_beside_the_model() {
     assert!(err.is_user_error() && err.to_string().contains("external_data_o13.weights"), "{err}");
 }
 
-fn mnist(n: usize) -> Dataset {
-    Dataset::load(&DataSpec::Idx(shared().join("data/mnist")), Split::Test, Some(n)).unwrap()
-}
-
 fn reference(name: &str, ext: &str) -> Box<dyn Classifier> {
-    let path = shared().join(format!("reference/mnist_smallcnn_{name}.{ext}"));
+    let path = support::reference_path(name, ext);
     let spec: ModelSpec = path.to_str().unwrap().parse().unwrap();
     load_model(&spec, None, &[1, 28, 28], 10, Device::Cpu).unwrap()
 }

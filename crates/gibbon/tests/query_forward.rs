@@ -2,27 +2,18 @@
 //! agree with the model's own to float rounding, never change a predicted class (rows near a
 //! decision boundary get the model's own logits), and do not depend on the batch size or the
 //! thread count.
-use gibbon::data::{DataSpec, Dataset, Split};
+mod support;
+
 use gibbon::model::frozen::AGREEMENT_TOLERANCE;
 use gibbon::model::{Classifier, TorchScriptModel};
-use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
-fn shared() -> PathBuf {
-    std::env::var_os("GIBBON_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
-
 fn reference(name: &str) -> TorchScriptModel {
-    let path = shared().join(format!("reference/mnist_smallcnn_{name}.pt"));
-    TorchScriptModel::load(&path, &[1, 28, 28], Device::Cpu).unwrap()
+    TorchScriptModel::load(&support::reference_path(name, "pt"), &[1, 28, 28], Device::Cpu).unwrap()
 }
 
 fn mnist(n: usize) -> Tensor {
-    let data =
-        Dataset::load(&DataSpec::Idx(shared().join("data/mnist")), Split::Test, Some(n)).unwrap();
-    data.try_batch(&(0..n).collect::<Vec<_>>(), Device::Cpu).unwrap()
+    support::mnist(n).try_batch(&(0..n).collect::<Vec<_>>(), Device::Cpu).unwrap()
 }
 
 /// Clean images and noisy copies (values that are not multiples of 1/255).

@@ -1,23 +1,14 @@
 //! The PyTorch-trained reference models in ../shared/reference: clean accuracy equals the
 //! reference, PGD-40 is at least as strong as torchattacks, TorchScript and safetensors agree,
 //! and results do not depend on the batch size; the stream file resumes to the same result.
-use gibbon::data::{DataSpec, Dataset, Split};
+mod support;
+
+use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
 use gibbon::model::{load_model, Arch, Classifier, ModelSpec};
 use gibbon::threat::{Norm, ThreatModel};
-use std::path::PathBuf;
+use support::{mnist, shared};
 use tch::Device;
-
-fn shared() -> PathBuf {
-    std::env::var_os("GIBBON_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
-
-fn mnist(n: usize) -> Dataset {
-    let spec = DataSpec::Idx(shared().join("data/mnist"));
-    Dataset::load(&spec, Split::Test, Some(n)).unwrap()
-}
 
 fn model(name: &str, via: &str) -> Box<dyn Classifier> {
     let dir = shared().join("reference");

@@ -2,7 +2,9 @@
 //! in-process model's query scores bit for bit and the same Square attack results; misbehaving servers
 //! (down, slow, garbage, wrong shapes, 5xx, labels only) give a clear error or a retry, never a
 //! wrong result; white-box attacks fail with the no-gradients error.
-use gibbon::data::{DataSpec, Dataset, Split};
+mod support;
+
+use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalSettings, RunInfo};
 use gibbon::model::remote::NO_GRADIENTS;
 use gibbon::model::{
@@ -12,21 +14,12 @@ use gibbon::model::{
 use gibbon::threat::{Norm, ThreatModel};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use support::{mnist, shared};
 use tch::{Device, Kind, Tensor};
-
-fn shared() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"))
-}
-
-fn mnist(n: usize) -> Dataset {
-    let spec = DataSpec::Idx(shared().join("data/mnist"));
-    Dataset::load(&spec, Split::Test, Some(n)).unwrap()
-}
 
 fn load(spec: ModelSpec) -> Box<dyn Classifier> {
     load_model(&spec, None, &[1, 28, 28], 10, Device::Cpu).unwrap()

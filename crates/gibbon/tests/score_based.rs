@@ -10,13 +10,12 @@ use gibbon::attack::{
     dct2, dct_matrix, idct2, AttackOptions, AttackRecord, Chunk, Nes, Simba, SimbaBasis,
     TensorSource,
 };
-use gibbon::data::{DataSpec, Dataset, Split};
+use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
-use gibbon::model::{load_model, BuiltinModel, Classifier, ModelSpec, ScoreOracle, ScoresOf};
+use gibbon::model::{BuiltinModel, Classifier, ScoreOracle, ScoresOf};
 use gibbon::threat::{Goal, Norm, TargetSelection, ThreatModel};
-use std::path::PathBuf;
 use std::time::Instant;
-use support::linear;
+use support::{linear, mnist};
 use tch::{Device, Kind, Tensor};
 
 /// One intra-op thread: on a shared 2-core machine 2-thread libtorch is several times slower
@@ -25,21 +24,9 @@ fn one_thread() {
     tch::set_num_threads(1);
 }
 
-fn shared() -> PathBuf {
-    std::env::var_os("GIBBON_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
-
-fn mnist(n: usize) -> Dataset {
-    let spec = DataSpec::Idx(shared().join("data/mnist"));
-    Dataset::load(&spec, Split::Test, Some(n)).unwrap()
-}
-
 fn reference_model(name: &str) -> Box<dyn Classifier> {
     one_thread();
-    let path = shared().join(format!("reference/mnist_smallcnn_{name}.pt"));
-    load_model(&ModelSpec::TorchScript(path), None, &[1, 28, 28], 10, Device::Cpu).unwrap()
+    support::reference_model(name)
 }
 
 fn threat(norm: Norm, eps: f64, queries: Option<usize>) -> ThreatModel {

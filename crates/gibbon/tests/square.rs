@@ -9,16 +9,13 @@ mod support;
 use gibbon::attack::{
     AttackOptions, AttackRecord, Chunk, Square, SquareConfig, TensorSource, SQUARE_P_INIT,
 };
-use gibbon::data::{DataSpec, Dataset, Split};
+use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
-use gibbon::model::{
-    load_model, BuiltinModel, Classifier, ModelSpec, ScoreModel, ScoreOracle, ScoresOf,
-};
+use gibbon::model::{BuiltinModel, Classifier, ScoreModel, ScoreOracle, ScoresOf};
 use gibbon::threat::{Goal, Norm, TargetSelection, ThreatModel};
 use std::cell::Cell;
-use std::path::PathBuf;
 use std::time::Instant;
-use support::linear;
+use support::{linear, mnist};
 use tch::{Device, Tensor};
 
 // ---------------------------------------------------------------------------------------------
@@ -114,21 +111,9 @@ fn targeted_square_reaches_the_target_of_a_linear_model() {
 // ---------------------------------------------------------------------------------------------
 // Reference models.
 
-fn shared() -> PathBuf {
-    std::env::var_os("GIBBON_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
-
-fn mnist(n: usize) -> Dataset {
-    let spec = DataSpec::Idx(shared().join("data/mnist"));
-    Dataset::load(&spec, Split::Test, Some(n)).unwrap()
-}
-
 fn reference_model(name: &str) -> Box<dyn Classifier> {
     one_thread();
-    let path = shared().join(format!("reference/mnist_smallcnn_{name}.pt"));
-    load_model(&ModelSpec::TorchScript(path), None, &[1, 28, 28], 10, Device::Cpu).unwrap()
+    support::reference_model(name)
 }
 
 fn linf(eps: f64, queries: usize) -> ThreatModel {

@@ -7,32 +7,20 @@ mod support;
 use gibbon::attack::{
     build_attack, AttackContext, AttackOptions, AttackRecord, Chunk, TensorSource,
 };
-use gibbon::data::{DataSpec, Dataset, Split};
+use gibbon::data::Dataset;
 use gibbon::eval::{
     evaluate, transfer_matrix, EvalSettings, RunInfo, TransferMatrix, TransferSettings,
 };
 use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelSpec};
 use gibbon::threat::{Goal, Norm, TargetSelection, ThreatModel};
 use gibbon::GibbonError;
-use std::path::PathBuf;
-use support::linear;
+use support::{linear, mnist};
 use tch::{Device, Kind, Tensor};
-
-fn shared() -> PathBuf {
-    std::env::var_os("GIBBON_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
-
-fn mnist(n: usize) -> Dataset {
-    Dataset::load(&DataSpec::Idx(shared().join("data/mnist")), Split::Test, Some(n)).unwrap()
-}
 
 /// The reference SmallCNN (`std` or `adv`) from its safetensors weights (the same per-sample
 /// results as the TorchScript file, see reference_models.rs, without TorchScript's warm-up).
 fn reference(name: &str) -> Box<dyn Classifier> {
-    let path = shared().join(format!("reference/mnist_smallcnn_{name}.safetensors"));
-    let spec = ModelSpec::Safetensors(path);
+    let spec = ModelSpec::Safetensors(support::reference_path(name, "safetensors"));
     load_model(&spec, Some(Arch::SmallCnn), &[1, 28, 28], 10, Device::Cpu).unwrap()
 }
 
