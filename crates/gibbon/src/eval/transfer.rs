@@ -22,7 +22,7 @@
 //! Each cell carries a 95% Clopper-Pearson interval. The white-box success of a surrogate (its
 //! examples evaluated on itself) uses the same definition, so a surrogate that is also a target
 //! has that number on its diagonal.
-use super::verify::Containment;
+use super::verify::check_contained;
 use super::{choose_targets, clopper_pearson, progress_bar, DataInfo, DatasetSource, RunInfo};
 use crate::attack::{build_attack, AttackContext, AttackOptions, AttackRecord};
 use crate::data::Dataset;
@@ -536,8 +536,9 @@ fn predictions(model: &dyn LabelModel, x: &Tensor) -> Result<Vec<i64>> {
     Ok(Vec::try_from(model.labels(&x.to_device(model.device()))?)?)
 }
 
-/// The perturbation norms of `x_adv`; an error naming the sample if any example is not finite,
-/// leaves the box or exceeds ε (a bug in the attack, never a result).
+/// The perturbation norms of `x_adv` (the verifier's containment check); an error naming the
+/// sample, the attack and the surrogate if any example is outside the threat model (a bug in
+/// the attack, never a result).
 fn check_inside(
     threat: &ThreatModel,
     indices: &[usize],
@@ -546,27 +547,10 @@ fn check_inside(
     attack: &str,
     surrogate: &dyn Classifier,
 ) -> Result<Vec<f64>> {
-    if x.size() != x_adv.size() {
-        return Err(GibbonError::Verification(format!(
-            "{attack} returned shape {:?} for inputs of shape {:?}",
-            x_adv.size(),
-            x.size()
-        )));
-    }
-    let measured = Containment::measure(threat, x, x_adv)?;
-    if let Some(j) = (0..indices.len()).find(|&j| !measured.inside(threat, j)) {
-        return Err(GibbonError::Verification(format!(
-            "sample {}: the {attack} example crafted on {} is outside the threat model (finite: \
-             {}, range [{}, {}], {} norm {} for eps {})",
-            indices[j],
-            surrogate.info().path,
-            measured.finite[j],
-            measured.lo[j],
-            measured.hi[j],
-            threat.norm,
-            measured.norms[j],
-            threat.eps
-        )));
-    }
-    Ok(measured.norms)
+    check_contained(threat, indices, x, x_adv).map_err(|e| match e {
+        GibbonError::Verification(m) => {
+            GibbonError::Verification(format!("{attack} crafted on {}: {m}", surrogate.info().path))
+        }
+        other => other,
+    })
 }

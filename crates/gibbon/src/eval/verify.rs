@@ -54,6 +54,44 @@ impl Containment {
     }
 }
 
+/// The perturbation norms of `x_adv` against `x`; an error naming the sample when an example
+/// has the wrong shape, is not finite, leaves the box or exceeds ε (+ [`NORM_TOLERANCE`]).
+pub(crate) fn check_contained(
+    threat: &ThreatModel,
+    indices: &[usize],
+    x: &Tensor,
+    x_adv: &Tensor,
+) -> Result<Vec<f64>> {
+    if x.size() != x_adv.size() {
+        return Err(GibbonError::Verification(format!(
+            "attack returned shape {:?} for inputs of shape {:?}",
+            x_adv.size(),
+            x.size()
+        )));
+    }
+    let Containment { finite, lo, hi, norms } = Containment::measure(threat, x, x_adv)?;
+    for (i, &index) in indices.iter().enumerate() {
+        if !finite[i] {
+            return Err(GibbonError::Verification(format!(
+                "sample {index}: example has non-finite values"
+            )));
+        }
+        if lo[i] < threat.bounds.lo || hi[i] > threat.bounds.hi {
+            return Err(GibbonError::Verification(format!(
+                "sample {index}: example leaves the box [{}, {}] (range [{}, {}])",
+                threat.bounds.lo, threat.bounds.hi, lo[i], hi[i]
+            )));
+        }
+        if norms[i] > threat.eps + NORM_TOLERANCE {
+            return Err(GibbonError::Verification(format!(
+                "sample {index}: {} norm {} exceeds eps {} + {NORM_TOLERANCE}",
+                threat.norm, norms[i], threat.eps
+            )));
+        }
+    }
+    Ok(norms)
+}
+
 /// Verifies a batch: `x` clean inputs, `x_adv` returned examples, `labels`, optional `targets`.
 /// `indices` name the samples in errors.
 pub fn verify_batch(
@@ -83,33 +121,7 @@ pub fn verify_batch_repeated(
     passes: usize,
 ) -> Result<Vec<Verdict>> {
     let passes = passes.max(1);
-    if x.size() != x_adv.size() {
-        return Err(GibbonError::Verification(format!(
-            "attack returned shape {:?} for inputs of shape {:?}",
-            x_adv.size(),
-            x.size()
-        )));
-    }
-    let Containment { finite, lo, hi, norms } = Containment::measure(threat, x, x_adv)?;
-    for (i, &index) in indices.iter().enumerate() {
-        if !finite[i] {
-            return Err(GibbonError::Verification(format!(
-                "sample {index}: example has non-finite values"
-            )));
-        }
-        if lo[i] < threat.bounds.lo || hi[i] > threat.bounds.hi {
-            return Err(GibbonError::Verification(format!(
-                "sample {index}: example leaves the box [{}, {}] (range [{}, {}])",
-                threat.bounds.lo, threat.bounds.hi, lo[i], hi[i]
-            )));
-        }
-        if norms[i] > threat.eps + NORM_TOLERANCE {
-            return Err(GibbonError::Verification(format!(
-                "sample {index}: {} norm {} exceeds eps {} + {NORM_TOLERANCE}",
-                threat.norm, norms[i], threat.eps
-            )));
-        }
-    }
+    let norms = check_contained(threat, indices, x, x_adv)?;
     let n = indices.len();
     let mut wins = vec![0usize; n];
     let mut last: Vec<[Option<(i64, f64)>; 2]> = vec![[None, None]; n];
