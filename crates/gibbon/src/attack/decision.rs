@@ -30,13 +30,13 @@
 //! The budget is queries per sample; `threat.budget.steps` and `restarts` are not used (one run
 //! per sample). All randomness is drawn per sample from [`RngKey`] (seed, dataset index, iteration, stream),
 //! so per-sample results do not depend on the batch size or on how rounds are scheduled.
-use super::{AttackRecord, HostSample, SampleSource};
+use super::{batch_tensor, sample_tensor, AttackRecord, HostSample, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::model::LabelOracle;
 use crate::random::RngKey;
 use crate::threat::{Norm, ThreatModel};
 use std::collections::HashMap;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 /// Probe rows per oracle call when the batch size is smaller.
 const MIN_ROUND_ROWS: usize = 1024;
@@ -320,9 +320,7 @@ pub(super) fn run<S: Search>(
         offset = offset.wrapping_add(1);
 
         if !indices.is_empty() {
-            let mut full = vec![indices.len() as i64];
-            full.extend(&space.shape);
-            let x = Tensor::from_slice(&points).view(full.as_slice()).to_device(space.device);
+            let x = batch_tensor(&points, indices.len(), &space.shape, space.device);
             let labels: Vec<i64> = Vec::try_from(
                 oracle.labels(&indices, &x)?.to_device(Device::Cpu).to_kind(Kind::Int64),
             )?;
@@ -366,8 +364,7 @@ fn record(
     threat: &ThreatModel,
     queries: u64,
 ) -> Result<AttackRecord> {
-    let tensor =
-        |v: &[f32]| Tensor::from_slice(v).view(space.shape.as_slice()).to_device(space.device);
+    let tensor = |v: &[f32]| sample_tensor(v, &space.shape, space.device);
     let x0 = tensor(&subject.x0);
     Ok(match subject.best {
         Some(best) if best.norm <= threat.eps => AttackRecord {

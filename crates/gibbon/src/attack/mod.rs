@@ -114,7 +114,41 @@ impl Chunk {
 pub(crate) fn batch_tensor(values: &[f32], n: usize, shape: &[i64], device: tch::Device) -> Tensor {
     let mut full = vec![n as i64];
     full.extend(shape);
-    Tensor::from_slice(values).view(full.as_slice()).to_device(device)
+    sample_tensor(values, &full, device)
+}
+
+/// One flattened sample from `values` as a tensor of shape `shape` on `device`.
+pub(crate) fn sample_tensor(values: &[f32], shape: &[i64], device: tch::Device) -> Tensor {
+    Tensor::from_slice(values).view(shape).to_device(device)
+}
+
+/// A sample seen as `c` channels of `h × w` (leading dimensions are channels; 1-D inputs are a
+/// single row), for query attacks that work on host vectors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Layout {
+    /// The layout of one sample of `shape`.
+    pub fn of(shape: &[i64]) -> Layout {
+        let dims: Vec<usize> = shape.iter().map(|&v| v.max(1) as usize).collect();
+        match dims.len() {
+            0 => Layout { c: 1, h: 1, w: 1 },
+            1 => Layout { c: 1, h: 1, w: dims[0] },
+            n => Layout { c: dims[..n - 2].iter().product(), h: dims[n - 2], w: dims[n - 1] },
+        }
+    }
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    /// Flat index of channel `c`, row `i`, column `j`.
+    pub fn at(&self, c: usize, i: usize, j: usize) -> usize {
+        (c * self.h + i) * self.w + j
+    }
 }
 
 /// Where an attack gets its samples from; lets an attack refill its batch as samples finish.

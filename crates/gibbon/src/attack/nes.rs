@@ -26,7 +26,8 @@
 //! lowest-loss iterate. Noise depends only on (seed, sample, iteration), so results do not
 //! depend on the batch size.
 use super::{
-    batch_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample, SampleSource,
+    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample,
+    SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
@@ -406,7 +407,7 @@ impl Row {
     fn failure(&self, shape: &[i64], device: Device, queries: u64) -> AttackRecord {
         AttackRecord {
             index: self.index,
-            x_adv: Tensor::from_slice(&self.best).view(shape).to_device(device),
+            x_adv: sample_tensor(&self.best, shape, device),
             claimed_success: false,
             step: None,
             restart: 0,

@@ -48,7 +48,8 @@
 //! 10,000 queries per sample, the paper's untargeted ImageNet limit). Directions, their order and
 //! signs depend only on (seed, sample, pass), so results do not depend on the batch size.
 use super::{
-    batch_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample, SampleSource,
+    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample,
+    Layout, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
@@ -245,7 +246,7 @@ impl Simba {
                 if row.success(z) {
                     sink(AttackRecord {
                         index: row.index,
-                        x_adv: Tensor::from_slice(point).view(shape.as_slice()).to_device(device),
+                        x_adv: sample_tensor(point, &shape, device),
                         claimed_success: true,
                         step: Some(row.directions),
                         restart: 0,
@@ -421,7 +422,7 @@ impl Row {
     fn failure(&self, shape: &[i64], device: Device, queries: u64) -> AttackRecord {
         AttackRecord {
             index: self.index,
-            x_adv: Tensor::from_slice(&self.current).view(shape).to_device(device),
+            x_adv: sample_tensor(&self.current, shape, device),
             claimed_success: false,
             step: None,
             restart: 0,
@@ -458,29 +459,6 @@ impl Row {
             directions: 0,
             idle: 0,
         }
-    }
-}
-
-/// A sample seen as `c` channels of `h × w` (leading dimensions are channels; 1-D inputs are a
-/// single row).
-#[derive(Debug, Clone, Copy)]
-struct Layout {
-    c: usize,
-    h: usize,
-    w: usize,
-}
-
-impl Layout {
-    fn of(shape: &[i64]) -> Layout {
-        let dims: Vec<usize> = shape.iter().map(|&v| v.max(1) as usize).collect();
-        match dims.len() {
-            0 => Layout { c: 1, h: 1, w: 1 },
-            1 => Layout { c: 1, h: 1, w: dims[0] },
-            n => Layout { c: dims[..n - 2].iter().product(), h: dims[n - 2], w: dims[n - 1] },
-        }
-    }
-    fn len(&self) -> usize {
-        self.c * self.h * self.w
     }
 }
 

@@ -26,7 +26,8 @@
 //! counter-based generator per (seed, sample, iteration), so results do not depend on the batch.
 use super::loss::{cross_entropy_objective, margin, success_mask};
 use super::{
-    batch_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample, SampleSource,
+    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample,
+    Layout, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
@@ -171,9 +172,6 @@ impl Square {
             let indices: Vec<usize> = rows.iter().map(|r| r.index).collect();
             let scores =
                 model.scores(&indices, &candidates)?.to_kind(Kind::Float).to_device(Device::Cpu);
-            for row in rows.iter_mut() {
-                row.queries = model.used(row.index);
-            }
             let labels = Tensor::from_slice(&rows.iter().map(|r| r.label).collect::<Vec<_>>());
             let targets = if targeted == Some(true) {
                 Some(Tensor::from_slice(
@@ -201,7 +199,7 @@ impl Square {
                         claimed_success: true,
                         step: Some(row.iteration),
                         restart: 0,
-                        queries: row.queries,
+                        queries: model.used(row.index),
                         min_norm: None,
                     })?;
                     continue;
@@ -210,16 +208,14 @@ impl Square {
                     row.best_loss = loss[i];
                     row.best.copy_from_slice(point);
                 }
-                if row.queries >= budget {
+                if model.used(row.index) >= budget {
                     sink(AttackRecord {
                         index: row.index,
-                        x_adv: Tensor::from_slice(&row.best)
-                            .view(sample_shape.as_slice())
-                            .to_device(device),
+                        x_adv: sample_tensor(&row.best, &sample_shape, device),
                         claimed_success: false,
                         step: None,
                         restart: 0,
-                        queries: row.queries,
+                        queries: model.used(row.index),
                         min_norm: None,
                     })?;
                     continue;
@@ -297,7 +293,6 @@ struct Row {
     x0: Vec<f32>,
     best: Vec<f32>,
     best_loss: f32,
-    queries: u64,
     /// Proposals made so far (0 while the start point is being queried).
     iteration: usize,
 }
@@ -312,35 +307,8 @@ impl Row {
             best: s.x0.clone(),
             x0: s.x0,
             best_loss: f32::INFINITY,
-            queries: 0,
             iteration: 0,
         }
-    }
-}
-
-/// A sample seen as `c` channels of `h × w` (leading dimensions are channels; 1-D inputs are a
-/// single row).
-#[derive(Debug, Clone, Copy)]
-struct Layout {
-    c: usize,
-    h: usize,
-    w: usize,
-}
-
-impl Layout {
-    fn of(shape: &[i64]) -> Layout {
-        let dims: Vec<usize> = shape.iter().map(|&v| v.max(1) as usize).collect();
-        match dims.len() {
-            0 => Layout { c: 1, h: 1, w: 1 },
-            1 => Layout { c: 1, h: 1, w: dims[0] },
-            n => Layout { c: dims[..n - 2].iter().product(), h: dims[n - 2], w: dims[n - 1] },
-        }
-    }
-    fn len(&self) -> usize {
-        self.c * self.h * self.w
-    }
-    fn at(&self, c: usize, i: usize, j: usize) -> usize {
-        (c * self.h + i) * self.w + j
     }
 }
 
