@@ -96,8 +96,7 @@ impl ModelServer {
                 arch: source.arch.clone(),
             }),
         };
-        let info = serde_json::to_string(&info)
-            .map_err(|e| GibbonError::Internal(format!("encoding /info: {e}")))?;
+        let info = encode(&info)?;
         while !shutdown.load(Ordering::Relaxed) {
             match self.server.recv_timeout(Duration::from_millis(100)) {
                 Ok(Some(request)) => handle(request, model, output, &info),
