@@ -19,7 +19,8 @@
 //! (Foolbox's 25,000 steps take about 27,500), `threat.budget.queries` overrides it; no sample
 //! ever exceeds it. The minimum-norm contract of [`super::min_norm`] decides what is returned;
 //! without `minimize` a sample stops as soon as it holds an adversarial point within ε.
-use super::decision::{self, l2_norm, Search, Settings, Space, StartSearch, StartStatus, Subject};
+use super::decision::{self, Search, Settings, Space, StartSearch, StartStatus, Subject};
+use super::host::l2_norm;
 use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::model::{LabelOracle, PredictionsOf, QueryLog};
@@ -83,10 +84,7 @@ impl Boundary {
     /// 25,000).
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
         check_norm(threat.norm)?;
-        let queries = threat.budget.queries.unwrap_or(BOUNDARY_QUERIES);
-        if queries == 0 {
-            return Err(GibbonError::invalid("queries", "must be at least 1"));
-        }
+        let queries = threat.query_budget(BOUNDARY_QUERIES)?;
         Ok(Boundary {
             config: BoundaryConfig {
                 queries,

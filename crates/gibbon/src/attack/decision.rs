@@ -30,6 +30,7 @@
 //! The budget is queries per sample; `threat.budget.steps` and `restarts` are not used (one run
 //! per sample). All randomness is drawn per sample from [`RngKey`] (seed, dataset index, iteration, stream),
 //! so per-sample results do not depend on the batch size or on how rounds are scheduled.
+use super::host::reaches_goal;
 use super::{batch_tensor, sample_tensor, AttackRecord, HostSample, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::model::LabelOracle;
@@ -113,11 +114,6 @@ pub(super) fn distance(norm: Norm, x0: &[f32], x: &[f32]) -> f64 {
         Norm::Linf => diffs.fold(0.0, |m, v| m.max(v.abs())),
         Norm::L1 => diffs.map(f64::abs).sum(),
     }
-}
-
-/// Euclidean length of a float64 vector.
-pub(super) fn l2_norm(v: &[f64]) -> f64 {
-    v.iter().map(|a| a * a).sum::<f64>().sqrt()
 }
 
 /// An adversarial point the model was asked about.
@@ -329,10 +325,7 @@ pub(super) fn run<S: Search>(
                 let row = &mut pool[i];
                 let adversarial: Vec<bool> = labels[at..at + got]
                     .iter()
-                    .map(|&l| match row.subject.target {
-                        Some(t) => l == t,
-                        None => l != row.subject.label,
-                    })
+                    .map(|&l| reaches_goal(l, row.subject.label, row.subject.target))
                     .collect();
                 let answered = &points[at * d..(at + got) * d];
                 row.subject.observe(space, answered, &adversarial);

@@ -27,10 +27,11 @@
 //! what is returned; without `minimize` a sample stops as soon as it holds an adversarial point
 //! within ε.
 use super::decision::{
-    self, l2_norm, Bisection, Path, Search, Settings, Space, StartSearch, StartStatus, Subject,
+    self, Bisection, Path, Search, Settings, Space, StartSearch, StartStatus, Subject,
 };
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
-use crate::error::{GibbonError, Result};
+use super::host::{l2_norm, normalize, sign};
+use super::{refuse_l1, Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use crate::error::Result;
 use crate::model::{LabelOracle, PredictionsOf, QueryLog};
 use crate::threat::{Knowledge, Norm, ThreatModel};
 
@@ -82,22 +83,12 @@ pub struct Hsj {
     pub log: Option<QueryLog>,
 }
 
-fn check_norm(norm: Norm) -> Result<()> {
-    if norm == Norm::L1 {
-        return Err(GibbonError::invalid("norm", "hsj supports the l2 and linf norms, not l1"));
-    }
-    Ok(())
-}
-
 impl Hsj {
     /// HopSkipJump for `threat` (L2 or L∞); the budget is `threat.budget.queries` (default
     /// 25,000).
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
-        check_norm(threat.norm)?;
-        let queries = threat.budget.queries.unwrap_or(HSJ_QUERIES);
-        if queries == 0 {
-            return Err(GibbonError::invalid("queries", "must be at least 1"));
-        }
+        refuse_l1("hsj", threat.norm)?;
+        let queries = threat.query_budget(HSJ_QUERIES)?;
         Ok(Hsj {
             config: HsjConfig {
                 queries,
@@ -121,7 +112,7 @@ impl Hsj {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        check_norm(threat.norm)?;
+        refuse_l1("hsj", threat.norm)?;
         let settings =
             Settings { name: "hsj", threat, seed, batch_size, minimize: self.config.minimize };
         decision::run(&HsjSearch { config: &self.config }, oracle, &settings, source, sink)
@@ -230,10 +221,7 @@ impl HsjSearch<'_> {
             Norm::Linf => key.uniform(space.d).into_iter().map(|v| 2.0 * v - 1.0).collect(),
             _ => key.normal(space.d),
         };
-        let n = l2_norm(&u);
-        if n > 0.0 {
-            u.iter_mut().for_each(|v| *v /= n);
-        }
+        normalize(&mut u);
         u
     }
 }
@@ -398,18 +386,7 @@ impl Search for HsjSearch<'_> {
                     return;
                 }
                 let update: Vec<f64> = match space.norm {
-                    Norm::Linf => gradient
-                        .iter()
-                        .map(|&v| {
-                            if v > 0.0 {
-                                1.0
-                            } else if v < 0.0 {
-                                -1.0
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect(),
+                    Norm::Linf => gradient.iter().map(|&v| sign(v)).collect(),
                     _ => gradient.iter().map(|v| v / length).collect(),
                 };
                 let k = (state.iteration + 1) as f64;

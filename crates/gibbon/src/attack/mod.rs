@@ -14,6 +14,7 @@ mod deepfool;
 mod difgsm;
 mod fab;
 mod fgsm;
+mod host;
 mod hsj;
 mod loss;
 mod mifgsm;
@@ -115,6 +116,14 @@ pub(crate) fn batch_tensor(values: &[f32], n: usize, shape: &[i64], device: tch:
     let mut full = vec![n as i64];
     full.extend(shape);
     sample_tensor(values, &full, device)
+}
+
+/// Refuses the L1 norm for an attack that supports L∞ and L2 only (`attack` names it).
+pub(crate) fn refuse_l1(attack: &str, norm: crate::threat::Norm) -> Result<()> {
+    if norm == crate::threat::Norm::L1 {
+        return Err(GibbonError::invalid("norm", format!("{attack} supports linf and l2, not l1")));
+    }
+    Ok(())
 }
 
 /// One flattened sample from `values` as a tensor of shape `shape` on `device`.

@@ -25,9 +25,10 @@
 //! (AttackRecord::step counts the PGD steps before it); an unbroken sample returns its
 //! lowest-loss iterate. Noise depends only on (seed, sample, iteration), so results do not
 //! depend on the batch size.
+use super::host::{argmax, l2_norm, log_sum_exp, reaches_goal, sign};
 use super::{
-    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample,
-    SampleSource,
+    batch_tensor, refuse_l1, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord,
+    HostSample, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
@@ -87,11 +88,8 @@ impl Nes {
     /// NES for `threat` (L∞ or L2); budget `threat.budget.queries` (default 10,000), step
     /// `options.alpha` (default ε/5).
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
-        check_norm(threat.norm)?;
-        let queries = threat.budget.queries.unwrap_or(NES_QUERIES);
-        if queries == 0 {
-            return Err(GibbonError::invalid("queries", "must be at least 1"));
-        }
+        refuse_l1("nes", threat.norm)?;
+        let queries = threat.query_budget(NES_QUERIES)?;
         let step = options.alpha.unwrap_or(NES_STEP_FRACTION * threat.eps);
         if !step.is_finite() || step < 0.0 {
             return Err(GibbonError::invalid("alpha", format!("{step} must be finite and >= 0")));
@@ -126,7 +124,7 @@ impl Nes {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        check_norm(threat.norm)?;
+        refuse_l1("nes", threat.norm)?;
         let n = self.population();
         let pairs = n / 2;
         let rows_per_pass = batch_size.max(1);
@@ -271,13 +269,6 @@ impl Nes {
     }
 }
 
-fn check_norm(norm: Norm) -> Result<()> {
-    if norm == Norm::L1 {
-        return Err(GibbonError::invalid("norm", "nes supports linf and l2, not l1"));
-    }
-    Ok(())
-}
-
 impl Attack for Nes {
     fn name(&self) -> &'static str {
         "nes"
@@ -341,16 +332,7 @@ struct Row {
 
 impl Row {
     fn success(&self, z: &[f64]) -> bool {
-        let mut pred = 0;
-        for (i, &v) in z.iter().enumerate() {
-            if v > z[pred] {
-                pred = i;
-            }
-        }
-        match self.target {
-            None => pred as i64 != self.label,
-            Some(t) => pred as i64 == t,
-        }
+        reaches_goal(argmax(z) as i64, self.label, self.target)
     }
 
     /// The loss to lower: margin `z_y - max_{j≠y} z_j`, or cross-entropy to the target.
@@ -365,10 +347,7 @@ impl Row {
                     .fold(f64::NEG_INFINITY, |m, (_, &v)| m.max(v));
                 z[y] - other
             }
-            Some(t) => {
-                let top = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                top + z.iter().map(|v| (v - top).exp()).sum::<f64>().ln() - z[t as usize]
-            }
+            Some(t) => log_sum_exp(z) - z[t as usize],
         }
     }
 
@@ -377,7 +356,7 @@ impl Row {
         let direction: Vec<f64> = match norm {
             Norm::Linf => self.momentum.iter().map(|&g| sign(g)).collect(),
             _ => {
-                let length = self.momentum.iter().map(|g| g * g).sum::<f64>().sqrt();
+                let length = l2_norm(&self.momentum);
                 if length > 0.0 {
                     self.momentum.iter().map(|g| g / length).collect()
                 } else {
@@ -414,16 +393,6 @@ impl Row {
             queries,
             min_norm: None,
         }
-    }
-}
-
-fn sign(g: f64) -> f64 {
-    if g > 0.0 {
-        1.0
-    } else if g < 0.0 {
-        -1.0
-    } else {
-        0.0
     }
 }
 

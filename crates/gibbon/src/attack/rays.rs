@@ -72,10 +72,7 @@ impl Rays {
     /// RayS for an L∞ `threat`; the budget is `threat.budget.queries` (default 10,000).
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
         check_norm(threat.norm)?;
-        let queries = threat.budget.queries.unwrap_or(RAYS_QUERIES);
-        if queries == 0 {
-            return Err(GibbonError::invalid("queries", "must be at least 1"));
-        }
+        let queries = threat.query_budget(RAYS_QUERIES)?;
         Ok(Rays {
             config: RaysConfig { queries, tolerance: TOLERANCE, minimize: options.minimize },
             log: options.query_log.clone(),

@@ -47,9 +47,10 @@
 //! directions tried, 0 for the start point); an unbroken sample uses exactly its budget (default
 //! 10,000 queries per sample, the paper's untargeted ImageNet limit). Directions, their order and
 //! signs depend only on (seed, sample, pass), so results do not depend on the batch size.
+use super::host::{argmax, log_sum_exp, reaches_goal};
 use super::{
-    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample,
-    Layout, SampleSource,
+    batch_tensor, refuse_l1, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord,
+    HostSample, Layout, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
@@ -104,17 +105,12 @@ impl Simba {
     /// SimBA in `basis` for `threat` (L∞ or L2); the budget is `threat.budget.queries` (default
     /// 10,000), the step `options.alpha` (default ε for L∞, ε/4 for L2).
     pub fn new(threat: &ThreatModel, options: &AttackOptions, basis: SimbaBasis) -> Result<Self> {
+        refuse_l1("simba", threat.norm)?;
         let default_step = match threat.norm {
             Norm::Linf => threat.eps,
-            Norm::L2 => SIMBA_L2_STEP_FRACTION * threat.eps,
-            Norm::L1 => {
-                return Err(GibbonError::invalid("norm", "simba supports linf and l2, not l1"))
-            }
+            _ => SIMBA_L2_STEP_FRACTION * threat.eps,
         };
-        let queries = threat.budget.queries.unwrap_or(SIMBA_QUERIES);
-        if queries == 0 {
-            return Err(GibbonError::invalid("queries", "must be at least 1"));
-        }
+        let queries = threat.query_budget(SIMBA_QUERIES)?;
         let step = options.alpha.unwrap_or(default_step);
         if !step.is_finite() || step < 0.0 {
             return Err(GibbonError::invalid("alpha", format!("{step} must be finite and >= 0")));
@@ -143,9 +139,7 @@ impl Simba {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        if threat.norm == Norm::L1 {
-            return Err(GibbonError::invalid("norm", "simba supports linf and l2, not l1"));
-        }
+        refuse_l1("simba", threat.norm)?;
         let batch = batch_size.max(1);
         let device = oracle.device();
         let mut rows: Vec<Row> = Vec::new();
@@ -382,17 +376,12 @@ struct Row {
 
 impl Row {
     fn success(&self, z: &[f64]) -> bool {
-        let pred = argmax(z) as i64;
-        match self.target {
-            None => pred != self.label,
-            Some(t) => pred == t,
-        }
+        reaches_goal(argmax(z) as i64, self.label, self.target)
     }
 
     /// Log-probability of the label (untargeted) or minus that of the target (targeted).
     fn objective(&self, z: &[f64]) -> f64 {
-        let top = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let log_sum = top + z.iter().map(|v| (v - top).exp()).sum::<f64>().ln();
+        let log_sum = log_sum_exp(z);
         match self.target {
             None => z[self.label as usize] - log_sum,
             Some(t) => log_sum - z[t as usize],
@@ -430,16 +419,6 @@ impl Row {
             min_norm: None,
         }
     }
-}
-
-fn argmax(z: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, &v) in z.iter().enumerate() {
-        if v > z[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 impl Row {

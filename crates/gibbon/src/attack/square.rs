@@ -24,10 +24,11 @@
 //! first success (AttackRecord::step is the iteration, 0 for the start point) and freed rows
 //! are refilled from the source. Square positions, signs and orientations come from the
 //! counter-based generator per (seed, sample, iteration), so results do not depend on the batch.
+use super::host::{l2_norm, normalize};
 use super::loss::{cross_entropy_objective, margin, success_mask};
 use super::{
-    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, HostSample,
-    Layout, SampleSource,
+    batch_tensor, refuse_l1, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord,
+    HostSample, Layout, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
@@ -79,11 +80,8 @@ pub struct Square {
 impl Square {
     /// Square for `threat` (L∞ or L2); the budget is `threat.budget.queries` (default 5,000).
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
-        check_norm(threat.norm)?;
-        let queries = threat.budget.queries.unwrap_or(SQUARE_QUERIES);
-        if queries == 0 {
-            return Err(GibbonError::invalid("queries", "must be at least 1"));
-        }
+        refuse_l1("square", threat.norm)?;
+        let queries = threat.query_budget(SQUARE_QUERIES)?;
         Ok(Square {
             config: SquareConfig { queries, p_init: SQUARE_P_INIT },
             log: options.query_log.clone(),
@@ -109,7 +107,7 @@ impl Square {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        check_norm(threat.norm)?;
+        refuse_l1("square", threat.norm)?;
         let budget = self.config.queries as u64;
         if budget == 0 {
             return Err(GibbonError::invalid("queries", "must be at least 1"));
@@ -252,13 +250,6 @@ impl Square {
             }
         }
     }
-}
-
-fn check_norm(norm: Norm) -> Result<()> {
-    if norm == Norm::L1 {
-        return Err(GibbonError::invalid("norm", "square supports linf and l2, not l1"));
-    }
-    Ok(())
 }
 
 impl Attack for Square {
@@ -427,13 +418,6 @@ fn nested_rectangles(rows: usize, cols: usize) -> Vec<f64> {
     block
 }
 
-fn normalize(v: &mut [f64]) {
-    let n = v.iter().map(|a| a * a).sum::<f64>().sqrt();
-    if n > 0.0 {
-        v.iter_mut().for_each(|a| *a /= n);
-    }
-}
-
 /// The paper's L2 pattern: nested rectangles in the top half, minus nested rectangles in the
 /// bottom half, unit norm.
 fn meta_pattern(side: usize) -> Vec<f64> {
@@ -447,7 +431,7 @@ fn meta_pattern(side: usize) -> Vec<f64> {
 
 /// `x0 + δ·ε/‖δ‖₂` (the clean input when δ = 0).
 fn at_radius(x0: &[f32], delta: &[f64], eps: f64) -> Vec<f32> {
-    let n = delta.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let n = l2_norm(delta);
     let scale = if n > 0.0 { eps / n } else { 0.0 };
     x0.iter().zip(delta).map(|(&x, &d)| (x as f64 + d * scale) as f32).collect()
 }

@@ -219,6 +219,15 @@ fn default_knowledge() -> Knowledge {
 }
 
 impl ThreatModel {
+    /// The per-sample query budget of a query attack: `budget.queries`, or the attack's
+    /// `default` when the threat model sets none; 0 is refused.
+    pub fn query_budget(&self, default: usize) -> Result<usize> {
+        match self.budget.queries.unwrap_or(default) {
+            0 => Err(GibbonError::invalid("queries", "must be at least 1")),
+            queries => Ok(queries),
+        }
+    }
+
     /// An untargeted white-box threat model with the default budget.
     pub fn new(norm: Norm, eps: f64) -> Result<Self> {
         let t = ThreatModel {
