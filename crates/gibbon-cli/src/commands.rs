@@ -6,7 +6,9 @@ use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::eval::{
     evaluate, robustness_curve, EvalReport, EvalSettings, Examples, RunInfo, Suite,
 };
-use gibbon::model::{load_model, Arch, BuiltinModel, Classifier, ModelSpec, Normalized, QueryLog};
+use gibbon::model::{
+    load_model_with, Arch, BuiltinModel, Classifier, ModelSpec, Normalized, QueryLog,
+};
 use gibbon::threat::{Goal, Knowledge, Norm, TargetSelection, ThreatModel};
 use gibbon::train::{AdversarialTraining, OptimizerKind, Schedule, TrainConfig};
 use std::path::{Path, PathBuf};
@@ -365,27 +367,38 @@ pub fn load_data(args: &DataArgs) -> Result<Dataset> {
 }
 
 pub fn build_model(args: &ModelArgs, data: &Dataset) -> Result<Box<dyn Classifier>> {
-    let device = parse_device(&args.device)?;
-    let spec: ModelSpec = args.model.parse()?;
-    let arch = args.arch.as_deref().map(str::parse::<Arch>).transpose()?;
-    let classes = data.num_classes().max(2) as i64;
-    let model: Box<dyn Classifier> = match &spec {
-        ModelSpec::Remote(url) => {
-            if arch.is_some() {
-                return Err(usage("--arch applies to .safetensors models only"));
-            }
-            let options = gibbon::model::RemoteOptions {
-                timeout: std::time::Duration::from_millis(args.remote_timeout_ms),
-                retries: args.remote_retries,
-                rate_limit_per_s: args.remote_rate_limit,
-                max_rows_per_request: args.remote_max_rows,
-                ..Default::default()
-            };
-            Box::new(gibbon::model::RemoteModel::load(url, options, &data.sample_shape())?)
-        }
-        _ => load_model(&spec, arch, &data.sample_shape(), classes, device)?,
+    let remote = gibbon::model::RemoteOptions {
+        timeout: std::time::Duration::from_millis(args.remote_timeout_ms),
+        retries: args.remote_retries,
+        rate_limit_per_s: args.remote_rate_limit,
+        max_rows_per_request: args.remote_max_rows,
+        ..Default::default()
     };
-    match &args.normalize {
+    load_spec(
+        &args.model,
+        args.arch.as_deref(),
+        args.normalize.as_deref(),
+        &args.device,
+        &remote,
+        data,
+    )
+}
+
+/// Loads the model `spec` (with `--arch`, `--normalize` and `--device` as given) for `data`.
+fn load_spec(
+    spec: &str,
+    arch: Option<&str>,
+    normalize: Option<&str>,
+    device: &str,
+    remote: &gibbon::model::RemoteOptions,
+    data: &Dataset,
+) -> Result<Box<dyn Classifier>> {
+    let device = parse_device(device)?;
+    let spec: ModelSpec = spec.parse()?;
+    let arch = arch.map(str::parse::<Arch>).transpose()?;
+    let classes = data.num_classes().max(2) as i64;
+    let model = load_model_with(&spec, arch, &data.sample_shape(), classes, device, remote)?;
+    match normalize {
         None => Ok(model),
         Some(text) => {
             let (mean, std) = text
@@ -881,15 +894,16 @@ fn transfer_cmd(args: TransferArgs, quiet: bool) -> Result<()> {
     if args.threat.min_norm_attack.is_some() || eps_list(&args.threat)?.len() > 1 {
         return Err(usage("transfer takes one --eps (curves over ε are for eval)"));
     }
-    let attacks: Vec<&str> =
-        args.threat.attack.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-    let [attack] = attacks.as_slice() else {
+    let mut threat = build_threat(&args.threat)?;
+    let run =
+        RunArgs { batch_size: args.batch_size, seed: args.seed, no_resume: true, query_log: None };
+    let eval = settings(&args.threat, &run, args.data.n, quiet, &mut threat)?;
+    let [attack] = eval.attacks.as_slice() else {
         return Err(usage(format!(
             "transfer runs one attack per surrogate, got --attack '{}'",
             args.threat.attack
         )));
     };
-    let mut threat = build_threat(&args.threat)?;
     // An unknown attack is reported before any model is loaded.
     gibbon::attack::build_attack(attack, &threat, &AttackOptions::default())?;
     let surrogate_specs = model_list(&args.surrogates, "surrogates")?;
@@ -898,35 +912,23 @@ fn transfer_cmd(args: TransferArgs, quiet: bool) -> Result<()> {
     let load = |spec: &String, role: &str| -> Result<Box<dyn Classifier>> {
         // --arch names the architecture of the .safetensors models among the specs.
         let safetensors = matches!(spec.parse::<ModelSpec>(), Ok(ModelSpec::Safetensors(_)));
-        let model_args = ModelArgs {
-            model: spec.clone(),
-            arch: args.arch.clone().filter(|_| safetensors),
-            normalize: args.normalize.clone(),
-            device: args.device.clone(),
-            threads: args.threads,
-            // A remote target (an http:// spec) uses the default client settings.
-            remote_timeout_ms: 30_000,
-            remote_retries: 3,
-            remote_rate_limit: None,
-            remote_max_rows: 256,
-        };
-        build_model(&model_args, &data).with_context(|| format!("{role} {spec}"))
+        let arch = args.arch.as_deref().filter(|_| safetensors);
+        // A remote target (an http:// spec) uses the default client settings.
+        let remote = gibbon::model::RemoteOptions::default();
+        load_spec(spec, arch, args.normalize.as_deref(), &args.device, &remote, &data)
+            .with_context(|| format!("{role} {spec}"))
     };
     let surrogates =
         surrogate_specs.iter().map(|s| load(s, "surrogate")).collect::<Result<Vec<_>>>()?;
     let targets = target_specs.iter().map(|s| load(s, "target")).collect::<Result<Vec<_>>>()?;
-    let run =
-        RunArgs { batch_size: args.batch_size, seed: args.seed, no_resume: true, query_log: None };
-    let mut options = settings(&args.threat, &run, args.data.n, quiet, &mut threat)?.options;
-    options.full_budget = !args.early_exit;
     let transfer = TransferSettings {
-        attack: attack.to_string(),
-        options,
+        attack: attack.clone(),
+        options: AttackOptions { full_budget: !args.early_exit, ..eval.options },
         n: args.data.n,
         batch_size: args.batch_size,
         seed: args.seed,
         per_sample: args.per_sample,
-        progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        progress: eval.progress,
     };
     tracing::info!(
         "transfer: {} surrogate(s) x {} target(s), {attack} under {} eps {}",

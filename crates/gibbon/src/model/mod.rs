@@ -28,7 +28,7 @@ pub use query::{
 };
 pub use remote::{RemoteModel, RemoteOptions, RemoteOutput};
 pub use serve::ModelServer;
-pub use spec::{load_model, ModelSpec};
+pub use spec::{load_model, load_model_with, ModelSpec};
 pub use torchscript::TorchScriptModel;
 
 use crate::error::{GibbonError, Result};

@@ -100,7 +100,7 @@ impl std::fmt::Display for ModelSpec {
 /// Loads the model named by `spec` for inputs of `input_shape` (one sample) and `classes` classes
 /// (used by built-in architectures; TorchScript and remote models report their own). A remote
 /// model is reached with [`RemoteOptions::default`] and lives on the CPU whatever `device` says;
-/// use [`RemoteModel::load`] for other options.
+/// [`load_model_with`] takes other options.
 pub fn load_model(
     spec: &ModelSpec,
     arch: Option<Arch>,
@@ -108,34 +108,31 @@ pub fn load_model(
     classes: i64,
     device: Device,
 ) -> Result<Box<dyn Classifier>> {
+    load_model_with(spec, arch, input_shape, classes, device, &RemoteOptions::default())
+}
+
+/// [`load_model`] with the client options `remote` for a remote model.
+pub fn load_model_with(
+    spec: &ModelSpec,
+    arch: Option<Arch>,
+    input_shape: &[i64],
+    classes: i64,
+    device: Device,
+    remote: &RemoteOptions,
+) -> Result<Box<dyn Classifier>> {
+    let has_own_architecture =
+        matches!(spec, ModelSpec::Remote(_) | ModelSpec::TorchScript(_) | ModelSpec::Onnx(_));
+    if arch.is_some() && has_own_architecture {
+        return Err(GibbonError::invalid("arch", "--arch applies to .safetensors models only"));
+    }
     match spec {
         ModelSpec::Remote(url) => {
-            if arch.is_some() {
-                return Err(GibbonError::invalid(
-                    "arch",
-                    "--arch applies to .safetensors models only",
-                ));
-            }
-            Ok(Box::new(RemoteModel::load(url, RemoteOptions::default(), input_shape)?))
+            Ok(Box::new(RemoteModel::load(url, remote.clone(), input_shape)?))
         }
         ModelSpec::TorchScript(path) => {
-            if arch.is_some() {
-                return Err(GibbonError::invalid(
-                    "arch",
-                    "--arch applies to .safetensors models only",
-                ));
-            }
             Ok(Box::new(TorchScriptModel::load(path, input_shape, device)?))
         }
-        ModelSpec::Onnx(path) => {
-            if arch.is_some() {
-                return Err(GibbonError::invalid(
-                    "arch",
-                    "--arch applies to .safetensors models only",
-                ));
-            }
-            Ok(Box::new(OnnxModel::load(path, input_shape, device)?))
-        }
+        ModelSpec::Onnx(path) => Ok(Box::new(OnnxModel::load(path, input_shape, device)?)),
         ModelSpec::Safetensors(path) => {
             let arch = arch.ok_or_else(|| {
                 GibbonError::invalid(
