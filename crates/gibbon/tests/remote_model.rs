@@ -8,8 +8,8 @@ use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalSettings, RunInfo};
 use gibbon::model::remote::NO_GRADIENTS;
 use gibbon::model::{
-    load_model, Classifier, LabelModel, ModelServer, ModelSpec, RemoteModel, RemoteOptions,
-    RemoteOutput,
+    load_model, Classifier, LabelModel, ModelServer, ModelSpec, PredictionsOf, RemoteModel,
+    RemoteOptions, RemoteOutput,
 };
 use gibbon::threat::{Norm, ThreatModel};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -110,7 +110,7 @@ fn remote_scores_and_square_results_equal_the_in_process_ones_bit_for_bit() {
         (&x + gibbon::random::uniform_tensor(5, &[64, 1, 28, 28]) * 0.1 - 0.05).clamp(0.0, 1.0);
     assert!(remote.logits(&noisy).unwrap().equal(&local.query_logits(&noisy).unwrap()));
     assert!(remote.predict(&x).unwrap().equal(&local.predict(&x).unwrap()));
-    assert!(LabelModel::labels(&remote, &x).unwrap().equal(&local.predict(&x).unwrap()));
+    assert!(PredictionsOf(&remote).labels(&x).unwrap().equal(&local.predict(&x).unwrap()));
 
     // Square with the same seed: identical per-sample records and examples.
     let data = mnist(10);
@@ -531,7 +531,7 @@ fn a_labels_only_server_answers_labels_and_refuses_scores() {
     assert_eq!(server.predict_hits.load(Ordering::SeqCst), 0);
     let want = Tensor::from_slice(&[0i64, 1, 2, 0]);
     assert!(remote.predict(&inputs(4)).unwrap().equal(&want));
-    assert!(LabelModel::labels(&remote, &inputs(4)).unwrap().equal(&want));
+    assert!(PredictionsOf(&remote).labels(&inputs(4)).unwrap().equal(&want));
     // A score-based attack through the evaluation fails cleanly at the clean pass.
     let data = Dataset::from_tensor(inputs(2), vec![0, 1], "zeros").unwrap();
     let settings = EvalSettings { attacks: vec!["square".into()], ..Default::default() };

@@ -20,7 +20,7 @@
 //! JSON, the right key, one row per input, `num_classes` finite scores per row, labels in range)
 //! and any violation is an error naming the URL: a remote model never returns a partial or
 //! guessed result.
-use super::{Classifier, LabelModel, ModelInfo};
+use super::{Classifier, ModelInfo};
 use crate::error::{GibbonError, Result};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -664,20 +664,5 @@ impl Classifier for RemoteModel {
         _loss: &dyn Fn(&Tensor) -> Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         Err(self.no_gradients())
-    }
-}
-
-impl LabelModel for RemoteModel {
-    fn labels(&self, x: &Tensor) -> Result<Tensor> {
-        self.query_labels(x)
-    }
-    fn input_shape(&self) -> &[i64] {
-        &self.remote.input_shape
-    }
-    fn num_classes(&self) -> i64 {
-        self.remote.num_classes
-    }
-    fn device(&self) -> Device {
-        Device::Cpu
     }
 }
