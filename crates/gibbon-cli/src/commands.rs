@@ -9,7 +9,7 @@ use gibbon::eval::{
 use gibbon::model::{
     load_model_with, Arch, BuiltinModel, Classifier, ModelSpec, Normalized, QueryLog,
 };
-use gibbon::threat::{Goal, Knowledge, Norm, TargetSelection, ThreatModel};
+use gibbon::threat::{Goal, Norm, TargetSelection, ThreatModel};
 use gibbon::train::{AdversarialTraining, OptimizerKind, Schedule, TrainConfig};
 use std::path::{Path, PathBuf};
 use tch::Device;
@@ -457,16 +457,7 @@ pub fn build_threat(args: &ThreatArgs) -> Result<ThreatModel> {
         threat.budget.queries = Some(q);
     }
     if let Some(k) = &args.knowledge {
-        threat.knowledge = match k.as_str() {
-            "white-box" => Knowledge::WhiteBox,
-            "score-based" | "scores" => Knowledge::ScoreBased,
-            "decision-based" | "labels" => Knowledge::DecisionBased,
-            other => {
-                return Err(usage(format!(
-                    "knowledge '{other}' is not white-box, score-based or decision-based"
-                )))
-            }
-        };
+        threat.knowledge = k.parse()?;
     }
     if let Some(s) = args.steps {
         threat.budget.steps = s;

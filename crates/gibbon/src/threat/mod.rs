@@ -149,6 +149,21 @@ pub enum Knowledge {
     DecisionBased,
 }
 
+impl FromStr for Knowledge {
+    type Err = GibbonError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "white-box" => Ok(Knowledge::WhiteBox),
+            "score-based" | "scores" => Ok(Knowledge::ScoreBased),
+            "decision-based" | "labels" => Ok(Knowledge::DecisionBased),
+            other => Err(GibbonError::invalid(
+                "knowledge",
+                format!("'{other}' is not white-box, score-based or decision-based"),
+            )),
+        }
+    }
+}
+
 impl Knowledge {
     /// Whether an attacker with this knowledge may run an attack that needs `needed`: white-box
     /// grants everything, score-based grants scores and labels, decision-based labels only.
