@@ -167,11 +167,11 @@ impl Simba {
             let basis = basis.as_ref().expect("set with the first rows");
             let to_tensor = |v: &[f32], n: usize| batch_tensor(v, n, &shape, device);
 
-            // Every row's next query point; no-op candidates are skipped without a query.
+            // Every row's next query point (`None`: the row has nothing left to try); no-op
+            // candidates are skipped without a query.
             let mut pending: Vec<usize> = (0..rows.len()).collect();
-            let mut candidates: Vec<Vec<f32>> = vec![Vec::new(); rows.len()];
+            let mut chosen: Vec<Option<Vec<f32>>> = vec![None; rows.len()];
             let mut raws: Vec<Vec<f32>> = vec![Vec::new(); rows.len()];
-            let mut stalled: Vec<bool> = vec![false; rows.len()];
             while !pending.is_empty() {
                 let mut clean = Vec::with_capacity(pending.len() * basis.len());
                 let mut raw = Vec::with_capacity(pending.len() * basis.len());
@@ -191,14 +191,13 @@ impl Simba {
                     let point = &projected[k * d..(k + 1) * d];
                     let row = &mut rows[i];
                     if row.phase == Phase::Start || point != row.current.as_slice() {
-                        candidates[i] = point.to_vec();
+                        chosen[i] = Some(point.to_vec());
                         row.idle = 0;
                         continue;
                     }
                     row.idle += 1;
                     // Every direction, both signs, left the point unchanged: nothing to try.
                     if row.idle > 2 * d {
-                        stalled[i] = true;
                         continue;
                     }
                     row.advance(basis, seed);
@@ -211,13 +210,16 @@ impl Simba {
             let mut queried: Vec<f32> = Vec::with_capacity(rows.len() * basis.len());
             let mut live_raw: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
             for (i, row) in rows.drain(..).enumerate() {
-                if stalled[i] {
-                    let queries = oracle.used(row.index);
-                    sink(row.failure(&shape, device, queries))?;
-                } else {
-                    queried.extend_from_slice(&candidates[i]);
-                    live_raw.push(std::mem::take(&mut raws[i]));
-                    live.push(row);
+                match chosen[i].take() {
+                    None => {
+                        let queries = oracle.used(row.index);
+                        sink(row.failure(&shape, device, queries))?;
+                    }
+                    Some(point) => {
+                        queried.extend_from_slice(&point);
+                        live_raw.push(std::mem::take(&mut raws[i]));
+                        live.push(row);
+                    }
                 }
             }
             if live.is_empty() {
