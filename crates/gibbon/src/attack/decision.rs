@@ -31,7 +31,7 @@
 //! per sample). All randomness is drawn per sample from [`RngKey`] (seed, dataset index, iteration, stream),
 //! so per-sample results do not depend on the batch size or on how rounds are scheduled.
 use super::host::reaches_goal;
-use super::{batch_tensor, sample_tensor, AttackRecord, HostSample, SampleSource};
+use super::{batch_tensor, sample_tensor, AttackRecord, HostRun, HostSample, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::model::LabelOracle;
 use crate::random::RngKey;
@@ -232,8 +232,7 @@ pub(super) fn run<S: Search>(
     let mut pool: Vec<Row<S::State>> = Vec::new();
     let mut gallery = Gallery::default();
     let mut space: Option<Space> = None;
-    let mut run_shape: Vec<i64> = Vec::new();
-    let mut targeted: Option<bool> = None;
+    let mut run = HostRun::default();
     let mut exhausted = false;
     let mut offset = 0usize;
     loop {
@@ -241,18 +240,11 @@ pub(super) fn run<S: Search>(
             match source.take(batch - pool.len())? {
                 None => exhausted = true,
                 Some(chunk) => {
-                    let samples = chunk.to_host(settings.name, &mut run_shape)?;
+                    let samples = chunk.to_host(settings.name, &mut run)?;
                     let space = space.get_or_insert_with(|| {
-                        Space::new(threat, run_shape.clone(), oracle.device())
+                        Space::new(threat, run.shape.clone(), oracle.device())
                     });
                     for subject in subjects(samples, settings.seed, &mut gallery) {
-                        let is_targeted = subject.target.is_some();
-                        if *targeted.get_or_insert(is_targeted) != is_targeted {
-                            return Err(GibbonError::Internal(format!(
-                                "{}: targeted and untargeted samples in one run",
-                                settings.name
-                            )));
-                        }
                         let state = search.begin(&subject, space);
                         pool.push(Row { subject, state, over: false });
                     }

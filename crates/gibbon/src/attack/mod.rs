@@ -74,12 +74,22 @@ pub(crate) struct HostSample {
     pub x0: Vec<f32>,
 }
 
+/// What every chunk of one run of a query attack shares: the sample shape and whether the goal
+/// is targeted (both set from the first chunk by [`Chunk::to_host`]).
+#[derive(Debug, Default)]
+pub(crate) struct HostRun {
+    /// Shape of one sample.
+    pub shape: Vec<i64>,
+    /// Whether the samples have targets.
+    pub targeted: Option<bool>,
+}
+
 impl Chunk {
-    /// The chunk's samples on the host. `shape` is the sample shape of the whole run: set from
-    /// the first chunk, and every later chunk must match it (`attack` names the attack in the
-    /// error).
-    pub(crate) fn to_host(&self, attack: &str, shape: &mut Vec<i64>) -> Result<Vec<HostSample>> {
+    /// The chunk's samples on the host. Every chunk of a run must have `run`'s sample shape and
+    /// goal kind, which the first chunk sets (`attack` names the attack in the error).
+    pub(crate) fn to_host(&self, attack: &str, run: &mut HostRun) -> Result<Vec<HostSample>> {
         let size = self.x.size();
+        let shape = &mut run.shape;
         if shape.is_empty() {
             *shape = size[1..].to_vec();
         } else if shape.as_slice() != &size[1..] {
@@ -87,6 +97,12 @@ impl Chunk {
                 "{attack}: samples of shape {:?} and {:?} in one run",
                 shape,
                 &size[1..]
+            )));
+        }
+        let targeted = self.targets.is_some();
+        if *run.targeted.get_or_insert(targeted) != targeted {
+            return Err(GibbonError::Internal(format!(
+                "{attack}: targeted and untargeted samples in one run"
             )));
         }
         let d = shape.iter().product::<i64>() as usize;

@@ -28,7 +28,7 @@
 use super::host::{argmax, l2_norm, log_sum_exp, reaches_goal, sign};
 use super::{
     batch_tensor, refuse_l1, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord,
-    HostSample, SampleSource,
+    HostRun, HostSample, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
@@ -133,7 +133,7 @@ impl Nes {
         let device = oracle.device();
         let sigma = self.config.sigma;
         let mut rows: Vec<Row> = Vec::new();
-        let mut shape: Vec<i64> = Vec::new();
+        let mut run = HostRun::default();
         let mut exhausted = false;
         loop {
             if rows.len() < pool && !exhausted {
@@ -141,7 +141,7 @@ impl Nes {
                     None => exhausted = true,
                     Some(chunk) => {
                         let step = self.config.step;
-                        let fresh = chunk.to_host("nes", &mut shape)?;
+                        let fresh = chunk.to_host("nes", &mut run)?;
                         rows.extend(fresh.into_iter().map(|s| Row::new(s, step)));
                         continue;
                     }
@@ -154,7 +154,7 @@ impl Nes {
             let mut active = Vec::with_capacity(rows.len());
             for row in rows.drain(..) {
                 if n == 0 || oracle.remaining(row.index) < (n + 1) as u64 {
-                    sink(row.failure(&shape, device, oracle.used(row.index)))?;
+                    sink(row.failure(&run.shape, device, oracle.used(row.index)))?;
                 } else {
                     active.push(row);
                 }
@@ -163,7 +163,7 @@ impl Nes {
             if rows.is_empty() {
                 continue;
             }
-            let d: usize = shape.iter().product::<i64>() as usize;
+            let d: usize = run.shape.iter().product::<i64>() as usize;
 
             // The estimate: n projected sample points per row, pairs (+u, -u) in draw order.
             let mut noise: Vec<Vec<f64>> = Vec::with_capacity(rows.len());
@@ -188,8 +188,8 @@ impl Nes {
                 noise.push(u);
             }
             let points = threat.project(
-                &batch_tensor(&clean, rows.len() * n, &shape, device),
-                &batch_tensor(&raw, rows.len() * n, &shape, device),
+                &batch_tensor(&clean, rows.len() * n, &run.shape, device),
+                &batch_tensor(&raw, rows.len() * n, &run.shape, device),
             );
             let scores = scores_in_passes(oracle, &indices, &points, rows_per_pass)?;
             let classes = scores.len() / indices.len();
@@ -232,8 +232,8 @@ impl Nes {
 
             // The new iterates: one query each.
             let candidates = threat.project(
-                &batch_tensor(&next_clean, stepped.len(), &shape, device),
-                &batch_tensor(&next_raw, stepped.len(), &shape, device),
+                &batch_tensor(&next_clean, stepped.len(), &run.shape, device),
+                &batch_tensor(&next_raw, stepped.len(), &run.shape, device),
             );
             let indices: Vec<usize> = stepped.iter().map(|r| r.index).collect();
             let scores = scores_in_passes(oracle, &indices, &candidates, rows_per_pass)?;

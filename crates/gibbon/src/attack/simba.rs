@@ -50,7 +50,7 @@
 use super::host::{argmax, log_sum_exp, reaches_goal};
 use super::{
     batch_tensor, refuse_l1, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord,
-    HostSample, Layout, SampleSource,
+    HostRun, HostSample, Layout, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
@@ -143,7 +143,7 @@ impl Simba {
         let batch = batch_size.max(1);
         let device = oracle.device();
         let mut rows: Vec<Row> = Vec::new();
-        let mut shape: Vec<i64> = Vec::new();
+        let mut run = HostRun::default();
         let mut basis: Option<Basis> = None;
         let mut exhausted = false;
         loop {
@@ -151,8 +151,8 @@ impl Simba {
                 match source.take(batch - rows.len())? {
                     None => exhausted = true,
                     Some(chunk) => {
-                        let fresh = chunk.to_host("simba", &mut shape)?.into_iter().map(Row::new);
-                        let basis = basis.get_or_insert_with(|| self.basis_for(&shape));
+                        let fresh = chunk.to_host("simba", &mut run)?.into_iter().map(Row::new);
+                        let basis = basis.get_or_insert_with(|| self.basis_for(&run.shape));
                         rows.extend(fresh.into_iter().map(|mut r| {
                             r.order = basis.order(RngKey::new(seed, r.index).step(0));
                             r
@@ -165,7 +165,7 @@ impl Simba {
                 break;
             }
             let basis = basis.as_ref().expect("set with the first rows");
-            let to_tensor = |v: &[f32], n: usize| batch_tensor(v, n, &shape, device);
+            let to_tensor = |v: &[f32], n: usize| batch_tensor(v, n, &run.shape, device);
 
             // Every row's next query point (`None`: the row has nothing left to try); no-op
             // candidates are skipped without a query.
@@ -213,7 +213,7 @@ impl Simba {
                 match chosen[i].take() {
                     None => {
                         let queries = oracle.used(row.index);
-                        sink(row.failure(&shape, device, queries))?;
+                        sink(row.failure(&run.shape, device, queries))?;
                     }
                     Some(point) => {
                         queried.extend_from_slice(&point);
@@ -242,7 +242,7 @@ impl Simba {
                 if row.success(z) {
                     sink(AttackRecord {
                         index: row.index,
-                        x_adv: sample_tensor(point, &shape, device),
+                        x_adv: sample_tensor(point, &run.shape, device),
                         claimed_success: true,
                         step: Some(row.directions),
                         restart: 0,
@@ -270,7 +270,7 @@ impl Simba {
                     }
                 }
                 if oracle.remaining(row.index) == 0 {
-                    sink(row.failure(&shape, device, queries))?;
+                    sink(row.failure(&run.shape, device, queries))?;
                     continue;
                 }
                 next.push(row);

@@ -28,7 +28,7 @@ use super::host::{l2_norm, normalize};
 use super::loss::{cross_entropy_objective, margin, success_mask};
 use super::{
     batch_tensor, refuse_l1, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord,
-    HostSample, Layout, SampleSource,
+    HostRun, HostSample, Layout, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
@@ -116,8 +116,7 @@ impl Square {
         let device = model.device();
         let mut patterns = Patterns::default();
         let mut rows: Vec<Row> = Vec::new();
-        let mut sample_shape: Vec<i64> = Vec::new();
-        let mut targeted: Option<bool> = None;
+        let mut run = HostRun::default();
         let mut exhausted = false;
         loop {
             if rows.len() < batch && !exhausted {
@@ -125,17 +124,10 @@ impl Square {
                     None => exhausted = true,
                     Some(chunk) => {
                         let fresh: Vec<Row> = chunk
-                            .to_host("square", &mut sample_shape)?
+                            .to_host("square", &mut run)?
                             .into_iter()
                             .map(|s| Row::new(s, seed))
                             .collect();
-                        for r in &fresh {
-                            if *targeted.get_or_insert(r.target.is_some()) != r.target.is_some() {
-                                return Err(GibbonError::Internal(
-                                    "square: targeted and untargeted samples in one run".into(),
-                                ));
-                            }
-                        }
                         rows.extend(fresh);
                         continue;
                     }
@@ -144,14 +136,14 @@ impl Square {
             if rows.is_empty() {
                 break;
             }
-            let layout = Layout::of(&sample_shape);
+            let layout = Layout::of(&run.shape);
             let d = layout.len();
             let b = rows.len();
             let mut clean: Vec<f32> = Vec::with_capacity(b * d);
             for row in &rows {
                 clean.extend_from_slice(&row.x0);
             }
-            let to_tensor = |v: &[f32]| batch_tensor(v, b, &sample_shape, device);
+            let to_tensor = |v: &[f32]| batch_tensor(v, b, &run.shape, device);
             let x0 = to_tensor(&clean);
             // L2 perturbations aim this far inside the ball: float32 rounding of x0 + δ then
             // stays in the projection's feasible set, so the projection is a plain box clamp.
@@ -171,7 +163,7 @@ impl Square {
             let scores =
                 model.scores(&indices, &candidates)?.to_kind(Kind::Float).to_device(Device::Cpu);
             let labels = Tensor::from_slice(&rows.iter().map(|r| r.label).collect::<Vec<_>>());
-            let targets = if targeted == Some(true) {
+            let targets = if run.targeted == Some(true) {
                 Some(Tensor::from_slice(
                     &rows.iter().map(|r| r.target.unwrap_or(0)).collect::<Vec<_>>(),
                 ))
@@ -209,7 +201,7 @@ impl Square {
                 if model.used(row.index) >= budget {
                     sink(AttackRecord {
                         index: row.index,
-                        x_adv: sample_tensor(&row.best, &sample_shape, device),
+                        x_adv: sample_tensor(&row.best, &run.shape, device),
                         claimed_success: false,
                         step: None,
                         restart: 0,
