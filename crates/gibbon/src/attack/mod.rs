@@ -204,6 +204,22 @@ pub struct AttackRecord {
     pub min_norm: Option<f64>,
 }
 
+impl AttackRecord {
+    /// The record of a score-based search (one run, no minimum norm): a success found at
+    /// iteration `step`, or, with `step` `None`, the sample's best unbroken point.
+    pub(crate) fn searched(index: usize, x_adv: Tensor, step: Option<usize>, queries: u64) -> Self {
+        AttackRecord {
+            index,
+            x_adv,
+            claimed_success: step.is_some(),
+            step,
+            restart: 0,
+            queries,
+            min_norm: None,
+        }
+    }
+}
+
 /// Everything an attack needs besides its own parameters.
 pub struct AttackContext<'a> {
     /// The white-box model.

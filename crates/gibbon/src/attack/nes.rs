@@ -202,15 +202,12 @@ impl Nes {
                     &scores[at..at + classes]
                 };
                 if let Some(j) = (0..n).find(|&j| row.success(z(j))) {
-                    sink(AttackRecord {
-                        index: row.index,
-                        x_adv: points.get((r * n + j) as i64).copy(),
-                        claimed_success: true,
-                        step: Some(row.iteration),
-                        restart: 0,
-                        queries: oracle.used(row.index),
-                        min_norm: None,
-                    })?;
+                    sink(AttackRecord::searched(
+                        row.index,
+                        points.get((r * n + j) as i64).copy(),
+                        Some(row.iteration),
+                        oracle.used(row.index),
+                    ))?;
                     continue;
                 }
                 let scale = 1.0 / (n as f64 * sigma);
@@ -244,15 +241,12 @@ impl Nes {
                 let z = &scores[r * classes..(r + 1) * classes];
                 row.iteration += 1;
                 if row.success(z) {
-                    sink(AttackRecord {
-                        index: row.index,
-                        x_adv: candidates.get(r as i64).copy(),
-                        claimed_success: true,
-                        step: Some(row.iteration),
-                        restart: 0,
-                        queries: oracle.used(row.index),
-                        min_norm: None,
-                    })?;
+                    sink(AttackRecord::searched(
+                        row.index,
+                        candidates.get(r as i64).copy(),
+                        Some(row.iteration),
+                        oracle.used(row.index),
+                    ))?;
                     continue;
                 }
                 let loss = row.loss(z);
@@ -384,15 +378,7 @@ impl Row {
     }
 
     fn failure(&self, shape: &[i64], device: Device, queries: u64) -> AttackRecord {
-        AttackRecord {
-            index: self.index,
-            x_adv: sample_tensor(&self.best, shape, device),
-            claimed_success: false,
-            step: None,
-            restart: 0,
-            queries,
-            min_norm: None,
-        }
+        AttackRecord::searched(self.index, sample_tensor(&self.best, shape, device), None, queries)
     }
 }
 

@@ -240,15 +240,12 @@ impl Simba {
                 let z = &scores[i * classes..(i + 1) * classes];
                 let queries = oracle.used(row.index);
                 if row.success(z) {
-                    sink(AttackRecord {
-                        index: row.index,
-                        x_adv: sample_tensor(point, &run.shape, device),
-                        claimed_success: true,
-                        step: Some(row.directions),
-                        restart: 0,
+                    sink(AttackRecord::searched(
+                        row.index,
+                        sample_tensor(point, &run.shape, device),
+                        Some(row.directions),
                         queries,
-                        min_norm: None,
-                    })?;
+                    ))?;
                     continue;
                 }
                 let loss = row.objective(z);
@@ -411,15 +408,12 @@ impl Row {
     }
 
     fn failure(&self, shape: &[i64], device: Device, queries: u64) -> AttackRecord {
-        AttackRecord {
-            index: self.index,
-            x_adv: sample_tensor(&self.current, shape, device),
-            claimed_success: false,
-            step: None,
-            restart: 0,
+        AttackRecord::searched(
+            self.index,
+            sample_tensor(&self.current, shape, device),
+            None,
             queries,
-            min_norm: None,
-        }
+        )
     }
 }
 

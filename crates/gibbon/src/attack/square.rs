@@ -183,15 +183,12 @@ impl Square {
             for (i, mut row) in rows.drain(..).enumerate() {
                 let point = &queried[i * d..(i + 1) * d];
                 if success[i] {
-                    sink(AttackRecord {
-                        index: row.index,
-                        x_adv: candidates.get(i as i64).copy(),
-                        claimed_success: true,
-                        step: Some(row.iteration),
-                        restart: 0,
-                        queries: model.used(row.index),
-                        min_norm: None,
-                    })?;
+                    sink(AttackRecord::searched(
+                        row.index,
+                        candidates.get(i as i64).copy(),
+                        Some(row.iteration),
+                        model.used(row.index),
+                    ))?;
                     continue;
                 }
                 if loss[i] < row.best_loss {
@@ -199,15 +196,12 @@ impl Square {
                     row.best.copy_from_slice(point);
                 }
                 if model.used(row.index) >= budget {
-                    sink(AttackRecord {
-                        index: row.index,
-                        x_adv: sample_tensor(&row.best, &run.shape, device),
-                        claimed_success: false,
-                        step: None,
-                        restart: 0,
-                        queries: model.used(row.index),
-                        min_norm: None,
-                    })?;
+                    sink(AttackRecord::searched(
+                        row.index,
+                        sample_tensor(&row.best, &run.shape, device),
+                        None,
+                        model.used(row.index),
+                    ))?;
                     continue;
                 }
                 row.iteration += 1;
