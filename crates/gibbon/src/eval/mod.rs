@@ -18,7 +18,7 @@ pub use transfer::{
 pub use verify::{verify_batch, verify_batch_repeated, Verdict};
 
 use crate::attack::{
-    build_attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource,
+    build_attack, Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource,
 };
 use crate::data::Dataset;
 use crate::error::{GibbonError, Result};
@@ -413,28 +413,10 @@ pub fn evaluate(
         let last = k + 1 == attacks.len();
         let attack_started = Instant::now();
         let order: Vec<usize> = survivors.iter().copied().collect();
-        let bar = progress_bar(settings.progress, order.len() as u64, attack.name());
-        let mut source = DatasetSource {
-            data,
-            order: &order,
-            pos: 0,
-            device,
-            targets: &targets,
-            goal: threat.goal,
-        };
-        let mut buffer: Vec<AttackRecord> = Vec::new();
         let mut broken = 0usize;
         let mut queries = 0u64;
-        let mut flush = |buffer: &mut Vec<AttackRecord>| -> Result<()> {
-            if buffer.is_empty() {
-                return Ok(());
-            }
-            let idx: Vec<usize> = buffer.iter().map(|r| r.index).collect();
-            let x = data.try_batch(&idx, device)?;
-            let x_adv = Tensor::stack(
-                &buffer.iter().map(|r| r.x_adv.to_kind(Kind::Float)).collect::<Vec<_>>(),
-                0,
-            );
+        let on_batch = |batch: RecordBatch| -> Result<()> {
+            let RecordBatch { records, indices: idx, x, x_adv } = batch;
             let y = data.try_labels_of(&idx, device)?;
             let t = targets_tensor(&idx, &targets, threat.goal, device);
             let verdicts = verify_batch_repeated(
@@ -447,7 +429,7 @@ pub fn evaluate(
                 t.as_ref(),
                 settings.verify_passes,
             )?;
-            for (j, (rec, v)) in buffer.drain(..).zip(verdicts).enumerate() {
+            for (j, (rec, v)) in records.into_iter().zip(verdicts).enumerate() {
                 let i = rec.index;
                 queries += rec.queries;
                 let prior = pending.remove(&i);
@@ -491,17 +473,7 @@ pub fn evaluate(
             }
             Ok(())
         };
-        let mut sink = |rec: AttackRecord| -> Result<()> {
-            buffer.push(rec);
-            bar.inc(1);
-            if buffer.len() >= settings.batch_size {
-                flush(&mut buffer)?;
-            }
-            Ok(())
-        };
-        attack.run(&ctx, &mut source, &mut sink)?;
-        flush(&mut buffer)?;
-        bar.finish_and_clear();
+        run_in_batches(attack.as_ref(), &ctx, data, &order, &targets, settings.progress, on_batch)?;
         per_attack.push(AttackSummary {
             name: attack.name().to_string(),
             params: attack.params(),
@@ -544,6 +516,57 @@ pub fn evaluate(
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((report, examples))
+}
+
+/// A batch of an attack's records, with the samples' clean inputs and the returned examples
+/// (`[b, ...]`, float32, on the model's device), in the order the attack returned them.
+struct RecordBatch {
+    records: Vec<AttackRecord>,
+    indices: Vec<usize>,
+    x: Tensor,
+    x_adv: Tensor,
+}
+
+/// Runs `attack` on the samples `order` of `data` (with their `targets`) and hands its records
+/// to `on_batch` in batches of `ctx.batch_size`, showing a progress bar when `progress`.
+fn run_in_batches(
+    attack: &dyn Attack,
+    ctx: &AttackContext<'_>,
+    data: &Dataset,
+    order: &[usize],
+    targets: &[Option<i64>],
+    progress: bool,
+    mut on_batch: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let device = ctx.model.device();
+    let bar = progress_bar(progress, order.len() as u64, attack.name());
+    let mut source = DatasetSource { data, order, pos: 0, device, targets, goal: ctx.threat.goal };
+    let mut buffer: Vec<AttackRecord> = Vec::new();
+    let mut flush = |buffer: &mut Vec<AttackRecord>| -> Result<()> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let indices: Vec<usize> = buffer.iter().map(|r| r.index).collect();
+        let x = data.try_batch(&indices, device)?;
+        let x_adv = Tensor::stack(
+            &buffer.iter().map(|r| r.x_adv.to_kind(Kind::Float)).collect::<Vec<_>>(),
+            0,
+        )
+        .to_device(device);
+        on_batch(RecordBatch { records: std::mem::take(buffer), indices, x, x_adv })
+    };
+    let mut sink = |rec: AttackRecord| -> Result<()> {
+        buffer.push(rec);
+        bar.inc(1);
+        if buffer.len() >= ctx.batch_size {
+            flush(&mut buffer)?;
+        }
+        Ok(())
+    };
+    attack.run(ctx, &mut source, &mut sink)?;
+    flush(&mut buffer)?;
+    bar.finish_and_clear();
+    Ok(())
 }
 
 fn progress_bar(show: bool, len: u64, name: &str) -> indicatif::ProgressBar {

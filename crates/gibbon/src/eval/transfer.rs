@@ -23,15 +23,15 @@
 //! examples evaluated on itself) uses the same definition, so a surrogate that is also a target
 //! has that number on its diagonal.
 use super::verify::check_contained;
-use super::{choose_targets, clopper_pearson, progress_bar, DataInfo, DatasetSource, RunInfo};
-use crate::attack::{build_attack, AttackContext, AttackOptions, AttackRecord};
+use super::{choose_targets, clopper_pearson, run_in_batches, DataInfo, RecordBatch, RunInfo};
+use crate::attack::{build_attack, AttackContext, AttackOptions};
 use crate::data::Dataset;
 use crate::error::{GibbonError, Result};
 use crate::model::{Classifier, LabelModel, ModelInfo, PredictionsOf, ScoreModel, ScoresOf};
 use crate::threat::{Goal, TargetSelection, ThreatModel};
 use serde::Serialize;
 use std::time::Instant;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// The attack `gibbon transfer` uses unless told otherwise.
 pub const DEFAULT_TRANSFER_ATTACK: &str = "mifgsm";
@@ -406,46 +406,26 @@ pub fn transfer_matrix(
                 None => own_clean[i] == labels[i] || target_clean.iter().any(|p| p[i] == labels[i]),
             })
             .collect();
-        let device = surrogate.device();
-        let mut source = DatasetSource {
-            data,
-            order: &order,
-            pos: 0,
-            device,
-            targets: &chosen,
-            goal: threat.goal,
-        };
         let ctx = AttackContext {
             model: surrogate,
             threat,
             seed: settings.seed,
             batch_size: settings.batch_size,
         };
-        let bar = progress_bar(settings.progress, order.len() as u64, attack.name());
         let mut white_box = Tally::default();
         let mut cells = vec![Tally::default(); targets.len()];
         let mut samples: Vec<TransferSample> = Vec::new();
         let mut crafted = 0usize;
         let mut queries = 0u64;
-        let mut buffer: Vec<AttackRecord> = Vec::new();
-        let mut flush = |buffer: &mut Vec<AttackRecord>| -> Result<()> {
-            if buffer.is_empty() {
-                return Ok(());
-            }
-            let idx: Vec<usize> = buffer.iter().map(|r| r.index).collect();
-            let x = data.try_batch(&idx, device)?;
-            let x_adv = Tensor::stack(
-                &buffer.iter().map(|r| r.x_adv.to_kind(Kind::Float)).collect::<Vec<_>>(),
-                0,
-            )
-            .to_device(device);
+        let on_batch = |batch: RecordBatch| -> Result<()> {
+            let RecordBatch { records, indices: idx, x, x_adv } = batch;
             let norms = check_inside(threat, &idx, &x, &x_adv, attack.name(), surrogate)?;
             let own_adv = predictions(&PredictionsOf(surrogate), &x_adv)?;
             let mut adv_preds = Vec::with_capacity(targets.len());
             for m in targets {
                 adv_preds.push(predictions(&PredictionsOf(*m), &x_adv)?);
             }
-            for (j, rec) in buffer.drain(..).enumerate() {
+            for (j, rec) in records.into_iter().enumerate() {
                 let i = rec.index;
                 queries += rec.queries;
                 crafted += 1;
@@ -466,17 +446,7 @@ pub fn transfer_matrix(
             }
             Ok(())
         };
-        let mut sink = |rec: AttackRecord| -> Result<()> {
-            buffer.push(rec);
-            bar.inc(1);
-            if buffer.len() >= settings.batch_size {
-                flush(&mut buffer)?;
-            }
-            Ok(())
-        };
-        attack.run(&ctx, &mut source, &mut sink)?;
-        flush(&mut buffer)?;
-        bar.finish_and_clear();
+        run_in_batches(attack.as_ref(), &ctx, data, &order, &chosen, settings.progress, on_batch)?;
         if crafted != order.len() {
             return Err(GibbonError::Internal(format!(
                 "{} returned {crafted} examples for {} samples",
