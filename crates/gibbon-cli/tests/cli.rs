@@ -160,7 +160,7 @@ fn documented_eval_form_writes_the_documented_json() {
 }
 
 #[test]
-fn thread_count_does_not_change_results() {
+fn thread_count_does_not_change_outcomes() {
     let dir = tempfile::tempdir().unwrap();
     let adv = shared().join("reference/mnist_smallcnn_adv.pt").display().to_string();
     let mut outs = Vec::new();
@@ -188,7 +188,13 @@ fn thread_count_does_not_change_results() {
         assert!(o.status.success());
         let r: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-        outs.push(r["per_sample"].to_string());
+        // Outcomes, not confidences: across thread counts oneDNN may round differently.
+        let outcome = |s: &serde_json::Value| {
+            ["index", "clean_pred", "adv_pred", "robust", "broken_by", "step", "restart", "queries"]
+                .map(|k| s[k].to_string())
+                .join(" ")
+        };
+        outs.push(r["per_sample"].as_array().unwrap().iter().map(outcome).collect::<Vec<_>>());
     }
     assert_eq!(outs[0], outs[1]);
 }

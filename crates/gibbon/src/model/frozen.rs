@@ -15,9 +15,12 @@
 //! example), so it is never trusted blindly:
 //! - [`QueryPath::build`] compares it with the original on probe inputs and refuses it when
 //!   the two differ by more than [`AGREEMENT_TOLERANCE`] (relative to the logit scale);
-//! - it checks that a row's result does not depend on its position in the batch, finds the
-//!   batch sizes at which results do not depend on the batch size, and pads other small batches
-//!   up to the next such size ([`QueryPath::rows_for`]);
+//! - like every forward pass ([`super::forward_tiled`]) it runs on tiles of exactly
+//!   [`TILE_ROWS`] rows, and it checks, on the machine in use and once for every libtorch
+//!   thread count it runs at, that a row's result does not depend on its position in a tile or
+//!   on the other rows (a row alone, a shifted window and a full batch must give the same bits);
+//!   at a thread count where that fails, query passes run the original module
+//!   ([`QueryPath::holds_at`]);
 //! - [`QueryPath::logits`] recomputes, with the original module, every row whose top two
 //!   logits are within [`AMBIGUITY_BAND`] of each other. The predicted class of every row is
 //!   therefore exactly the original module's, so a query attack's success, the verifier's
@@ -25,9 +28,10 @@
 //!
 //! Set `GIBBON_QUERY_FORWARD=plain` to run query attacks on the original module instead.
 use crate::error::{GibbonError, Result};
-use crate::model::{forward_padded, MIN_COMPUTE_ROWS};
+use crate::model::{forward_tiled, TILE_ROWS};
 use std::ffi::{c_char, c_void, CStr};
 use std::ptr::NonNull;
+use std::sync::Mutex;
 use tch::{Kind, Tensor};
 
 extern "C" {
@@ -50,8 +54,8 @@ pub const AGREEMENT_TOLERANCE: f64 = 1e-5;
 /// every other row is the same under both copies.
 pub const AMBIGUITY_BAND: f64 = 1e-3;
 
-/// Probe batch used to check the optimized copy (rows 0..PROBE_ROWS of a fixed random batch).
-const PROBE_ROWS: i64 = 64;
+/// Probe batch used to check the optimized copy: two tiles of a fixed random batch.
+const PROBE_ROWS: i64 = 2 * TILE_ROWS;
 
 fn take_error(error: *mut c_char) -> String {
     if error.is_null() {
@@ -104,8 +108,9 @@ impl Drop for FrozenModule {
 /// The checked, inference-optimized forward path of one model (see the module docs).
 pub(crate) struct QueryPath {
     module: FrozenModule,
-    /// For batches of 0..=MIN_COMPUTE_ROWS rows: how many rows to compute (see `rows_for`).
-    pad_to: Vec<i64>,
+    probe: Tensor,
+    /// Thread counts at which the tile checks ran, and whether they passed.
+    checked: Mutex<Vec<(i32, bool)>>,
 }
 
 /// True unless `GIBBON_QUERY_FORWARD=plain`.
@@ -115,7 +120,7 @@ pub(crate) fn enabled() -> bool {
 
 impl QueryPath {
     /// Builds and checks the optimized copy of the TorchScript module in `bytes`. `reference`
-    /// is the original module's no-grad forward (padded as usual), `input_shape` one sample's
+    /// is the original module's no-grad forward (tiled as usual), `input_shape` one sample's
     /// shape. `Err` says why the optimized copy cannot be used; the caller falls back.
     pub(crate) fn build(
         bytes: &[u8],
@@ -126,8 +131,9 @@ impl QueryPath {
         let mut shape = vec![PROBE_ROWS];
         shape.extend(input_shape);
         let probe = crate::random::uniform_tensor(0x9a1b_b0f5, &shape).to_kind(Kind::Float);
-        let full = module.forward(&probe)?;
-        let plain = reference(&probe).map_err(|e| e.to_string())?;
+        let path = QueryPath { module, probe, checked: Mutex::new(Vec::new()) };
+        let full = path.tiled(&path.probe)?;
+        let plain = reference(&path.probe).map_err(|e| e.to_string())?;
         if full.size() != plain.size() {
             return Err(format!(
                 "the optimized copy returned shape {:?}, the model {:?}",
@@ -144,53 +150,57 @@ impl QueryPath {
                 AGREEMENT_TOLERANCE * scale
             ));
         }
-        // Which small batch sizes give rows exactly as in the full probe batch: sizes 1, 2 and
-        // multiples of 4 up to MIN_COMPUTE_ROWS are checked (other small batches are padded up
-        // to the next good one, at most 3 rows of waste). A few larger sizes and shifted
-        // windows must agree too (larger sizes are then taken to agree, as for the model
-        // itself), or the path is refused.
-        let limit = MIN_COMPUTE_ROWS;
-        let mut invariant = vec![false; limit as usize + 1];
-        let small = [1, 2].into_iter().chain((4..=limit).step_by(4));
-        let larger = [limit + 8, limit + 16, limit + 24, PROBE_ROWS - 1];
-        for b in small.chain(larger) {
-            let part = module.forward(&probe.narrow(0, 0, b))?;
-            let same = part.equal(&full.narrow(0, 0, b));
-            if b <= limit {
-                invariant[b as usize] = same;
-            } else if !same {
-                return Err(format!(
-                    "the optimized copy's results depend on the batch size (at {b} rows)"
-                ));
-            }
-        }
-        for start in [1, 3, 13] {
-            let shifted = module.forward(&probe.narrow(0, start, limit))?;
-            if !shifted.equal(&full.narrow(0, start, limit)) {
-                return Err(format!(
-                    "the optimized copy's results depend on a row's position in the batch \
-                     (rows {start}.. of the probe)"
-                ));
-            }
-        }
-        if !invariant[limit as usize] {
-            return Err(format!(
-                "the optimized copy's results depend on the batch size (at {limit} rows)"
-            ));
-        }
-        // pad_to[b]: the smallest good size >= b, for b in 0..=limit.
-        let mut pad_to = vec![limit; limit as usize + 1];
-        for b in (0..limit as usize).rev() {
-            pad_to[b] = if invariant[b] && b > 0 { b as i64 } else { pad_to[b + 1] };
-        }
-        Ok(QueryPath { module, pad_to })
+        path.tile_checks()?;
+        Ok(path)
     }
 
-    /// Rows actually computed for a batch of `b`: `b` itself above [`MIN_COMPUTE_ROWS`] or when
-    /// the optimized copy's results at that size were checked to equal its results in larger
-    /// batches, else the next checked size where they do (the batch is padded with zero rows).
-    pub(crate) fn rows_for(&self, b: i64) -> i64 {
-        self.pad_to.get(b.max(0) as usize).copied().unwrap_or(b)
+    /// The optimized copy's logits of `x`, tile by tile.
+    fn tiled(&self, x: &Tensor) -> std::result::Result<Tensor, String> {
+        let run = |t: &Tensor| {
+            self.module.forward(t).map_err(|e| GibbonError::Mismatch(format!("query forward: {e}")))
+        };
+        forward_tiled(x, TILE_ROWS, run).map_err(|e| e.to_string())
+    }
+
+    /// At the current thread count: rows computed alone, in a window starting mid-tile, and in
+    /// the full probe batch must be bit-identical, so that results do not depend on the batch.
+    fn tile_checks(&self) -> std::result::Result<(), String> {
+        let full = self.tiled(&self.probe)?;
+        for row in [0, 5, TILE_ROWS - 1, TILE_ROWS + 8] {
+            if !self.tiled(&self.probe.narrow(0, row, 1))?.equal(&full.narrow(0, row, 1)) {
+                return Err(format!(
+                    "the optimized copy's result for a row depends on the other rows of its \
+                     tile (probe row {row})"
+                ));
+            }
+        }
+        let (start, len) = (3, TILE_ROWS + 5);
+        if !self.tiled(&self.probe.narrow(0, start, len))?.equal(&full.narrow(0, start, len)) {
+            return Err(format!(
+                "the optimized copy's results depend on a row's position in its tile (rows \
+                 {start}..{} of the probe)",
+                start + len
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the tile checks hold at libtorch's current thread count (run once per count; a
+    /// failure is logged once and sends that count's query passes to the original module).
+    pub(crate) fn holds_at(&self, threads: i32) -> bool {
+        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&(_, ok)) = checked.iter().find(|(t, _)| *t == threads) {
+            return ok;
+        }
+        let ok = match self.tile_checks() {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!("at {threads} threads query passes use the model as loaded: {why}");
+                false
+            }
+        };
+        checked.push((threads, ok));
+        ok
     }
 
     /// Logits of `x` `[B, ...]` (no autograd): the optimized copy's, except rows whose top two
@@ -201,10 +211,10 @@ impl QueryPath {
         reference: &dyn Fn(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let b = x.size()[0];
-        let run = |t: &Tensor| {
-            self.module.forward(t).map_err(|e| GibbonError::Mismatch(format!("query forward: {e}")))
-        };
-        let logits = forward_padded(&x.to_kind(Kind::Float), self.rows_for(b), run)?;
+        if !self.holds_at(tch::get_num_threads()) {
+            return reference(x);
+        }
+        let logits = self.tiled(&x.to_kind(Kind::Float)).map_err(GibbonError::Mismatch)?;
         if logits.size().len() != 2 || logits.size()[0] != b || logits.size()[1] < 2 {
             return Err(GibbonError::Mismatch(format!(
                 "query forward returned shape {:?} for {b} inputs",

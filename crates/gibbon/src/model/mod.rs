@@ -5,11 +5,16 @@
 //! attack's backward pass computes only the input gradient. Normalization (mean/std) is a layer
 //! inside the model ([`Normalized`]), never a step of the attack.
 //!
-//! Every forward pass goes through [`Classifier::logits_padded`]: batches smaller than
-//! [`MIN_COMPUTE_ROWS`] are padded with zero rows. libtorch's CPU kernels pick different code
-//! paths (and summation orders) for very small batches, so without padding a sample's logits
-//! would depend on how many other samples share its batch; with it, results are bit-identical
-//! for every batch size and thread count (checked by the determinism tests).
+//! Every forward pass goes through [`Classifier::logits_padded`], which runs the model on
+//! fixed-shape tiles: always exactly [`TILE_ROWS`] rows, the last tile padded with zero rows.
+//! libtorch and oneDNN pick kernels (and summation orders) by shape and CPU: AVX2, AVX-512 and
+//! AMX machines choose differently, and a 200-row batch on AVX-512 rounds differently from the
+//! same rows in smaller batches. With one shape for every pass, a sample's logits and input
+//! gradient do not depend on how many other samples share its batch, whatever kernels the CPU
+//! gets: per-sample results are bit-identical for every batch size on a given machine and
+//! thread count. Across thread counts oneDNN may split work differently, so logits can differ
+//! in the last bits (about 1e-6); see README "Determinism". The determinism tests check this
+//! under every `ATEN_CPU_CAPABILITY` / `ONEDNN_MAX_CPU_ISA` the machine supports.
 mod builtin;
 pub mod frozen;
 pub mod onnx;
@@ -35,8 +40,9 @@ use crate::error::{GibbonError, Result};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-/// Batches are padded to at least this many rows before a forward pass (see the module docs).
-pub const MIN_COMPUTE_ROWS: i64 = 32;
+/// Rows of every tile a model computes (see the module docs). 32 rows keep a CNN's kernels
+/// efficient on CPU while wasting little on the small batches of an attack's last survivors.
+pub const TILE_ROWS: i64 = 32;
 
 /// Where a model came from, recorded in every result.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -64,9 +70,10 @@ pub trait Classifier {
     /// Provenance for results.
     fn info(&self) -> &ModelInfo;
 
-    /// Logits with the batch padded to [`MIN_COMPUTE_ROWS`] rows (batch-size-invariant numerics).
+    /// Logits computed on tiles of [`TILE_ROWS`] rows (batch-size-invariant numerics);
+    /// differentiable with respect to `x`.
     fn logits_padded(&self, x: &Tensor) -> Result<Tensor> {
-        forward_padded(x, MIN_COMPUTE_ROWS, |t| self.forward(t))
+        forward_tiled(x, TILE_ROWS, |t| self.forward(t))
     }
 
     /// Logits without building an autograd graph.
@@ -120,21 +127,37 @@ pub trait Classifier {
     }
 }
 
-/// `forward` on `x` `[B, ...]` with the batch padded by zero rows to at least `rows` rows; the
-/// padding rows' outputs are dropped.
-pub(crate) fn forward_padded(
+/// `forward` on `x` `[B, ...]` run tile by tile: every call sees exactly `rows` rows (the last
+/// tile padded with zero rows, whose outputs are dropped), and the outputs are concatenated.
+/// Autograd flows through the tiles, so input gradients are tiled the same way.
+pub(crate) fn forward_tiled(
     x: &Tensor,
     rows: i64,
-    forward: impl FnOnce(&Tensor) -> Result<Tensor>,
+    mut forward: impl FnMut(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let b = x.size()[0];
-    if b >= rows {
+    if b == rows {
         return forward(x);
     }
-    let mut shape = x.size();
-    shape[0] = rows - b;
-    let pad = Tensor::zeros(shape.as_slice(), (x.kind(), x.device()));
-    Ok(forward(&Tensor::cat(&[x.shallow_clone(), pad], 0))?.narrow(0, 0, b))
+    let mut outputs = Vec::with_capacity(((b + rows - 1) / rows).max(1) as usize);
+    let mut start = 0;
+    while start < b || outputs.is_empty() {
+        let n = rows.min(b - start);
+        let tile = x.narrow(0, start, n);
+        if n == rows {
+            outputs.push(forward(&tile)?);
+        } else {
+            let mut shape = x.size();
+            shape[0] = rows - n;
+            let pad = Tensor::zeros(shape.as_slice(), (x.kind(), x.device()));
+            outputs.push(forward(&Tensor::cat(&[tile, pad], 0))?.narrow(0, 0, n));
+        }
+        start += n;
+    }
+    if outputs.len() == 1 {
+        return Ok(outputs.pop().expect("one tile"));
+    }
+    Ok(Tensor::cat(&outputs, 0))
 }
 
 /// Per-channel mean/std normalization placed in front of a model, so attacks stay in pixel space.

@@ -94,10 +94,8 @@ impl TorchScriptModel {
                 match QueryPath::build(&self.bytes, &self.input_shape, &reference) {
                     Ok(path) => {
                         tracing::debug!(
-                            "{}: query passes run an inference-optimized copy (a 1-row batch \
-                             computes {} rows)",
-                            self.info.path,
-                            path.rows_for(1)
+                            "{}: query passes run an inference-optimized copy",
+                            self.info.path
                         );
                         Some(path)
                     }

@@ -7,6 +7,7 @@ pub mod linear;
 use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::model::{load_model, Classifier, ModelSpec};
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use tch::Device;
 
 /// The `shared` folder beside the clone (reference models and data), or `$GIBBON_SHARED`.
@@ -31,4 +32,11 @@ pub fn reference_path(name: &str, ext: &str) -> PathBuf {
 pub fn reference_model(name: &str) -> Box<dyn Classifier> {
     let spec = ModelSpec::TorchScript(reference_path(name, "pt"));
     load_model(&spec, None, &[1, 28, 28], 10, Device::Cpu).unwrap()
+}
+
+/// Held by tests that change libtorch's process-wide thread count, and by tests in the same
+/// binary that compare results bit for bit, so that they run one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
