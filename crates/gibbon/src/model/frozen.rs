@@ -132,7 +132,7 @@ impl QueryPath {
         shape.extend(input_shape);
         let probe = crate::random::uniform_tensor(0x9a1b_b0f5, &shape).to_kind(Kind::Float);
         let path = QueryPath { module, probe, checked: Mutex::new(Vec::new()) };
-        let full = path.tiled(&path.probe)?;
+        let full = path.tiled(&path.probe).map_err(|e| e.to_string())?;
         let plain = reference(&path.probe).map_err(|e| e.to_string())?;
         if full.size() != plain.size() {
             return Err(format!(
@@ -151,23 +151,26 @@ impl QueryPath {
             ));
         }
         path.tile_checks()?;
+        // The checks just ran at the current thread count: record them, not run them again.
+        path.checked.lock().unwrap_or_else(|p| p.into_inner()).push((tch::get_num_threads(), true));
         Ok(path)
     }
 
     /// The optimized copy's logits of `x`, tile by tile.
-    fn tiled(&self, x: &Tensor) -> std::result::Result<Tensor, String> {
+    fn tiled(&self, x: &Tensor) -> Result<Tensor> {
         let run = |t: &Tensor| {
             self.module.forward(t).map_err(|e| GibbonError::Mismatch(format!("query forward: {e}")))
         };
-        forward_tiled(x, TILE_ROWS, run).map_err(|e| e.to_string())
+        forward_tiled(x, TILE_ROWS, run)
     }
 
     /// At the current thread count: rows computed alone, in a window starting mid-tile, and in
     /// the full probe batch must be bit-identical, so that results do not depend on the batch.
     fn tile_checks(&self) -> std::result::Result<(), String> {
-        let full = self.tiled(&self.probe)?;
+        let tiled = |x: &Tensor| self.tiled(x).map_err(|e| e.to_string());
+        let full = tiled(&self.probe)?;
         for row in [0, 5, TILE_ROWS - 1, TILE_ROWS + 8] {
-            if !self.tiled(&self.probe.narrow(0, row, 1))?.equal(&full.narrow(0, row, 1)) {
+            if !tiled(&self.probe.narrow(0, row, 1))?.equal(&full.narrow(0, row, 1)) {
                 return Err(format!(
                     "the optimized copy's result for a row depends on the other rows of its \
                      tile (probe row {row})"
@@ -175,7 +178,7 @@ impl QueryPath {
             }
         }
         let (start, len) = (3, TILE_ROWS + 5);
-        if !self.tiled(&self.probe.narrow(0, start, len))?.equal(&full.narrow(0, start, len)) {
+        if !tiled(&self.probe.narrow(0, start, len))?.equal(&full.narrow(0, start, len)) {
             return Err(format!(
                 "the optimized copy's results depend on a row's position in its tile (rows \
                  {start}..{} of the probe)",
@@ -214,7 +217,7 @@ impl QueryPath {
         if !self.holds_at(tch::get_num_threads()) {
             return reference(x);
         }
-        let logits = self.tiled(&x.to_kind(Kind::Float)).map_err(GibbonError::Mismatch)?;
+        let logits = self.tiled(&x.to_kind(Kind::Float))?;
         if logits.size().len() != 2 || logits.size()[0] != b || logits.size()[1] < 2 {
             return Err(GibbonError::Mismatch(format!(
                 "query forward returned shape {:?} for {b} inputs",

@@ -136,10 +136,7 @@ pub(crate) fn forward_tiled(
     mut forward: impl FnMut(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let b = x.size()[0];
-    if b == rows {
-        return forward(x);
-    }
-    let mut outputs = Vec::with_capacity(((b + rows - 1) / rows).max(1) as usize);
+    let mut outputs = Vec::new();
     let mut start = 0;
     while start < b || outputs.is_empty() {
         let n = rows.min(b - start);
