@@ -10,7 +10,7 @@ use gibbon::model::{
     load_model_with, Arch, BuiltinModel, Classifier, ModelSpec, Normalized, QueryLog,
 };
 use gibbon::threat::{Goal, Norm, TargetSelection, ThreatModel};
-use gibbon::train::{AdversarialTraining, OptimizerKind, Schedule, TrainConfig};
+use gibbon::train::{OptimizerKind, Schedule, TrainConfig};
 use std::path::{Path, PathBuf};
 use tch::Device;
 
@@ -25,7 +25,7 @@ impl std::fmt::Display for UsageError {
 }
 impl std::error::Error for UsageError {}
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
 }
 
@@ -102,6 +102,10 @@ pub struct ModelArgs {
     /// Remote model: inputs per request (larger batches are split).
     #[arg(long, default_value_t = 256)]
     pub remote_max_rows: usize,
+    /// Input defenses in front of the model, applied left to right: jpeg:quality=Q,
+    /// bits:depth=D, median:size=K, noise:sigma=S, e.g. jpeg:quality=75,bits:depth=3.
+    #[arg(long)]
+    pub defense: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -247,10 +251,12 @@ pub struct TrainArgs {
     /// Weight decay.
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
-    /// Schedule: constant, cosine or step.
+    /// Schedule: constant, cosine, step or cyclic (0 up to --lr at 2/5 of the run, then down to 0).
     #[arg(long, default_value = "constant")]
     pub schedule: String,
-    /// PGD adversarial training at this eps (standard training when omitted).
+    #[command(flatten)]
+    pub hardening: crate::harden::TrainDefenseArgs,
+    /// Adversarial training at this eps (pgd unless --defense says otherwise).
     #[arg(long)]
     pub adv_eps: Option<f64>,
     /// Norm of adversarial training.
@@ -374,14 +380,15 @@ pub fn build_model(args: &ModelArgs, data: &Dataset) -> Result<Box<dyn Classifie
         max_rows_per_request: args.remote_max_rows,
         ..Default::default()
     };
-    load_spec(
+    let model = load_spec(
         &args.model,
         args.arch.as_deref(),
         args.normalize.as_deref(),
         &args.device,
         &remote,
         data,
-    )
+    )?;
+    crate::harden::defend(model, args.defense.as_deref())
 }
 
 /// Loads the model `spec` (with `--arch`, `--normalize` and `--device` as given) for `data`.
@@ -570,6 +577,7 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 fn eval_cmd(args: EvalArgs, quiet: bool) -> Result<()> {
     set_threads(args.model.threads)?;
     let mut threat = build_threat(&args.threat)?;
+    threat.defense = crate::harden::chain_spec(args.model.defense.as_deref())?;
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
     let mut s = settings(&args.threat, &args.run, args.data.n, quiet, &mut threat)?;
@@ -652,6 +660,7 @@ fn attack_cmd(args: AttackArgs, quiet: bool) -> Result<()> {
     if eps_list(&args.threat)?.len() > 1 {
         return Err(usage("attack takes one --eps; for a curve over several use eval"));
     }
+    threat.defense = crate::harden::chain_spec(args.model.defense.as_deref())?;
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
     let mut s = settings(&args.threat, &args.run, args.data.n, quiet, &mut threat)?;
@@ -730,26 +739,10 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<()> {
         "constant" => Schedule::Constant,
         "cosine" => Schedule::Cosine,
         "step" => Schedule::Step,
-        s => return Err(usage(format!("schedule '{s}' is not constant, cosine or step"))),
+        "cyclic" => Schedule::Cyclic,
+        s => return Err(usage(format!("schedule '{s}' is not constant, cosine, step or cyclic"))),
     };
-    let adversarial = match args.adv_eps {
-        None => None,
-        Some(eps) => {
-            if !(eps.is_finite() && eps > 0.0) {
-                return Err(usage(format!("adv-eps {eps} must be > 0")));
-            }
-            if args.adv_steps == 0 {
-                return Err(usage("adv-steps must be at least 1"));
-            }
-            Some(AdversarialTraining {
-                norm: args.adv_norm.parse()?,
-                eps,
-                steps: args.adv_steps,
-                alpha: args.adv_alpha.unwrap_or(2.5 * eps / args.adv_steps as f64),
-                ramp_epochs: args.adv_ramp_epochs,
-            })
-        }
-    };
+    let defense = crate::harden::training_defense(&args)?;
     tch::manual_seed(args.seed as i64);
     let mut model =
         BuiltinModel::new(arch, &data.sample_shape(), data.num_classes().max(2) as i64, device)?;
@@ -760,22 +753,24 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<()> {
         lr: args.lr,
         schedule,
         weight_decay: args.weight_decay,
-        adversarial,
+        defense,
         seed: args.seed,
         holdout: args.holdout,
         limit: args.data.limit,
         checkpoint_dir: args.checkpoint_dir.clone(),
         progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    let stats = gibbon::train::train(&mut model, &data, &cfg)?;
+    let report = gibbon::train::train(&mut model, &data, &cfg)?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| gibbon::GibbonError::io(dir, e))?;
     }
     model.save(&args.out)?;
     write_json(
         &args.out.with_extension("train.json"),
-        &serde_json::json!({"config": cfg, "epochs": stats, "command": command_line()}),
+        &serde_json::json!({"config": cfg, "trainer": report.trainer, "epochs": report.epochs,
+            "cost": report.cost, "early_stop": report.early_stop, "command": command_line()}),
     )?;
+    crate::harden::print_training_cost(&report);
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }
@@ -838,6 +833,10 @@ pub struct TransferArgs {
     /// Per-channel normalization inside every model, "MEAN/STD" with comma lists.
     #[arg(long)]
     pub normalize: Option<String>,
+    /// Input defenses in front of every target (the deployed systems; surrogates stay
+    /// undefended), e.g. jpeg:quality=75 (see eval --defense).
+    #[arg(long)]
+    pub defense: Option<String>,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -886,6 +885,7 @@ fn transfer_cmd(args: TransferArgs, quiet: bool) -> Result<()> {
         return Err(usage("transfer takes one --eps (curves over ε are for eval)"));
     }
     let mut threat = build_threat(&args.threat)?;
+    threat.defense = crate::harden::chain_spec(args.defense.as_deref())?;
     let run =
         RunArgs { batch_size: args.batch_size, seed: args.seed, no_resume: true, query_log: None };
     let eval = settings(&args.threat, &run, args.data.n, quiet, &mut threat)?;
@@ -911,7 +911,10 @@ fn transfer_cmd(args: TransferArgs, quiet: bool) -> Result<()> {
     };
     let surrogates =
         surrogate_specs.iter().map(|s| load(s, "surrogate")).collect::<Result<Vec<_>>>()?;
-    let targets = target_specs.iter().map(|s| load(s, "target")).collect::<Result<Vec<_>>>()?;
+    let targets = target_specs
+        .iter()
+        .map(|s| crate::harden::defend(load(s, "target")?, args.defense.as_deref()))
+        .collect::<Result<Vec<_>>>()?;
     let transfer = TransferSettings {
         attack: attack.clone(),
         options: AttackOptions { full_budget: !args.early_exit, ..eval.options },

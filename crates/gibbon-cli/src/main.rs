@@ -4,6 +4,7 @@
 //! or value), 1 an internal failure.
 mod commands;
 mod demo;
+mod harden;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -2,17 +2,19 @@
 //!
 //! The crate is organised by concept: [`threat`] says what the attacker may do, [`model`] what
 //! is attacked, [`data`] what it is attacked on, [`attack`] how, [`eval`] how the result is
-//! measured and verified, [`train`] how models are (adversarially) trained, [`report`] how the
-//! result is shown. The `gibbon` binary (crate `gibbon-cli`) is a thin layer on top.
+//! measured and verified, [`defense`] how models are hardened (training defenses, re-exported
+//! as [`train`]) and how their inputs are preprocessed, [`report`] how the result is shown. The `gibbon` binary (crate `gibbon-cli`) is a thin layer on top.
 pub mod attack;
 pub mod data;
+pub mod defense;
 pub mod error;
 pub mod eval;
 pub mod model;
 pub mod random;
 pub mod report;
 pub mod threat;
-pub mod train;
+/// The training defenses under their earlier path (`gibbon::train`).
+pub use defense::training as train;
 
 pub use error::{GibbonError, Result};
 

@@ -66,14 +66,14 @@ fn standard_training_learns_mnist_and_adversarial_training_runs() {
         lr: 1e-3,
         schedule: Schedule::Cosine,
         weight_decay: 0.0,
-        adversarial: None,
+        defense: gibbon::train::TrainingDefense::Standard,
         seed: 0,
         holdout: 500,
         limit: None,
         checkpoint_dir: None,
         progress: false,
     };
-    let stats = train(&mut model, &data, &cfg).unwrap();
+    let stats = train(&mut model, &data, &cfg).unwrap().epochs;
     assert_eq!(stats.len(), 2);
     assert!(stats[1].holdout_clean_accuracy > 0.85, "{:?}", stats);
     assert!(stats[1].train_loss < stats[0].train_loss);
@@ -90,7 +90,7 @@ fn standard_training_learns_mnist_and_adversarial_training_runs() {
         epochs: 1,
         limit: Some(600),
         holdout: 100,
-        adversarial: Some(gibbon::train::AdversarialTraining {
+        defense: gibbon::train::TrainingDefense::Pgd(gibbon::train::AdversarialTraining {
             norm: gibbon::threat::Norm::Linf,
             eps: 0.1,
             steps: 3,
@@ -101,7 +101,7 @@ fn standard_training_learns_mnist_and_adversarial_training_runs() {
     };
     let dir = tempfile::tempdir().unwrap();
     let adv_cfg = TrainConfig { checkpoint_dir: Some(dir.path().to_path_buf()), ..adv_cfg };
-    let stats = train(&mut model, &data, &adv_cfg).unwrap();
+    let stats = train(&mut model, &data, &adv_cfg).unwrap().epochs;
     let robust = stats[0].holdout_robust_accuracy.unwrap();
     assert!((0.0..=stats[0].holdout_clean_accuracy).contains(&robust));
     assert!(dir.path().join("epoch-1.safetensors").exists());

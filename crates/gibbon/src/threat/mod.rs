@@ -223,6 +223,11 @@ pub struct ThreatModel {
     /// Steps, restarts, queries.
     #[serde(default)]
     pub budget: Budget,
+    /// The input-defense chain the attacked model is deployed behind (e.g.
+    /// `jpeg:quality=75,bits:depth=3`, see `defense::input`), recorded so results say what was
+    /// attacked; `None` for an undefended model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defense: Option<String>,
 }
 
 fn default_goal() -> Goal {
@@ -252,6 +257,7 @@ impl ThreatModel {
             goal: Goal::Untargeted,
             knowledge: Knowledge::WhiteBox,
             budget: Budget::default(),
+            defense: None,
         };
         t.validate()?;
         Ok(t)

@@ -1,0 +1,247 @@
+//! `--defense`: input-defense chains on eval are recorded in the result's threat model; bad
+//! chains and bad training defenses are one `error:` line and exit code 2; a tiny
+//! `train --defense fast-fgsm` run writes its per-epoch curve and cost.
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gibbon");
+
+fn shared() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"))
+}
+
+fn mnist() -> String {
+    format!("idx:{}", shared().join("data/mnist").display())
+}
+
+fn std_model() -> String {
+    shared().join("reference/mnist_smallcnn_std.pt").display().to_string()
+}
+
+fn gibbon(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("GIBBON_LOG", "warn").output().expect("run gibbon")
+}
+
+fn assert_user_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {stderr}");
+    assert!(lines[0].contains(needle), "'{needle}' not in: {stderr}");
+}
+
+#[test]
+fn bad_defense_chains_are_one_error_line_and_exit_2() {
+    let (model, data) = (std_model(), mnist());
+    for (chain, needle) in [
+        ("blur:size=3", "unknown input defense 'blur'"),
+        ("jpeg:quality=0", "quality"),
+        ("jpeg:quality=101", "quality"),
+        ("bits:depth=0", "depth"),
+        ("bits:depth=9", "depth"),
+        ("noise:sigma=-0.5", "sigma"),
+    ] {
+        let out = gibbon(&[
+            "eval",
+            "--model",
+            &model,
+            "--data",
+            &data,
+            "--n",
+            "4",
+            "--eps",
+            "0.3",
+            "--defense",
+            chain,
+        ]);
+        assert_user_error(&out, needle);
+    }
+}
+
+#[test]
+fn jpeg_on_a_non_image_input_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four flat samples of 10 values and their labels, as .npy files.
+    let x = npy("<f4", "(4, 10)", &[0u8; 4 * 10 * 4]);
+    let y = npy("<i8", "(4,)", &[0u8; 4 * 8]);
+    std::fs::write(dir.path().join("x.npy"), x).unwrap();
+    std::fs::write(dir.path().join("y.npy"), y).unwrap();
+    let data = format!(
+        "npy:{},{}",
+        dir.path().join("x.npy").display(),
+        dir.path().join("y.npy").display()
+    );
+    let weights = dir.path().join("linear.safetensors");
+    let out = gibbon(&[
+        "train",
+        "--arch",
+        "linear",
+        "--data",
+        &data,
+        "--split",
+        "test",
+        "--epochs",
+        "1",
+        "--holdout",
+        "1",
+        "--out",
+        weights.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gibbon(&[
+        "eval",
+        "--model",
+        weights.to_str().unwrap(),
+        "--arch",
+        "linear",
+        "--data",
+        &data,
+        "--split",
+        "test",
+        "--eps",
+        "0.1",
+        "--defense",
+        "jpeg:quality=75",
+    ]);
+    assert_user_error(&out, "defense 'jpeg'");
+}
+
+fn npy(descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn bad_training_defenses_are_one_error_line_and_exit_2() {
+    let data = mnist();
+    let base = [
+        "train",
+        "--arch",
+        "smallcnn",
+        "--data",
+        &data,
+        "--split",
+        "test",
+        "--out",
+        "/nonexistent/x.safetensors",
+    ];
+    for (extra, needle) in [
+        (&["--defense", "magic"][..], "training defense 'magic'"),
+        (&["--defense", "trades"][..], "needs --adv-eps"),
+        (&["--defense", "noise"][..], "needs --sigma"),
+        (&["--defense", "noise", "--sigma", "-1"][..], "sigma"),
+        (&["--defense", "trades", "--adv-eps", "0.3", "--beta", "-2"][..], "beta"),
+        (&["--defense", "fast-fgsm", "--adv-eps", "0.3", "--adv-norm", "l2"][..], "L-infinity"),
+        (&["--schedule", "sawtooth"][..], "schedule 'sawtooth'"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        assert_user_error(&gibbon(&args), needle);
+    }
+}
+
+#[test]
+fn eval_behind_a_chain_records_it_in_the_threat_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("r.json");
+    let out = gibbon(&[
+        "eval",
+        "--model",
+        &std_model(),
+        "--data",
+        &mnist(),
+        "--n",
+        "16",
+        "--eps",
+        "0.3",
+        "--steps",
+        "5",
+        "--defense",
+        "jpeg:quality=75,bits:depth=3",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert_eq!(json["threat"]["defense"], "jpeg:quality=75,bits:depth=3");
+    assert!(json["model"]["arch"]
+        .as_str()
+        .unwrap()
+        .contains("defended[jpeg:quality=75,bits:depth=3]"));
+    // The same run without the chain has no defense field.
+    let plain = dir.path().join("p.json");
+    let out = gibbon(&[
+        "eval",
+        "--model",
+        &std_model(),
+        "--data",
+        &mnist(),
+        "--n",
+        "16",
+        "--eps",
+        "0.3",
+        "--steps",
+        "5",
+        "--out",
+        plain.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plain).unwrap()).unwrap();
+    assert!(json["threat"].get("defense").is_none());
+}
+
+#[test]
+fn train_fast_fgsm_writes_the_epoch_curve_and_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("fast.safetensors");
+    let out = gibbon(&[
+        "train",
+        "--arch",
+        "smallcnn",
+        "--data",
+        &mnist(),
+        "--split",
+        "test",
+        "--limit",
+        "400",
+        "--holdout",
+        "100",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "50",
+        "--lr",
+        "5e-3",
+        "--schedule",
+        "cyclic",
+        "--defense",
+        "fast-fgsm",
+        "--adv-eps",
+        "0.1",
+        "--out",
+        weights.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("samples/s") && stderr.contains("passes per batch"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(weights.with_extension("train.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["trainer"], "fast-fgsm");
+    assert_eq!(json["config"]["defense"]["defense"], "fast-fgsm");
+    assert_eq!(json["cost"]["passes_per_batch"], 2);
+    assert_eq!(json["cost"]["passes_per_epoch"], 12);
+    assert!(json["epochs"][0]["holdout_robust_accuracy"].is_number());
+}
