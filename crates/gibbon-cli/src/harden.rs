@@ -22,7 +22,7 @@ pub struct TrainDefenseArgs {
     #[arg(long)]
     pub defense: Option<String>,
     /// TRADES: weight of the KL term (the paper's MNIST and CIFAR-10 value: 6).
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = 6.0, allow_hyphen_values = true)]
     pub beta: f64,
     /// noise: standard deviation of the Gaussian augmentation.
     #[arg(long, allow_hyphen_values = true)]

@@ -62,8 +62,8 @@ fn bad_defense_chains_are_one_error_line_and_exit_2() {
 #[test]
 fn jpeg_on_a_non_image_input_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    // Four flat samples of 10 values and their labels, as .npy files.
-    let x = npy("<f4", "(4, 10)", &[0u8; 4 * 10 * 4]);
+    // Four samples of 4 channels of 8×8 (not grayscale or RGB) and their labels, as .npy.
+    let x = npy("<f4", "(4, 4, 8, 8)", &[0u8; 4 * 256 * 4]);
     let y = npy("<i8", "(4,)", &[0u8; 4 * 8]);
     std::fs::write(dir.path().join("x.npy"), x).unwrap();
     std::fs::write(dir.path().join("y.npy"), y).unwrap();
