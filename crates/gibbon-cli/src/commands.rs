@@ -57,6 +57,9 @@ pub enum Command {
     /// Transfer attacks: craft on each surrogate (white-box), evaluate on each target (queries
     /// only); prints the matrix of success rates and writes it as JSON.
     Transfer(TransferArgs),
+    /// The accuracy/robustness trade-off: sweep TRADES beta, the training eps or the JPEG
+    /// quality, evaluate every point with one suite; table, JSON and SVG plot (resumable).
+    Tradeoff(crate::tradeoff::TradeoffArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -329,6 +332,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect_cmd(a),
         Command::ServeModel(a) => serve_model_cmd(a),
         Command::Transfer(a) => transfer_cmd(a, cli.quiet),
+        Command::Tradeoff(a) => crate::tradeoff::run(a, cli.quiet),
     }
 }
 

@@ -5,6 +5,7 @@
 mod commands;
 mod demo;
 mod harden;
+mod tradeoff;
 
 use clap::Parser;
 use std::process::ExitCode;
