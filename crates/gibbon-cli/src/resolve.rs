@@ -297,3 +297,151 @@ pub fn transfer_settings(
     };
     Ok((threat, settings))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every flag type's `FromStr`: the accepted spellings give the right values, and a bad
+    //! value is refused with an error that names the flag and what it accepts, also as clap
+    //! prints it.
+    use super::*;
+    use crate::args::{
+        attack_names, AttackPlan, Cli, Command, DeviceChoice, EpsList, TargetChoice,
+    };
+    use clap::{CommandFactory, Parser};
+    use gibbon::threat::TargetSelection;
+    use gibbon::train::Schedule;
+    use std::str::FromStr;
+
+    /// The message of `T::from_str(bad)`, which must fail.
+    fn refusal<T: FromStr<Err = gibbon::GibbonError> + std::fmt::Debug>(bad: &str) -> String {
+        T::from_str(bad).expect_err(bad).to_string()
+    }
+
+    /// The one-line clap error of `gibbon eval --model m.pt ARGS`, which must fail to parse.
+    fn clap_error(args: &[&str]) -> String {
+        let argv = [&["gibbon", "eval", "--model", "m.pt"], args].concat();
+        let err = Cli::try_parse_from(argv).expect_err("refused");
+        assert_eq!(err.exit_code(), 2);
+        err.to_string().lines().next().unwrap().to_string()
+    }
+
+    fn eval_threat(args: &[&str]) -> ThreatArgs {
+        let argv = [&["gibbon", "eval", "--model", "m.pt"], args].concat();
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Eval(e) => e.threat,
+            other => panic!("not eval: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn eps_list_takes_one_radius_or_a_comma_list() {
+        assert_eq!("0.3".parse::<EpsList>().unwrap().0, [0.3]);
+        assert_eq!(" 0.05, 0.1,0.2".parse::<EpsList>().unwrap().0, [0.05, 0.1, 0.2]);
+        assert_eq!(refusal::<EpsList>("0.1,abc"), "invalid eps: 'abc' is not a number");
+        assert!(refusal::<EpsList>("-0.1").contains("eps: -0.1 must be finite and >= 0"));
+        assert!(refusal::<EpsList>("inf").starts_with("invalid eps"));
+        assert_eq!(
+            clap_error(&["--eps", "0.1,-0.2"]),
+            "error: invalid value '0.1,-0.2' for '--eps <EPS>': -0.2 must be finite and >= 0"
+        );
+    }
+
+    #[test]
+    fn attack_plan_is_the_comma_list_without_blanks() {
+        let plan: AttackPlan = "fgsm, pgd,,square ".parse().unwrap();
+        assert_eq!(plan.0, ["fgsm", "pgd", "square"]);
+        assert_eq!(plan.to_string(), "fgsm,pgd,square");
+        assert_eq!(eval_threat(&["--eps", "0.3"]).attack.0, ["pgd"]);
+    }
+
+    #[test]
+    fn targeted_takes_a_rule_or_a_class_number() {
+        let target = |s: &str| s.parse::<TargetChoice>().unwrap().0;
+        assert_eq!(target("next"), TargetSelection::NextClass);
+        assert_eq!(target("most-likely"), TargetSelection::MostLikely);
+        assert_eq!(target("least-likely"), TargetSelection::LeastLikely);
+        assert_eq!(target("3"), TargetSelection::Fixed(3));
+        let msg = refusal::<TargetChoice>("sideways");
+        assert!(msg.contains("targeted") && msg.contains("next, most-likely, least-likely"));
+        assert!(clap_error(&["--eps", "0.3", "--targeted", "3.5"]).contains("'--targeted"));
+        let threat = build_threat(&eval_threat(&["--eps", "0.3", "--targeted", "next"])).unwrap();
+        assert_eq!(threat.goal, Goal::Targeted(TargetSelection::NextClass));
+    }
+
+    #[test]
+    fn device_is_cpu_or_an_existing_cuda_device() {
+        assert_eq!("cpu".parse::<DeviceChoice>().unwrap().0, Device::Cpu);
+        let msg = refusal::<DeviceChoice>("tpu");
+        assert!(msg.contains("device") && msg.contains("cpu, cuda, cuda:N"), "{msg}");
+        // No machine has 10,000 CUDA devices.
+        assert!(refusal::<DeviceChoice>("cuda:9999").contains("only"));
+        assert!(clap_error(&["--eps", "0.3", "--device", "gpu"]).contains("'--device <DEVICE>'"));
+    }
+
+    #[test]
+    fn normalize_is_mean_slash_std_with_comma_lists() {
+        let n: Normalization = "0.1307/0.3081".parse().unwrap();
+        assert_eq!((n.mean, n.std), (vec![0.1307], vec![0.3081]));
+        let n: Normalization = "0.4,0.5, 0.6/0.2,0.2,0.2".parse().unwrap();
+        assert_eq!((n.mean, n.std), (vec![0.4, 0.5, 0.6], vec![0.2; 3]));
+        assert!(
+            refusal::<Normalization>("0.1").contains("normalize: '0.1' must look like MEAN/STD")
+        );
+        assert!(refusal::<Normalization>("0.1/x").contains("normalize: 'x' is not a number"));
+    }
+
+    #[test]
+    fn optimizer_and_schedule_name_their_choices() {
+        assert_eq!("adam".parse::<OptimizerName>().unwrap(), OptimizerName::Adam);
+        assert_eq!("sgd".parse::<OptimizerName>().unwrap(), OptimizerName::Sgd);
+        assert!(
+            refusal::<OptimizerName>("rmsprop").contains("optimizer: 'rmsprop' is not adam or sgd")
+        );
+        for (s, v) in [
+            ("constant", Schedule::Constant),
+            ("cosine", Schedule::Cosine),
+            ("step", Schedule::Step),
+        ] {
+            assert_eq!(s.parse::<Schedule>().unwrap(), v);
+        }
+        assert!(refusal::<Schedule>("linear").contains("schedule: 'linear' is not constant"));
+        let argv = ["gibbon", "train", "--arch", "mlp", "--out", "m.safetensors"];
+        let err = Cli::try_parse_from([&argv[..], &["--optimizer", "lbfgs"]].concat()).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("for '--optimizer <OPTIMIZER>': 'lbfgs' is not adam or sgd"));
+    }
+
+    #[test]
+    fn model_lists_need_one_model() {
+        let list: ModelList = " a.pt, builtin:smallcnn-mnist ,".parse().unwrap();
+        assert_eq!(list.0, ["a.pt", "builtin:smallcnn-mnist"]);
+        assert!(refusal::<ModelList>(", ").contains("names no model"));
+    }
+
+    #[test]
+    fn library_types_are_parsed_by_clap_with_their_own_message() {
+        assert_eq!(
+            clap_error(&["--eps", "0.3", "--norm", "l7"]),
+            "error: invalid value 'l7' for '--norm <NORM>': 'l7' is not one of linf, l2, l1"
+        );
+        assert!(clap_error(&["--eps", "0.3", "--split", "dev"]).contains("'--split <SPLIT>'"));
+        let threat = build_threat(&eval_threat(&["--eps", "0.5", "--norm", "L2"])).unwrap();
+        assert_eq!((threat.norm, threat.eps), (Norm::L2, 0.5));
+    }
+
+    #[test]
+    fn attack_help_lists_every_registered_attack() {
+        let names = attack_names();
+        assert_eq!(names.len(), gibbon::attack::REGISTRY.len());
+        let list = format!("({})", names.join(", "));
+        let mut cli = Cli::command();
+        let eval = cli.find_subcommand_mut("eval").unwrap();
+        let attack = eval.get_arguments().find(|a| a.get_id() == "attack").unwrap();
+        assert!(attack.get_help().unwrap().to_string().contains(&list));
+        // What `gibbon eval --help` prints, lines unwrapped.
+        let help = eval.render_long_help().to_string();
+        let words: Vec<&str> = help.split_whitespace().collect();
+        assert!(words.join(" ").contains(&list), "{help}");
+    }
+}
