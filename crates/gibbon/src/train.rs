@@ -41,6 +41,22 @@ pub enum Schedule {
     Step,
 }
 
+impl std::str::FromStr for Schedule {
+    type Err = GibbonError;
+    /// `constant`, `cosine` or `step` (the command line's `--schedule`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "constant" => Ok(Schedule::Constant),
+            "cosine" => Ok(Schedule::Cosine),
+            "step" => Ok(Schedule::Step),
+            other => Err(GibbonError::invalid(
+                "schedule",
+                format!("'{other}' is not constant, cosine or step"),
+            )),
+        }
+    }
+}
+
 /// PGD adversarial training settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdversarialTraining {
