@@ -17,7 +17,7 @@ pub use values::{
 
 /// The names of every registered attack, in registry order.
 pub fn attack_names() -> Vec<&'static str> {
-    gibbon::attack::REGISTRY.iter().map(|(name, _)| *name).collect()
+    gibbon::attack::REGISTRY.iter().map(|r| r.info.name).collect()
 }
 
 /// The help of `--attack`, listing every registered attack.
