@@ -2,16 +2,15 @@
 //!
 //! Exit codes: 0 success, 2 a problem with what the user gave (one line naming the file, field
 //! or value), 1 an internal failure.
-mod commands;
-mod demo;
-mod harden;
-mod tradeoff;
+mod args;
+mod cmd;
+mod resolve;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = commands::Cli::parse();
+    let cli = args::Cli::parse();
     let filter = if cli.quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -22,11 +21,11 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
-    match commands::run(cli) {
+    match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let user = err.downcast_ref::<gibbon::GibbonError>().is_some_and(|e| e.is_user_error())
-                || err.downcast_ref::<commands::UsageError>().is_some();
+                || err.downcast_ref::<resolve::UsageError>().is_some();
             eprintln!("error: {}", one_line(&err));
             if user {
                 ExitCode::from(2)

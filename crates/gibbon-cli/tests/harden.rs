@@ -141,7 +141,7 @@ fn bad_training_defenses_are_one_error_line_and_exit_2() {
         (&["--defense", "noise", "--sigma", "-1"][..], "sigma"),
         (&["--defense", "trades", "--adv-eps", "0.3", "--beta", "-2"][..], "beta"),
         (&["--defense", "fast-fgsm", "--adv-eps", "0.3", "--adv-norm", "l2"][..], "L-infinity"),
-        (&["--schedule", "sawtooth"][..], "schedule 'sawtooth'"),
+        (&["--schedule", "sawtooth"][..], "'sawtooth' is not constant, cosine, step or cyclic"),
     ] {
         let mut args = base.to_vec();
         args.extend_from_slice(extra);

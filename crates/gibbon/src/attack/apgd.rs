@@ -14,9 +14,10 @@
 //!
 //! Like every gibbon attack, a sample leaves the batch at its first verified-to-be success
 //! candidate (the point is returned), and unbroken samples return their lowest-margin iterate.
-use super::loss::{margin, success_mask};
+use super::loss::{class_ranking, margin, success_mask};
+use super::pool::{drive, row_set, Keep, Pooled, RowSet};
 use super::stepped::{start_point, steepest_direction, StartPoint};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::random::RngKey;
 use crate::threat::{per_sample_view, Goal, ThreatModel};
@@ -162,80 +163,31 @@ struct Rows {
     x_best_margin: Tensor,
 }
 
-impl Rows {
-    fn select(&self, keep: &[i64]) -> Rows {
-        let device = self.x0.device();
-        let k = Tensor::from_slice(keep).to_device(device);
-        let s = |t: &Tensor| t.index_select(0, &k);
-        let v = |v: &[usize]| keep.iter().map(|&i| v[i as usize]).collect::<Vec<_>>();
-        Rows {
-            indices: v(&self.indices),
-            step: v(&self.step),
-            restart: v(&self.restart),
-            queries: keep.iter().map(|&i| self.queries[i as usize]).collect(),
-            since_check: v(&self.since_check),
-            interval: v(&self.interval),
-            increases: v(&self.increases),
-            reduced_last_check: keep.iter().map(|&i| self.reduced_last_check[i as usize]).collect(),
-            x0: s(&self.x0),
-            labels: s(&self.labels),
-            loss_targets: self.loss_targets.as_ref().map(s),
-            goal_targets: self.goal_targets.as_ref().map(s),
-            ranking: self.ranking.as_ref().map(s),
-            x_adv: s(&self.x_adv),
-            x_prev: s(&self.x_prev),
-            step_size: s(&self.step_size),
-            prev_loss: s(&self.prev_loss),
-            loss_best: s(&self.loss_best),
-            loss_best_last_check: s(&self.loss_best_last_check),
-            x_best_loss: s(&self.x_best_loss),
-            grad_best: s(&self.grad_best),
-            best_margin: s(&self.best_margin),
-            x_best_margin: s(&self.x_best_margin),
-        }
-    }
-
-    fn concat(self, o: Rows) -> Rows {
-        let c = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 0);
-        let co = |a: &Option<Tensor>, b: &Option<Tensor>| match (a, b) {
-            (Some(a), Some(b)) => Some(c(a, b)),
-            _ => None,
-        };
-        let j = |mut a: Vec<usize>, b: Vec<usize>| {
-            a.extend(b);
-            a
-        };
-        let mut queries = self.queries;
-        queries.extend(o.queries);
-        let mut reduced = self.reduced_last_check;
-        reduced.extend(o.reduced_last_check);
-        Rows {
-            x0: c(&self.x0, &o.x0),
-            labels: c(&self.labels, &o.labels),
-            loss_targets: co(&self.loss_targets, &o.loss_targets),
-            goal_targets: co(&self.goal_targets, &o.goal_targets),
-            ranking: co(&self.ranking, &o.ranking),
-            x_adv: c(&self.x_adv, &o.x_adv),
-            x_prev: c(&self.x_prev, &o.x_prev),
-            step_size: c(&self.step_size, &o.step_size),
-            prev_loss: c(&self.prev_loss, &o.prev_loss),
-            loss_best: c(&self.loss_best, &o.loss_best),
-            loss_best_last_check: c(&self.loss_best_last_check, &o.loss_best_last_check),
-            x_best_loss: c(&self.x_best_loss, &o.x_best_loss),
-            grad_best: c(&self.grad_best, &o.grad_best),
-            best_margin: c(&self.best_margin, &o.best_margin),
-            x_best_margin: c(&self.x_best_margin, &o.x_best_margin),
-            indices: j(self.indices, o.indices),
-            step: j(self.step, o.step),
-            restart: j(self.restart, o.restart),
-            since_check: j(self.since_check, o.since_check),
-            interval: j(self.interval, o.interval),
-            increases: j(self.increases, o.increases),
-            queries,
-            reduced_last_check: reduced,
-        }
-    }
-}
+row_set!(Rows {
+    indices,
+    step,
+    restart,
+    queries,
+    since_check,
+    interval,
+    increases,
+    reduced_last_check,
+    x0,
+    labels,
+    loss_targets,
+    goal_targets,
+    ranking,
+    x_adv,
+    x_prev,
+    step_size,
+    prev_loss,
+    loss_best,
+    loss_best_last_check,
+    x_best_loss,
+    grad_best,
+    best_margin,
+    x_best_margin,
+});
 
 impl Apgd {
     fn first_interval(&self) -> usize {
@@ -330,204 +282,213 @@ impl Attack for Apgd {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        let threat = ctx.threat;
-        let cfg = &self.config;
-        let batch = ctx.batch_size.max(1);
         let runs = self.runs(ctx.model.num_classes());
-        let mut rows: Option<Rows> = None;
-        let mut exhausted = false;
-        loop {
-            let active = rows.as_ref().map_or(0, |r| r.indices.len());
-            if active < batch && !exhausted {
-                match source.take(batch - active)? {
-                    None => exhausted = true,
-                    Some(chunk) => {
-                        let n = chunk.indices.len();
-                        let mut queries = vec![0u64; n];
-                        let ranking = if cfg.loss == ApgdLoss::TargetedDlr {
-                            for q in queries.iter_mut() {
-                                *q += 1;
-                            }
-                            let logits = ctx.model.logits(&chunk.x)?;
-                            // Classes by decreasing logit, the label first (it is the clean
-                            // prediction for every sample that reaches an attack).
-                            let masked = logits.to_kind(Kind::Float).scatter_value(
-                                1,
-                                &chunk.labels.unsqueeze(1),
-                                f64::INFINITY,
-                            );
-                            Some(masked.argsort(1, true))
-                        } else {
-                            None
-                        };
-                        let fresh = self.fresh_state(
-                            ctx,
-                            chunk.indices,
-                            chunk.x,
-                            chunk.labels,
-                            chunk.targets,
-                            ranking,
-                            vec![0; n],
-                            queries,
-                        );
-                        rows = Some(match rows.take() {
-                            None => fresh,
-                            Some(old) => old.concat(fresh),
-                        });
-                        continue;
-                    }
-                }
-            }
-            let Some(r) = rows.as_mut() else { break };
-            if r.indices.is_empty() {
-                break;
-            }
-            let lt = r.loss_targets.as_ref();
-            let labels = &r.labels;
-            let loss_kind = cfg.loss;
-            let objective = |logits: &Tensor| match loss_kind {
-                ApgdLoss::Ce => ce_loss(logits, labels, lt),
-                ApgdLoss::Dlr | ApgdLoss::TargetedDlr => dlr_loss(logits, labels, lt),
-            };
-            let (mut loss, mut logits, mut grad) =
-                ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
-            for _ in 1..cfg.eot {
-                let (l, z, g) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
-                loss += l;
-                logits += z;
-                grad += g;
-            }
-            if cfg.eot > 1 {
-                let k = cfg.eot as f64;
-                (loss, logits, grad) = (loss / k, logits / k, grad / k);
-            }
-            for q in r.queries.iter_mut() {
-                *q += cfg.eot as u64;
-            }
-            let view = per_sample_view(&r.x_adv);
-            let gt = r.goal_targets.as_ref();
-            let m = margin(&logits, &r.labels, gt);
-            let improved_margin = m.lt_tensor(&r.best_margin);
-            r.best_margin = m.minimum(&r.best_margin);
-            r.x_best_margin =
-                r.x_adv.where_self(&improved_margin.view(view.as_slice()), &r.x_best_margin);
-            let success: Vec<bool> = Vec::try_from(success_mask(&logits, &r.labels, gt))?;
+        drive(source, ctx.batch_size, |c| self.admit(ctx, c), |r| self.round(ctx, runs, r, sink))
+    }
+}
 
-            // Loss bookkeeping: best point, increases since the last checkpoint.
-            let loss = loss.to_kind(Kind::Float);
-            let increased: Vec<bool> = Vec::try_from(loss.gt_tensor(&r.prev_loss))?;
-            let better = loss.gt_tensor(&r.loss_best);
-            r.x_best_loss = r.x_adv.where_self(&better.view(view.as_slice()), &r.x_best_loss);
-            r.grad_best = grad.where_self(&better.view(view.as_slice()), &r.grad_best);
-            r.loss_best = loss.maximum(&r.loss_best);
-            r.prev_loss = loss.shallow_clone();
-
-            // Checkpoints: halve the step and go back to the best point where progress stalled.
-            let n = r.indices.len();
-            let loss_best_v: Vec<f32> = Vec::try_from(&r.loss_best)?;
-            let last_check_v: Vec<f32> = Vec::try_from(&r.loss_best_last_check)?;
-            let mut halve = vec![false; n];
-            let min_interval = ((0.06 * cfg.steps as f64) as usize).max(1);
-            let decrease = ((0.03 * cfg.steps as f64) as usize).max(1);
-            for i in 0..n {
-                if r.step[i] == 0 {
-                    continue;
-                }
-                if increased[i] {
-                    r.increases[i] += 1;
-                }
-                r.since_check[i] += 1;
-                if r.since_check[i] == r.interval[i] {
-                    let oscillating = (r.increases[i] as f64) <= r.interval[i] as f64 * cfg.rho;
-                    let no_progress = !r.reduced_last_check[i] && last_check_v[i] >= loss_best_v[i];
-                    halve[i] = oscillating || no_progress;
-                    r.reduced_last_check[i] = halve[i];
-                    r.since_check[i] = 0;
-                    r.increases[i] = 0;
-                    r.interval[i] = r.interval[i].saturating_sub(decrease).max(min_interval);
-                }
+impl Apgd {
+    /// The rows of new samples; APGD-T ranks their classes by the clean logits (one query).
+    fn admit(&self, ctx: &AttackContext<'_>, chunk: Chunk) -> Result<Rows> {
+        let n = chunk.indices.len();
+        let mut queries = vec![0u64; n];
+        let ranking = if self.config.loss == ApgdLoss::TargetedDlr {
+            for q in queries.iter_mut() {
+                *q += 1;
             }
-            let checked: Vec<bool> =
-                (0..n).map(|i| r.step[i] > 0 && r.since_check[i] == 0).collect();
-            let checked_t = Tensor::from_slice(&checked).to_device(r.x0.device());
-            r.loss_best_last_check = r.loss_best.where_self(&checked_t, &r.loss_best_last_check);
-            let halve_t = Tensor::from_slice(&halve).to_device(r.x0.device());
-            r.step_size = r.step_size.where_self(&halve_t.logical_not(), &(&r.step_size * 0.5));
-            let hv = halve_t.view(view.as_slice());
-            let x_cur = r.x_best_loss.where_self(&hv, &r.x_adv);
-            let g_cur = r.grad_best.where_self(&hv, &grad);
+            Some(class_ranking(&ctx.model.logits(&chunk.x)?, &chunk.labels))
+        } else {
+            None
+        };
+        Ok(self.fresh_state(
+            ctx,
+            chunk.indices,
+            chunk.x,
+            chunk.labels,
+            chunk.targets,
+            ranking,
+            vec![0; n],
+            queries,
+        ))
+    }
 
-            // The APGD step with momentum (none on the first step of a run).
-            let first: Vec<f32> =
-                r.step.iter().map(|&s| if s == 0 { 1.0 } else { cfg.momentum as f32 }).collect();
-            let a = Tensor::from_slice(&first).to_device(r.x0.device()).view(view.as_slice());
-            let eta = r.step_size.view(view.as_slice());
-            let z =
-                threat.project(&r.x0, &(&x_cur + steepest_direction(threat.norm, &g_cur) * &eta));
-            let x_next = threat.project(
-                &r.x0,
-                &(&x_cur + (&z - &x_cur) * &a + (&x_cur - &r.x_prev) * (a.ones_like() - &a)),
+    /// Loss, logits and input gradient at every row's point, averaged over the EOT passes.
+    fn gradient(&self, ctx: &AttackContext<'_>, r: &mut Rows) -> Result<(Tensor, Tensor, Tensor)> {
+        let cfg = &self.config;
+        let lt = r.loss_targets.as_ref();
+        let labels = &r.labels;
+        let objective = |logits: &Tensor| match cfg.loss {
+            ApgdLoss::Ce => ce_loss(logits, labels, lt),
+            ApgdLoss::Dlr | ApgdLoss::TargetedDlr => dlr_loss(logits, labels, lt),
+        };
+        let (mut loss, mut logits, mut grad) =
+            ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+        for _ in 1..cfg.eot {
+            let (l, z, g) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+            loss += l;
+            logits += z;
+            grad += g;
+        }
+        if cfg.eot > 1 {
+            let k = cfg.eot as f64;
+            (loss, logits, grad) = (loss / k, logits / k, grad / k);
+        }
+        for q in r.queries.iter_mut() {
+            *q += cfg.eot as u64;
+        }
+        Ok((loss, logits, grad))
+    }
+
+    /// Checkpoint bookkeeping after the loss at the current points is known: which rows halve
+    /// their step size and go back to their best point (oscillation or no progress).
+    fn checkpoints(&self, r: &mut Rows, increased: &[bool]) -> Result<Tensor> {
+        let cfg = &self.config;
+        let n = r.indices.len();
+        let loss_best_v: Vec<f32> = Vec::try_from(&r.loss_best)?;
+        let last_check_v: Vec<f32> = Vec::try_from(&r.loss_best_last_check)?;
+        let mut halve = vec![false; n];
+        let min_interval = ((0.06 * cfg.steps as f64) as usize).max(1);
+        let decrease = ((0.03 * cfg.steps as f64) as usize).max(1);
+        for i in 0..n {
+            if r.step[i] == 0 {
+                continue;
+            }
+            if increased[i] {
+                r.increases[i] += 1;
+            }
+            r.since_check[i] += 1;
+            if r.since_check[i] == r.interval[i] {
+                let oscillating = (r.increases[i] as f64) <= r.interval[i] as f64 * cfg.rho;
+                let no_progress = !r.reduced_last_check[i] && last_check_v[i] >= loss_best_v[i];
+                halve[i] = oscillating || no_progress;
+                r.reduced_last_check[i] = halve[i];
+                r.since_check[i] = 0;
+                r.increases[i] = 0;
+                r.interval[i] = r.interval[i].saturating_sub(decrease).max(min_interval);
+            }
+        }
+        let checked: Vec<bool> = (0..n).map(|i| r.step[i] > 0 && r.since_check[i] == 0).collect();
+        let checked_t = Tensor::from_slice(&checked).to_device(r.x0.device());
+        r.loss_best_last_check = r.loss_best.where_self(&checked_t, &r.loss_best_last_check);
+        let halve_t = Tensor::from_slice(&halve).to_device(r.x0.device());
+        r.step_size = r.step_size.where_self(&halve_t.logical_not(), &(&r.step_size * 0.5));
+        Ok(halve_t)
+    }
+
+    /// One APGD iteration for every row, then retirement and restarts.
+    fn round(
+        &self,
+        ctx: &AttackContext<'_>,
+        runs: usize,
+        r: &mut Rows,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<()> {
+        let (threat, cfg) = (ctx.threat, &self.config);
+        let (loss, logits, grad) = self.gradient(ctx, r)?;
+        let view = per_sample_view(&r.x_adv);
+        let gt = r.goal_targets.as_ref();
+        let m = margin(&logits, &r.labels, gt);
+        let improved_margin = m.lt_tensor(&r.best_margin);
+        r.best_margin = m.minimum(&r.best_margin);
+        r.x_best_margin =
+            r.x_adv.where_self(&improved_margin.view(view.as_slice()), &r.x_best_margin);
+        let success: Vec<bool> = Vec::try_from(success_mask(&logits, &r.labels, gt))?;
+
+        // Loss bookkeeping: best point, increases since the last checkpoint.
+        let loss = loss.to_kind(Kind::Float);
+        let increased: Vec<bool> = Vec::try_from(loss.gt_tensor(&r.prev_loss))?;
+        let better = loss.gt_tensor(&r.loss_best);
+        r.x_best_loss = r.x_adv.where_self(&better.view(view.as_slice()), &r.x_best_loss);
+        r.grad_best = grad.where_self(&better.view(view.as_slice()), &r.grad_best);
+        r.loss_best = loss.maximum(&r.loss_best);
+        r.prev_loss = loss.shallow_clone();
+
+        // Checkpoints: halve the step and go back to the best point where progress stalled.
+        let hv = self.checkpoints(r, &increased)?.view(view.as_slice());
+        let x_cur = r.x_best_loss.where_self(&hv, &r.x_adv);
+        let g_cur = r.grad_best.where_self(&hv, &grad);
+
+        // The APGD step with momentum (none on the first step of a run).
+        let first: Vec<f32> =
+            r.step.iter().map(|&s| if s == 0 { 1.0 } else { cfg.momentum as f32 }).collect();
+        let a = Tensor::from_slice(&first).to_device(r.x0.device()).view(view.as_slice());
+        let eta = r.step_size.view(view.as_slice());
+        let z = threat.project(&r.x0, &(&x_cur + steepest_direction(threat.norm, &g_cur) * &eta));
+        let x_next = threat.project(
+            &r.x0,
+            &(&x_cur + (&z - &x_cur) * &a + (&x_cur - &r.x_prev) * (a.ones_like() - &a)),
+        );
+        let (keep, restarting) = self.retire(r, &success, runs, sink)?;
+        r.x_prev = x_cur;
+        r.x_adv = x_next;
+        let device = r.x0.device();
+        let mut next = r.pick(&Keep::new(keep, device));
+        if !restarting.is_empty() {
+            // Restarted rows get a fresh state (new start point, or APGD-T's next target),
+            // keeping their margin-best point and query count; they move to the end.
+            let again = next.pick(&Keep::new(restarting.clone(), device));
+            let restarts: Vec<usize> = again.restart.iter().map(|r| r + 1).collect();
+            let mut fresh = self.fresh_state(
+                ctx,
+                again.indices.clone(),
+                again.x0.shallow_clone(),
+                again.labels.shallow_clone(),
+                again.goal_targets.as_ref().map(|t| t.shallow_clone()),
+                again.ranking.as_ref().map(|t| t.shallow_clone()),
+                restarts,
+                again.queries.clone(),
             );
+            fresh.best_margin = again.best_margin.shallow_clone();
+            fresh.x_best_margin = again.x_best_margin.shallow_clone();
+            let stay: Vec<i64> =
+                (0..next.indices.len() as i64).filter(|i| !restarting.contains(i)).collect();
+            next = next.pick(&Keep::new(stay, device)).join(fresh);
+        }
+        *r = next;
+        Ok(())
+    }
 
-            let mut keep: Vec<i64> = Vec::new();
-            let mut restarting: Vec<i64> = Vec::new();
-            for (i, &succeeded) in success.iter().enumerate() {
-                if succeeded {
+    /// Hands broken rows and rows out of runs to `sink`; returns the positions of the rows that
+    /// stay and, among those, of the rows that start their next run.
+    fn retire(
+        &self,
+        r: &mut Rows,
+        success: &[bool],
+        runs: usize,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<(Vec<i64>, Vec<i64>)> {
+        let mut keep: Vec<i64> = Vec::new();
+        let mut restarting: Vec<i64> = Vec::new();
+        for (i, &succeeded) in success.iter().enumerate() {
+            if succeeded {
+                let x = r.x_adv.get(i as i64);
+                sink(AttackRecord::stepped(
+                    r.indices[i],
+                    x,
+                    Some(r.step[i]),
+                    r.restart[i],
+                    r.queries[i],
+                ))?;
+            } else if r.step[i] >= self.config.steps {
+                if r.restart[i] + 1 < runs {
+                    restarting.push(keep.len() as i64);
+                    keep.push(i as i64);
+                } else {
                     sink(AttackRecord {
                         index: r.indices[i],
-                        x_adv: r.x_adv.get(i as i64),
-                        claimed_success: true,
-                        step: Some(r.step[i]),
+                        x_adv: r.x_best_margin.get(i as i64),
+                        claimed_success: false,
+                        step: None,
                         restart: r.restart[i],
                         queries: r.queries[i],
                         min_norm: None,
                     })?;
-                } else if r.step[i] >= cfg.steps {
-                    if r.restart[i] + 1 < runs {
-                        restarting.push(keep.len() as i64);
-                        keep.push(i as i64);
-                    } else {
-                        sink(AttackRecord {
-                            index: r.indices[i],
-                            x_adv: r.x_best_margin.get(i as i64),
-                            claimed_success: false,
-                            step: None,
-                            restart: r.restart[i],
-                            queries: r.queries[i],
-                            min_norm: None,
-                        })?;
-                    }
-                } else {
-                    r.step[i] += 1;
-                    keep.push(i as i64);
                 }
+            } else {
+                r.step[i] += 1;
+                keep.push(i as i64);
             }
-            r.x_prev = x_cur;
-            r.x_adv = x_next;
-            let mut next = r.select(&keep);
-            if !restarting.is_empty() {
-                // Restarted rows get a fresh state (new start point, or APGD-T's next target),
-                // keeping their margin-best point and query count.
-                let again = next.select(&restarting);
-                let restarts: Vec<usize> = again.restart.iter().map(|r| r + 1).collect();
-                let mut fresh = self.fresh_state(
-                    ctx,
-                    again.indices.clone(),
-                    again.x0.shallow_clone(),
-                    again.labels.shallow_clone(),
-                    again.goal_targets.as_ref().map(|t| t.shallow_clone()),
-                    again.ranking.as_ref().map(|t| t.shallow_clone()),
-                    restarts,
-                    again.queries.clone(),
-                );
-                fresh.best_margin = again.best_margin.shallow_clone();
-                fresh.x_best_margin = again.x_best_margin.shallow_clone();
-                let stay: Vec<i64> =
-                    (0..next.indices.len() as i64).filter(|i| !restarting.contains(i)).collect();
-                next = next.select(&stay).concat(fresh);
-            }
-            *r = next;
         }
-        Ok(())
+        Ok((keep, restarting))
     }
 }

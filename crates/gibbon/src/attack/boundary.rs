@@ -19,12 +19,13 @@
 //! (Foolbox's 25,000 steps take about 27,500), `threat.budget.queries` overrides it; no sample
 //! ever exceeds it. The minimum-norm contract of [`super::min_norm`] decides what is returned;
 //! without `minimize` a sample stops as soon as it holds an adversarial point within ε.
+use super::check_norm;
 use super::decision::{self, Search, Settings, Space, StartSearch, StartStatus, Subject};
 use super::host::l2_norm;
 use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
-use crate::error::{GibbonError, Result};
+use crate::error::Result;
 use crate::model::{LabelOracle, PredictionsOf, QueryLog};
-use crate::threat::{Knowledge, Norm, ThreatModel};
+use crate::threat::ThreatModel;
 use std::collections::VecDeque;
 
 /// Query budget per sample when the threat model does not set one.
@@ -69,21 +70,11 @@ pub struct Boundary {
     pub log: Option<QueryLog>,
 }
 
-fn check_norm(norm: Norm) -> Result<()> {
-    if norm != Norm::L2 {
-        return Err(GibbonError::invalid(
-            "norm",
-            format!("boundary is an l2 attack, not {norm} (try hsj for linf, or rays)"),
-        ));
-    }
-    Ok(())
-}
-
 impl Boundary {
     /// The Boundary attack for an L2 `threat`; the budget is `threat.budget.queries` (default
     /// 25,000).
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
-        check_norm(threat.norm)?;
+        check_norm("boundary", threat.norm)?;
         let queries = threat.query_budget(BOUNDARY_QUERIES)?;
         Ok(Boundary {
             config: BoundaryConfig {
@@ -110,7 +101,7 @@ impl Boundary {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        check_norm(threat.norm)?;
+        check_norm("boundary", threat.norm)?;
         let settings =
             Settings { name: "boundary", threat, seed, batch_size, minimize: self.config.minimize };
         decision::run(&BoundarySearch { config: &self.config }, oracle, &settings, source, sink)
@@ -123,9 +114,6 @@ impl Attack for Boundary {
     }
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).unwrap_or_default()
-    }
-    fn knowledge(&self) -> Knowledge {
-        Knowledge::DecisionBased
     }
     fn run(
         &self,

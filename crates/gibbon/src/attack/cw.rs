@@ -25,11 +25,12 @@
 //! The ε of the threat model caps what is returned (see [`super::min_norm`]): without
 //! `minimize`, a sample stops at the first adversarial point inside the ε-ball; with it, the
 //! whole budget runs and the smallest adversarial point is refined by bisection.
+use super::check_norm;
 use super::loss::{margin, success_mask};
-use super::min_norm::{cat, Finisher, Found, Refining, Sample};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::min_norm::{cat, drive_min_norm, Finisher, Found, Refining, Sample};
+use super::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::error::{GibbonError, Result};
-use crate::threat::{per_sample_view, rowwise_elementwise, Norm, ThreatModel};
+use crate::threat::{per_sample_view, rowwise_elementwise, ThreatModel};
 use tch::{Kind, Tensor};
 
 /// C&W parameters.
@@ -78,15 +79,7 @@ impl Cw {
 
     /// C&W with explicit parameters.
     pub fn with_config(threat: &ThreatModel, config: CwConfig) -> Result<Self> {
-        if threat.norm != Norm::L2 {
-            return Err(GibbonError::invalid(
-                "norm",
-                format!(
-                    "cw is the L2 attack of Carlini & Wagner; the threat model's norm is {}",
-                    threat.norm
-                ),
-            ));
-        }
+        check_norm("cw", threat.norm)?;
         if config.steps == 0 || config.binary_search_steps == 0 {
             return Err(GibbonError::invalid("steps", "must be at least 1"));
         }
@@ -155,64 +148,54 @@ impl Attack for Cw {
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
         let threat = ctx.threat;
-        if threat.norm != Norm::L2 {
-            return Err(GibbonError::invalid("norm", "cw needs an l2 threat model"));
-        }
-        let batch = ctx.batch_size.max(1);
+        check_norm("cw", threat.norm)?;
         let finisher = Finisher { threat, minimize: self.config.minimize };
+        drive_min_norm(
+            ctx,
+            &finisher,
+            source,
+            sink,
+            |chunk| Ok(self.admit(threat, chunk)),
+            |rows, refining, sink| self.step(ctx, &finisher, rows, refining, sink),
+        )
+    }
+}
+
+impl Cw {
+    /// The rows of new samples, at the clean input in tanh space.
+    fn admit(&self, threat: &ThreatModel, chunk: Chunk) -> Vec<Row> {
         let (lo, hi) = (threat.bounds.lo, threat.bounds.hi);
-        let mut rows: Vec<Row> = Vec::new();
-        let mut refining: Vec<Refining> = Vec::new();
-        let mut exhausted = false;
-        loop {
-            let active = rows.len() + refining.len();
-            if active < batch && !exhausted {
-                match source.take(batch - active)? {
-                    None => exhausted = true,
-                    Some(chunk) => {
-                        let unit = ((&chunk.x.to_kind(Kind::Float) - lo) / (hi - lo) * 2.0 - 1.0)
-                            * 0.999999;
-                        let w0 = rowwise_elementwise(&unit, |t| t.atanh());
-                        for (i, &index) in chunk.indices.iter().enumerate() {
-                            let i = i as i64;
-                            let w0 = w0.narrow(0, i, 1);
-                            rows.push(Row {
-                                sample: Sample {
-                                    index,
-                                    x0: chunk.x.narrow(0, i, 1),
-                                    label: chunk.labels.narrow(0, i, 1),
-                                    target: chunk.targets.as_ref().map(|t| t.narrow(0, i, 1)),
-                                    queries: 0,
-                                },
-                                w: w0.copy(),
-                                m: w0.zeros_like(),
-                                v: w0.zeros_like(),
-                                w0,
-                                inner: 0,
-                                outer: 0,
-                                total_steps: 0,
-                                c: self.config.initial_const,
-                                c_lo: 0.0,
-                                c_hi: f64::INFINITY,
-                                floor: None,
-                                checkpoint_loss: f64::INFINITY,
-                                found_in_run: false,
-                                best: None,
-                            });
-                        }
-                        continue;
-                    }
-                }
-            }
-            if rows.is_empty() && refining.is_empty() {
-                break;
-            }
-            if !rows.is_empty() {
-                rows = self.step(ctx, &finisher, rows, &mut refining, sink)?;
-            }
-            finisher.pass(ctx, &mut refining, sink)?;
+        let unit = ((&chunk.x.to_kind(Kind::Float) - lo) / (hi - lo) * 2.0 - 1.0) * 0.999999;
+        let w0 = rowwise_elementwise(&unit, |t| t.atanh());
+        let mut rows = Vec::with_capacity(chunk.indices.len());
+        for (i, &index) in chunk.indices.iter().enumerate() {
+            let i = i as i64;
+            let w0 = w0.narrow(0, i, 1);
+            rows.push(Row {
+                sample: Sample {
+                    index,
+                    x0: chunk.x.narrow(0, i, 1),
+                    label: chunk.labels.narrow(0, i, 1),
+                    target: chunk.targets.as_ref().map(|t| t.narrow(0, i, 1)),
+                    queries: 0,
+                },
+                w: w0.copy(),
+                m: w0.zeros_like(),
+                v: w0.zeros_like(),
+                w0,
+                inner: 0,
+                outer: 0,
+                total_steps: 0,
+                c: self.config.initial_const,
+                c_lo: 0.0,
+                c_hi: f64::INFINITY,
+                floor: None,
+                checkpoint_loss: f64::INFINITY,
+                found_in_run: false,
+                best: None,
+            });
         }
-        Ok(())
+        rows
     }
 }
 

@@ -31,11 +31,13 @@
 //! per sample). All randomness is drawn per sample from [`RngKey`] (seed, dataset index, iteration, stream),
 //! so per-sample results do not depend on the batch size or on how rounds are scheduled.
 use super::host::reaches_goal;
-use super::{batch_tensor, sample_tensor, AttackRecord, HostRun, HostSample, SampleSource};
+use super::pool::drive;
+use super::{batch_tensor, sample_tensor, AttackRecord, Chunk, HostRun, HostSample, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::model::LabelOracle;
 use crate::random::RngKey;
 use crate::threat::{Norm, ThreatModel};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use tch::{Device, Kind};
 
@@ -218,6 +220,23 @@ struct Row<S> {
     over: bool,
 }
 
+/// What the driver keeps from the samples it admitted: the gallery of start candidates, the
+/// input space (set by the first chunk) and the run's sample shape and goal kind.
+#[derive(Default)]
+struct Intake {
+    gallery: Gallery,
+    space: Option<Space>,
+    run: HostRun,
+}
+
+/// The points of one round, in order, with the pool position and point count of each
+/// proposal, and the dataset index of every point.
+struct Proposals {
+    points: Vec<f32>,
+    owners: Vec<(usize, usize)>,
+    indices: Vec<usize>,
+}
+
 /// Runs `search` on every sample of `source` (see the module docs).
 pub(super) fn run<S: Search>(
     search: &S,
@@ -227,118 +246,133 @@ pub(super) fn run<S: Search>(
     sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
 ) -> Result<()> {
     let threat = settings.threat;
+    let intake = RefCell::new(Intake::default());
+    let mut offset = 0usize;
+    let admit = |chunk: Chunk| {
+        let Intake { gallery, space, run } = &mut *intake.borrow_mut();
+        let samples = chunk.to_host(settings.name, run)?;
+        let space =
+            space.get_or_insert_with(|| Space::new(threat, run.shape.clone(), oracle.device()));
+        Ok(subjects(samples, settings.seed, gallery)
+            .into_iter()
+            .map(|subject| Row { state: search.begin(&subject, space), subject, over: false })
+            .collect::<Vec<_>>())
+    };
+    drive(source, settings.batch_size, admit, |pool| {
+        let intake = intake.borrow();
+        let space = intake.space.as_ref().expect("set with the first rows");
+        let proposals = propose(search, oracle, settings, space, &mut offset, pool)?;
+        answer(search, oracle, settings, space, proposals, pool, sink)
+    })
+}
+
+/// Collects the proposals of one round, round-robin from a moving offset so that no sample
+/// waits for long; rows whose search is over or whose budget is spent are marked `over`.
+fn propose<S: Search>(
+    search: &S,
+    oracle: &LabelOracle<'_>,
+    settings: &Settings<'_>,
+    space: &Space,
+    offset: &mut usize,
+    pool: &mut [Row<S::State>],
+) -> Result<Proposals> {
     let batch = settings.batch_size.max(1);
     let capacity = batch.max(MIN_ROUND_ROWS);
-    let mut pool: Vec<Row<S::State>> = Vec::new();
-    let mut gallery = Gallery::default();
-    let mut space: Option<Space> = None;
-    let mut run = HostRun::default();
-    let mut exhausted = false;
-    let mut offset = 0usize;
-    loop {
-        if pool.len() < batch && !exhausted {
-            match source.take(batch - pool.len())? {
-                None => exhausted = true,
-                Some(chunk) => {
-                    let samples = chunk.to_host(settings.name, &mut run)?;
-                    let space = space.get_or_insert_with(|| {
-                        Space::new(threat, run.shape.clone(), oracle.device())
-                    });
-                    for subject in subjects(samples, settings.seed, &mut gallery) {
-                        let state = search.begin(&subject, space);
-                        pool.push(Row { subject, state, over: false });
-                    }
-                    continue;
-                }
-            }
+    let d = space.d;
+    let mut points: Vec<f32> = Vec::new();
+    let mut owners: Vec<(usize, usize)> = Vec::new();
+    let mut indices: Vec<usize> = Vec::new();
+    let mut left = capacity;
+    let n = pool.len();
+    for k in 0..n {
+        let i = (*offset + k) % n;
+        let row = &mut pool[i];
+        if row.over {
+            continue;
         }
-        if pool.is_empty() {
-            break;
+        let budget_left = oracle.remaining(row.subject.index);
+        if budget_left == 0 {
+            row.over = true;
+            continue;
         }
-        let Some(space) = space.as_ref() else { break };
-        let d = space.d;
-
-        // Proposals, round-robin from a moving offset so that no sample waits for long.
-        let mut points: Vec<f32> = Vec::new();
-        let mut owners: Vec<(usize, usize)> = Vec::new();
-        let mut indices: Vec<usize> = Vec::new();
-        let mut left = capacity;
-        let n = pool.len();
-        for k in 0..n {
-            let i = (offset + k) % n;
-            let row = &mut pool[i];
-            if row.over {
-                continue;
-            }
-            let budget_left = oracle.remaining(row.subject.index);
-            if budget_left == 0 {
-                row.over = true;
-                continue;
-            }
-            if left < ATOMIC_PROPOSAL.min(usize::try_from(budget_left).unwrap_or(usize::MAX)) {
-                continue;
-            }
-            let limit = left.min(usize::try_from(budget_left).unwrap_or(usize::MAX));
-            let before = points.len();
-            let got = search.propose(
-                &mut row.state,
-                &mut row.subject,
-                space,
-                budget_left,
-                limit,
-                &mut points,
-            );
-            if got == 0 {
-                points.truncate(before);
-                row.over = true;
-                continue;
-            }
-            if got > limit || points.len() != before + got * d {
-                return Err(GibbonError::Internal(format!(
-                    "{}: sample {} proposed {got} points ({} values) with room for {limit}",
-                    settings.name,
-                    row.subject.index,
-                    points.len() - before
-                )));
-            }
-            left -= got;
-            owners.push((i, got));
-            indices.extend(std::iter::repeat_n(row.subject.index, got));
+        if left < ATOMIC_PROPOSAL.min(usize::try_from(budget_left).unwrap_or(usize::MAX)) {
+            continue;
         }
-        offset = offset.wrapping_add(1);
-
-        if !indices.is_empty() {
-            let x = batch_tensor(&points, indices.len(), &space.shape, space.device);
-            let labels: Vec<i64> = Vec::try_from(
-                oracle.labels(&indices, &x)?.to_device(Device::Cpu).to_kind(Kind::Int64),
-            )?;
-            let mut at = 0;
-            for &(i, got) in &owners {
-                let row = &mut pool[i];
-                let adversarial: Vec<bool> = labels[at..at + got]
-                    .iter()
-                    .map(|&l| reaches_goal(l, row.subject.label, row.subject.target))
-                    .collect();
-                let answered = &points[at * d..(at + got) * d];
-                row.subject.observe(space, answered, &adversarial);
-                search.absorb(&mut row.state, &mut row.subject, space, answered, &adversarial);
-                at += got;
-            }
+        let limit = left.min(usize::try_from(budget_left).unwrap_or(usize::MAX));
+        let before = points.len();
+        let got = search.propose(
+            &mut row.state,
+            &mut row.subject,
+            space,
+            budget_left,
+            limit,
+            &mut points,
+        );
+        if got == 0 {
+            points.truncate(before);
+            row.over = true;
+            continue;
         }
-
-        let mut kept = Vec::with_capacity(pool.len());
-        for row in pool.drain(..) {
-            let early = !settings.minimize
-                && row.subject.best.as_ref().is_some_and(|b| b.norm <= threat.eps);
-            if row.over || early || oracle.remaining(row.subject.index) == 0 {
-                let queries = oracle.used(row.subject.index);
-                sink(record(row.subject, space, threat, queries)?)?;
-            } else {
-                kept.push(row);
-            }
+        if got > limit || points.len() != before + got * d {
+            return Err(GibbonError::Internal(format!(
+                "{}: sample {} proposed {got} points ({} values) with room for {limit}",
+                settings.name,
+                row.subject.index,
+                points.len() - before
+            )));
         }
-        pool = kept;
+        left -= got;
+        owners.push((i, got));
+        indices.extend(std::iter::repeat_n(row.subject.index, got));
     }
+    *offset = offset.wrapping_add(1);
+    Ok(Proposals { points, owners, indices })
+}
+
+/// Asks the oracle about the round's points, hands every answer to its search, and retires
+/// rows that are over, have spent their budget, or (unless `minimize`) hold a point within ε.
+fn answer<S: Search>(
+    search: &S,
+    oracle: &LabelOracle<'_>,
+    settings: &Settings<'_>,
+    space: &Space,
+    Proposals { points, owners, indices }: Proposals,
+    pool: &mut Vec<Row<S::State>>,
+    sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+) -> Result<()> {
+    let threat = settings.threat;
+    let d = space.d;
+    if !indices.is_empty() {
+        let x = batch_tensor(&points, indices.len(), &space.shape, space.device);
+        let labels: Vec<i64> = Vec::try_from(
+            oracle.labels(&indices, &x)?.to_device(Device::Cpu).to_kind(Kind::Int64),
+        )?;
+        let mut at = 0;
+        for &(i, got) in &owners {
+            let row = &mut pool[i];
+            let adversarial: Vec<bool> = labels[at..at + got]
+                .iter()
+                .map(|&l| reaches_goal(l, row.subject.label, row.subject.target))
+                .collect();
+            let answered = &points[at * d..(at + got) * d];
+            row.subject.observe(space, answered, &adversarial);
+            search.absorb(&mut row.state, &mut row.subject, space, answered, &adversarial);
+            at += got;
+        }
+    }
+
+    let mut kept = Vec::with_capacity(pool.len());
+    for row in pool.drain(..) {
+        let early =
+            !settings.minimize && row.subject.best.as_ref().is_some_and(|b| b.norm <= threat.eps);
+        if row.over || early || oracle.remaining(row.subject.index) == 0 {
+            let queries = oracle.used(row.subject.index);
+            sink(record(row.subject, space, threat, queries)?)?;
+        } else {
+            kept.push(row);
+        }
+    }
+    *pool = kept;
     Ok(())
 }
 

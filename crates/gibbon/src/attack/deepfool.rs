@@ -19,9 +19,10 @@
 //! The ε of the threat model caps what is returned (see [`super::min_norm`]): the first
 //! adversarial iterate is returned when it lies in the ε-ball (unless `minimize`); with
 //! `minimize`, the segment from the clean input to it is bisected to remove the overshoot.
+use super::check_norm;
 use super::loss::success_mask;
-use super::min_norm::{cat, Finisher, Found, Refining, Sample};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::min_norm::{cat, drive_min_norm, Finisher, Found, Refining, Sample};
+use super::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::threat::{per_sample_view, Goal, Norm, ThreatModel};
 use tch::{Kind, Tensor};
@@ -56,12 +57,7 @@ pub struct DeepFool {
 impl DeepFool {
     /// DeepFool for `threat` (L2 or L∞); `options.steps` overrides the 50 steps.
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
-        if threat.norm == Norm::L1 {
-            return Err(GibbonError::invalid(
-                "norm",
-                "deepfool supports the l2 and linf norms, not l1 (try pgd or apgd for l1)",
-            ));
-        }
+        check_norm("deepfool", threat.norm)?;
         let steps = options.steps.unwrap_or(DEEPFOOL_STEPS);
         if steps == 0 {
             return Err(GibbonError::invalid("steps", "must be at least 1"));
@@ -104,50 +100,35 @@ impl Attack for DeepFool {
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
         let threat = ctx.threat;
-        if threat.norm == Norm::L1 {
-            return Err(GibbonError::invalid("norm", "deepfool supports l2 and linf, not l1"));
-        }
-        let batch = ctx.batch_size.max(1);
+        check_norm("deepfool", threat.norm)?;
         let finisher = Finisher { threat, minimize: self.config.minimize };
-        let mut rows: Vec<Row> = Vec::new();
-        let mut refining: Vec<Refining> = Vec::new();
-        let mut exhausted = false;
-        loop {
-            let active = rows.len() + refining.len();
-            if active < batch && !exhausted {
-                match source.take(batch - active)? {
-                    None => exhausted = true,
-                    Some(chunk) => {
-                        for (i, &index) in chunk.indices.iter().enumerate() {
-                            let i = i as i64;
-                            let x0 = chunk.x.narrow(0, i, 1);
-                            rows.push(Row {
-                                total: x0.zeros_like(),
-                                x: x0.copy(),
-                                sample: Sample {
-                                    index,
-                                    label: chunk.labels.narrow(0, i, 1),
-                                    target: chunk.targets.as_ref().map(|t| t.narrow(0, i, 1)),
-                                    x0,
-                                    queries: 0,
-                                },
-                                others: None,
-                                step: 0,
-                            });
-                        }
-                        continue;
+        let admit = |chunk: Chunk| {
+            Ok(chunk
+                .indices
+                .iter()
+                .enumerate()
+                .map(|(i, &index)| {
+                    let i = i as i64;
+                    let x0 = chunk.x.narrow(0, i, 1);
+                    Row {
+                        total: x0.zeros_like(),
+                        x: x0.copy(),
+                        sample: Sample {
+                            index,
+                            label: chunk.labels.narrow(0, i, 1),
+                            target: chunk.targets.as_ref().map(|t| t.narrow(0, i, 1)),
+                            x0,
+                            queries: 0,
+                        },
+                        others: None,
+                        step: 0,
                     }
-                }
-            }
-            if rows.is_empty() && refining.is_empty() {
-                break;
-            }
-            if !rows.is_empty() {
-                rows = self.step(ctx, &finisher, rows, &mut refining, sink)?;
-            }
-            finisher.pass(ctx, &mut refining, sink)?;
-        }
-        Ok(())
+                })
+                .collect())
+        };
+        drive_min_norm(ctx, &finisher, source, sink, admit, |rows, refining, sink| {
+            self.step(ctx, &finisher, rows, refining, sink)
+        })
     }
 }
 

@@ -21,9 +21,10 @@
 //! smallest adversarial norm found even above ε, and unless [`AttackOptions::minimize`] is set a
 //! sample leaves the batch as soon as it is broken within ε. Each forward pass counts as one
 //! query per row (the backward passes for the Jacobian reuse it).
-use super::loss::success_mask;
+use super::loss::{class_ranking, success_mask};
+use super::pool::{drive, row_set, Keep, RowSet};
 use super::stepped::StartPoint;
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::random::{stacked, RngKey};
 use crate::threat::{Goal, InputBox, Norm, ThreatModel};
@@ -145,39 +146,7 @@ struct Rows {
     best_adv: Tensor,
 }
 
-impl Rows {
-    fn select(&self, keep: &[i64]) -> Rows {
-        let k = Tensor::from_slice(keep).to_device(self.x0.device());
-        let s = |t: &Tensor| t.index_select(0, &k);
-        Rows {
-            info: keep.iter().map(|&i| self.info[i as usize].clone()).collect(),
-            x0: s(&self.x0),
-            labels: s(&self.labels),
-            goal_targets: self.goal_targets.as_ref().map(s),
-            ranking: self.ranking.as_ref().map(s),
-            current: s(&self.current),
-            best_adv: s(&self.best_adv),
-        }
-    }
-
-    fn concat(mut self, o: Rows) -> Rows {
-        let c = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 0);
-        let co = |a: &Option<Tensor>, b: &Option<Tensor>| match (a, b) {
-            (Some(a), Some(b)) => Some(c(a, b)),
-            _ => None,
-        };
-        self.info.extend(o.info);
-        Rows {
-            info: self.info,
-            x0: c(&self.x0, &o.x0),
-            labels: c(&self.labels, &o.labels),
-            goal_targets: co(&self.goal_targets, &o.goal_targets),
-            ranking: co(&self.ranking, &o.ranking),
-            current: c(&self.current, &o.current),
-            best_adv: c(&self.best_adv, &o.best_adv),
-        }
-    }
-}
+row_set!(Rows { info, x0, labels, goal_targets, ranking, current, best_adv });
 
 /// What a row does after a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,7 +408,7 @@ impl Fab {
         if which.is_empty() {
             return Ok(());
         }
-        let done = r.select(which);
+        let done = r.pick(&Keep::new(which.to_vec(), r.x0.device()));
         let found: Vec<bool> = done.info.iter().map(|i| i.best_norm.is_finite()).collect();
         let candidate = ctx.threat.project(&done.x0, &done.best_adv);
         let confirmed: Vec<bool> = if found.iter().any(|&f| f) {
@@ -479,144 +448,146 @@ impl Attack for Fab {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        let threat = ctx.threat;
-        let cfg = &self.config;
-        let batch = ctx.batch_size.max(1);
         let runs = self.runs(ctx.model.num_classes());
-        let mut rows: Option<Rows> = None;
-        let mut exhausted = false;
-        loop {
-            let active = rows.as_ref().map_or(0, |r| r.info.len());
-            if active < batch && !exhausted {
-                match source.take(batch - active)? {
-                    None => exhausted = true,
-                    Some(chunk) => {
-                        let targeted = cfg.variant == FabVariant::Targeted;
-                        let info: Vec<RowInfo> = chunk
-                            .indices
-                            .iter()
-                            .map(|&index| RowInfo {
-                                index,
-                                run: 0,
-                                step: 0,
-                                total_steps: 0,
-                                queries: u64::from(targeted),
-                                best_norm: f64::INFINITY,
-                                best_step: None,
-                                best_run: 0,
-                            })
-                            .collect();
-                        let ranking = if targeted {
-                            // Classes by decreasing clean logit, the label first.
-                            let logits = ctx.model.logits(&chunk.x)?;
-                            let masked = logits.to_kind(Kind::Float).scatter_value(
-                                1,
-                                &chunk.labels.unsqueeze(1),
-                                f64::INFINITY,
-                            );
-                            Some(masked.argsort(1, true))
-                        } else {
-                            None
-                        };
-                        let current = self.start_points(ctx, &chunk.x, &info);
-                        let fresh = Rows {
-                            info,
-                            best_adv: chunk.x.copy(),
-                            x0: chunk.x,
-                            labels: chunk.labels,
-                            goal_targets: chunk.targets,
-                            ranking,
-                            current,
-                        };
-                        rows = Some(match rows.take() {
-                            None => fresh,
-                            Some(old) => old.concat(fresh),
-                        });
-                        continue;
-                    }
-                }
-            }
-            let Some(r) = rows.as_mut() else { break };
-            if r.info.is_empty() {
-                break;
-            }
-            let lin = self.linearize(ctx, r)?;
-            let adversarial: Vec<bool> =
-                Vec::try_from(success_mask(&lin.logits, &r.labels, r.goal_targets.as_ref()))?;
-            let norms: Vec<f64> = Vec::try_from(threat.distance(&r.x0, &r.current))?;
-            let n = r.info.len();
-            let mut improved = vec![false; n];
-            let mut next = vec![Next::Step; n];
-            for (i, info) in r.info.iter_mut().enumerate() {
-                info.queries += 1;
-                if adversarial[i] && norms[i] < info.best_norm {
-                    info.best_norm = norms[i];
-                    info.best_step = Some(info.total_steps);
-                    info.best_run = info.run;
-                    improved[i] = true;
-                }
-                next[i] = if !cfg.minimize && info.best_norm <= threat.eps {
-                    Next::Finish
-                } else if info.step >= cfg.steps {
-                    if info.run + 1 < runs {
-                        Next::NewRun
-                    } else {
-                        Next::Finish
-                    }
-                } else if adversarial[i] {
-                    Next::Shrink
-                } else {
-                    Next::Step
-                };
-            }
-            let device = r.x0.device();
-            let view = crate::threat::per_sample_view(&r.x0);
-            let mask_of = |want: Next| {
-                let v: Vec<bool> = next.iter().map(|&a| a == want).collect();
-                Tensor::from_slice(&v).to_device(device).view(view.as_slice())
-            };
-            let improved_t = Tensor::from_slice(&improved).to_device(device).view(view.as_slice());
-            r.best_adv = r.current.where_self(&improved_t, &r.best_adv);
+        drive(source, ctx.batch_size, |c| self.admit(ctx, c), |r| self.round(ctx, runs, r, sink))
+    }
+}
 
-            let shrunk = (&r.x0.to_kind(Kind::Double)
-                + (r.current.to_kind(Kind::Double) - r.x0.to_kind(Kind::Double)) * cfg.beta)
-                .to_kind(r.current.kind());
-            let mut current = if next.contains(&Next::Step) {
-                self.step(threat, r, &lin).where_self(&mask_of(Next::Step), &shrunk)
-            } else {
-                shrunk
-            };
-            for (i, info) in r.info.iter_mut().enumerate() {
-                match next[i] {
-                    Next::Step => {
-                        info.step += 1;
-                        info.total_steps += 1;
-                    }
-                    Next::NewRun => {
-                        info.run += 1;
-                        info.step = 0;
-                    }
-                    Next::Shrink | Next::Finish => {}
+impl Fab {
+    /// The rows of new samples; FAB-T ranks their classes by the clean logits (one query).
+    fn admit(&self, ctx: &AttackContext<'_>, chunk: Chunk) -> Result<Rows> {
+        let targeted = self.config.variant == FabVariant::Targeted;
+        let info: Vec<RowInfo> = chunk
+            .indices
+            .iter()
+            .map(|&index| RowInfo {
+                index,
+                run: 0,
+                step: 0,
+                total_steps: 0,
+                queries: u64::from(targeted),
+                best_norm: f64::INFINITY,
+                best_step: None,
+                best_run: 0,
+            })
+            .collect();
+        let ranking = if targeted {
+            Some(class_ranking(&ctx.model.logits(&chunk.x)?, &chunk.labels))
+        } else {
+            None
+        };
+        let current = self.start_points(ctx, &chunk.x, &info);
+        Ok(Rows {
+            info,
+            best_adv: chunk.x.copy(),
+            x0: chunk.x,
+            labels: chunk.labels,
+            goal_targets: chunk.targets,
+            ranking,
+            current,
+        })
+    }
+
+    /// What every row does after the pass at its current point (its best point is updated).
+    fn decide(
+        &self,
+        ctx: &AttackContext<'_>,
+        runs: usize,
+        r: &mut Rows,
+        lin: &Linearization,
+    ) -> Result<(Vec<Next>, Vec<bool>)> {
+        let (threat, cfg) = (ctx.threat, &self.config);
+        let adversarial: Vec<bool> =
+            Vec::try_from(success_mask(&lin.logits, &r.labels, r.goal_targets.as_ref()))?;
+        let norms: Vec<f64> = Vec::try_from(threat.distance(&r.x0, &r.current))?;
+        let n = r.info.len();
+        let mut improved = vec![false; n];
+        let mut next = vec![Next::Step; n];
+        for (i, info) in r.info.iter_mut().enumerate() {
+            info.queries += 1;
+            if adversarial[i] && norms[i] < info.best_norm {
+                info.best_norm = norms[i];
+                info.best_step = Some(info.total_steps);
+                info.best_run = info.run;
+                improved[i] = true;
+            }
+            next[i] = if !cfg.minimize && info.best_norm <= threat.eps {
+                Next::Finish
+            } else if info.step >= cfg.steps {
+                if info.run + 1 < runs {
+                    Next::NewRun
+                } else {
+                    Next::Finish
                 }
+            } else if adversarial[i] {
+                Next::Shrink
+            } else {
+                Next::Step
+            };
+        }
+        Ok((next, improved))
+    }
+
+    /// One FAB iteration for every row: a step, a shrink towards the clean input, a new run or
+    /// the end of the sample.
+    fn round(
+        &self,
+        ctx: &AttackContext<'_>,
+        runs: usize,
+        r: &mut Rows,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<()> {
+        let (threat, cfg) = (ctx.threat, &self.config);
+        let lin = self.linearize(ctx, r)?;
+        let (next, improved) = self.decide(ctx, runs, r, &lin)?;
+        let n = r.info.len();
+        let device = r.x0.device();
+        let view = crate::threat::per_sample_view(&r.x0);
+        let mask_of = |want: Next| {
+            let v: Vec<bool> = next.iter().map(|&a| a == want).collect();
+            Tensor::from_slice(&v).to_device(device).view(view.as_slice())
+        };
+        let improved_t = Tensor::from_slice(&improved).to_device(device).view(view.as_slice());
+        r.best_adv = r.current.where_self(&improved_t, &r.best_adv);
+
+        let shrunk = (&r.x0.to_kind(Kind::Double)
+            + (r.current.to_kind(Kind::Double) - r.x0.to_kind(Kind::Double)) * cfg.beta)
+            .to_kind(r.current.kind());
+        let mut current = if next.contains(&Next::Step) {
+            self.step(threat, r, &lin).where_self(&mask_of(Next::Step), &shrunk)
+        } else {
+            shrunk
+        };
+        for (i, info) in r.info.iter_mut().enumerate() {
+            match next[i] {
+                Next::Step => {
+                    info.step += 1;
+                    info.total_steps += 1;
+                }
+                Next::NewRun => {
+                    info.run += 1;
+                    info.step = 0;
+                }
+                Next::Shrink | Next::Finish => {}
             }
-            let restarting: Vec<i64> =
-                (0..n as i64).filter(|&i| next[i as usize] == Next::NewRun).collect();
-            if !restarting.is_empty() {
-                let rt = Tensor::from_slice(&restarting).to_device(device);
-                let info: Vec<RowInfo> =
-                    restarting.iter().map(|&i| r.info[i as usize].clone()).collect();
-                let fresh = self.start_points(ctx, &r.x0.index_select(0, &rt), &info);
-                current = current.index_copy(0, &rt, &fresh);
-            }
-            r.current = current;
-            let finished: Vec<i64> =
-                (0..n as i64).filter(|&i| next[i as usize] == Next::Finish).collect();
-            if !finished.is_empty() {
-                self.finish(ctx, r, &finished, sink)?;
-                let keep: Vec<i64> =
-                    (0..n as i64).filter(|&i| next[i as usize] != Next::Finish).collect();
-                *r = r.select(&keep);
-            }
+        }
+        let restarting: Vec<i64> =
+            (0..n as i64).filter(|&i| next[i as usize] == Next::NewRun).collect();
+        if !restarting.is_empty() {
+            let rt = Tensor::from_slice(&restarting).to_device(device);
+            let info: Vec<RowInfo> =
+                restarting.iter().map(|&i| r.info[i as usize].clone()).collect();
+            let fresh = self.start_points(ctx, &r.x0.index_select(0, &rt), &info);
+            current = current.index_copy(0, &rt, &fresh);
+        }
+        r.current = current;
+        let finished: Vec<i64> =
+            (0..n as i64).filter(|&i| next[i as usize] == Next::Finish).collect();
+        if !finished.is_empty() {
+            self.finish(ctx, r, &finished, sink)?;
+            let keep: Vec<i64> =
+                (0..n as i64).filter(|&i| next[i as usize] != Next::Finish).collect();
+            *r = r.pick(&Keep::new(keep, device));
         }
         Ok(())
     }

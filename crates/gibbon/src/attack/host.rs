@@ -1,5 +1,6 @@
 //! Small computations on host vectors, shared by the query attacks (which keep their per-sample
 //! state in plain vectors, in float64 where they accumulate).
+pub(super) use crate::threat::goal::reaches_goal;
 
 /// Index of the largest score (the first one on ties).
 pub(super) fn argmax(z: &[f64]) -> usize {
@@ -10,14 +11,6 @@ pub(super) fn argmax(z: &[f64]) -> usize {
         }
     }
     best
-}
-
-/// Whether predicting `pred` reaches the goal: another class than `label`, or `target`.
-pub(super) fn reaches_goal(pred: i64, label: i64, target: Option<i64>) -> bool {
-    match target {
-        None => pred != label,
-        Some(t) => pred == t,
-    }
 }
 
 /// `log Σ exp(z)`, computed stably.

@@ -26,14 +26,15 @@
 //! and no sample ever exceeds its budget. The minimum-norm contract of [`super::min_norm`] decides
 //! what is returned; without `minimize` a sample stops as soon as it holds an adversarial point
 //! within ε.
+use super::check_norm;
 use super::decision::{
     self, Bisection, Path, Search, Settings, Space, StartSearch, StartStatus, Subject,
 };
 use super::host::{l2_norm, normalize, sign};
-use super::{refuse_l1, Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
 use crate::error::Result;
 use crate::model::{LabelOracle, PredictionsOf, QueryLog};
-use crate::threat::{Knowledge, Norm, ThreatModel};
+use crate::threat::{Norm, ThreatModel};
 
 /// Query budget per sample when the threat model does not set one.
 pub const HSJ_QUERIES: usize = 25_000;
@@ -87,7 +88,7 @@ impl Hsj {
     /// HopSkipJump for `threat` (L2 or L∞); the budget is `threat.budget.queries` (default
     /// 25,000).
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
-        refuse_l1("hsj", threat.norm)?;
+        check_norm("hsj", threat.norm)?;
         let queries = threat.query_budget(HSJ_QUERIES)?;
         Ok(Hsj {
             config: HsjConfig {
@@ -112,7 +113,7 @@ impl Hsj {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        refuse_l1("hsj", threat.norm)?;
+        check_norm("hsj", threat.norm)?;
         let settings =
             Settings { name: "hsj", threat, seed, batch_size, minimize: self.config.minimize };
         decision::run(&HsjSearch { config: &self.config }, oracle, &settings, source, sink)
@@ -125,9 +126,6 @@ impl Attack for Hsj {
     }
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).unwrap_or_default()
-    }
-    fn knowledge(&self) -> Knowledge {
-        Knowledge::DecisionBased
     }
     fn run(
         &self,

@@ -1,28 +1,7 @@
-//! Losses, margins and success tests shared by the attacks.
+//! Losses shared by the attacks. The goal's margin and success rule live with the goal
+//! ([`crate::threat::goal`]), where the verifier takes them from too.
+pub use crate::threat::goal::{margin, success_mask};
 use tch::{Kind, Tensor};
-
-/// Per-sample margin: for untargeted goals `z_y - max_{j≠y} z_j`, for targeted goals
-/// `max_{j≠t} z_j - z_t`. Negative means the attack has succeeded; lower is better.
-pub fn margin(logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>) -> Tensor {
-    let logits = logits.to_kind(Kind::Float);
-    let class = targets.unwrap_or(labels);
-    let own = logits.gather(1, &class.unsqueeze(1), false).squeeze_dim(1);
-    let mask = logits.zeros_like().scatter_value(1, &class.unsqueeze(1), f64::NEG_INFINITY);
-    let other = (&logits + mask).amax([1i64].as_slice(), false);
-    match targets {
-        None => own - other,
-        Some(_) => other - own,
-    }
-}
-
-/// Boolean `[B]`: the prediction is wrong (untargeted) or equals the target (targeted).
-pub fn success_mask(logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>) -> Tensor {
-    let pred = logits.argmax(-1, false);
-    match targets {
-        None => pred.ne_tensor(labels),
-        Some(t) => pred.eq_tensor(t),
-    }
-}
 
 /// Per-sample objective the attacker ascends: cross-entropy to the label (untargeted) or
 /// minus cross-entropy to the target (targeted).
@@ -36,4 +15,11 @@ pub fn cross_entropy_objective(
         None => -logp.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1),
         Some(t) => logp.gather(1, &t.unsqueeze(1), false).squeeze_dim(1),
     }
+}
+
+/// Every row's classes by decreasing clean logit, its label first (the label is the clean
+/// prediction of every sample that reaches an attack): APGD-T's and FAB-T's target order.
+pub(crate) fn class_ranking(logits: &Tensor, labels: &Tensor) -> Tensor {
+    let masked = logits.to_kind(Kind::Float).scatter_value(1, &labels.unsqueeze(1), f64::INFINITY);
+    masked.argsort(1, true)
 }

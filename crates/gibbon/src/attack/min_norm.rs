@@ -12,7 +12,8 @@
 //! Every point returned as a success was itself evaluated by a forward pass here or in the
 //! attack (the exact float32 tensor), so no success is claimed without being observed.
 use super::loss::success_mask;
-use super::{AttackContext, AttackRecord};
+use super::pool::{drive, Pooled};
+use super::{AttackContext, AttackRecord, Chunk, SampleSource};
 use crate::error::Result;
 use crate::threat::ThreatModel;
 use tch::{Kind, Tensor};
@@ -64,6 +65,49 @@ pub(super) struct Refining {
 /// Concatenates per-sample tensors `[1, ...]` into a batch.
 pub(super) fn cat(parts: &[&Tensor]) -> Tensor {
     Tensor::cat(parts, 0)
+}
+
+/// The pool of a minimum-norm attack: rows still searching, and rows in the finishing stage.
+struct MinNormPool<R> {
+    searching: Vec<R>,
+    refining: Vec<Refining>,
+}
+
+impl<R> Pooled for MinNormPool<R> {
+    fn len(&self) -> usize {
+        self.searching.len() + self.refining.len()
+    }
+    fn join(mut self, fresh: Self) -> Self {
+        self.searching.extend(fresh.searching);
+        self.refining.extend(fresh.refining);
+        self
+    }
+}
+
+/// Runs a minimum-norm attack on the shared pool: new samples become searching rows
+/// (`admit`); every round takes one search step on the searching rows (`step`, which hands
+/// the rows that observed an adversarial point to the finisher and returns the others), then
+/// one finishing pass.
+pub(super) fn drive_min_norm<R>(
+    ctx: &AttackContext<'_>,
+    finisher: &Finisher<'_>,
+    source: &mut dyn SampleSource,
+    sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    mut admit: impl FnMut(Chunk) -> Result<Vec<R>>,
+    mut step: impl FnMut(
+        Vec<R>,
+        &mut Vec<Refining>,
+        &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<Vec<R>>,
+) -> Result<()> {
+    let fresh = |chunk| Ok(MinNormPool { searching: admit(chunk)?, refining: Vec::new() });
+    drive(source, ctx.batch_size, fresh, |pool: &mut MinNormPool<R>| {
+        if !pool.searching.is_empty() {
+            let searching = std::mem::take(&mut pool.searching);
+            pool.searching = step(searching, &mut pool.refining, &mut *sink)?;
+        }
+        finisher.pass(ctx, &mut pool.refining, &mut *sink)
+    })
 }
 
 /// The finishing stage (see the module docs).

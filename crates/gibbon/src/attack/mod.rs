@@ -1,6 +1,9 @@
 //! Attacks. One file per attack; each implements [`Attack`] and is registered once in
-//! [`REGISTRY`]. To add an attack: write `myattack.rs` with a type implementing [`Attack`], add
-//! `mod myattack;` below and one line to [`REGISTRY`].
+//! [`REGISTRY`] (`registry.rs`), which declares its name, what it sees of the model, the norms
+//! it supports and whether it searches for the minimum norm. To add an attack: write
+//! `myattack.rs` with a type implementing [`Attack`] (its rows run on the shared pool,
+//! `pool.rs`, or on its family's driver), add `mod myattack;` below and one line to
+//! [`REGISTRY`]; the CLI help and the contract test (`tests/contract.rs`) read the registry.
 //!
 //! An attack pulls samples from a [`SampleSource`] and hands each finished sample to a sink as
 //! an [`AttackRecord`]. It never decides the verdict: the evaluation's verifier re-checks every
@@ -21,7 +24,9 @@ mod mifgsm;
 mod min_norm;
 mod nes;
 mod pgd;
+pub(crate) mod pool;
 mod rays;
+mod registry;
 mod simba;
 mod square;
 mod stepped;
@@ -40,6 +45,9 @@ pub use mifgsm::MiFgsm;
 pub use nes::{Nes, NesConfig, NES_QUERIES, NES_SAMPLES, NES_SIGMA};
 pub use pgd::Pgd;
 pub use rays::{Rays, RaysConfig, RAYS_QUERIES};
+pub use registry::{
+    build_attack, check_norm, registration, AttackInfo, Registration, APGD_STEPS, REGISTRY,
+};
 pub use simba::{dct2, dct_matrix, idct2, Simba, SimbaBasis, SimbaConfig, SIMBA_QUERIES};
 pub use square::{Square, SquareConfig, SQUARE_P_INIT, SQUARE_QUERIES};
 pub use stepped::{StartPoint, SteppedAttack, SteppedConfig};
@@ -134,14 +142,6 @@ pub(crate) fn batch_tensor(values: &[f32], n: usize, shape: &[i64], device: tch:
     sample_tensor(values, &full, device)
 }
 
-/// Refuses the L1 norm for an attack that supports L∞ and L2 only (`attack` names it).
-pub(crate) fn refuse_l1(attack: &str, norm: crate::threat::Norm) -> Result<()> {
-    if norm == crate::threat::Norm::L1 {
-        return Err(GibbonError::invalid("norm", format!("{attack} supports linf and l2, not l1")));
-    }
-    Ok(())
-}
-
 /// One flattened sample from `values` as a tensor of shape `shape` on `device`.
 pub(crate) fn sample_tensor(values: &[f32], shape: &[i64], device: tch::Device) -> Tensor {
     Tensor::from_slice(values).view(shape).to_device(device)
@@ -205,6 +205,26 @@ pub struct AttackRecord {
 }
 
 impl AttackRecord {
+    /// The record of a fixed-ε gradient attack (no minimum norm): the returned point, whether
+    /// it is a claimed success, and the step and restart it was found at.
+    pub(crate) fn stepped(
+        index: usize,
+        x_adv: Tensor,
+        success: Option<usize>,
+        restart: usize,
+        queries: u64,
+    ) -> Self {
+        AttackRecord {
+            index,
+            x_adv,
+            claimed_success: success.is_some(),
+            step: success,
+            restart,
+            queries,
+            min_norm: None,
+        }
+    }
+
     /// The record of a score-based search (one run, no minimum norm): a success found at
     /// iteration `step`, or, with `step` `None`, the sample's best unbroken point.
     pub(crate) fn searched(index: usize, x_adv: Tensor, step: Option<usize>, queries: u64) -> Self {
@@ -238,10 +258,11 @@ pub trait Attack {
     fn name(&self) -> &'static str;
     /// The parameters as JSON, for results.
     fn params(&self) -> serde_json::Value;
-    /// What the attack sees of the model: gradients (the default), scores only, or labels only.
-    /// An evaluation refuses an attack that needs more than the threat model's `knowledge`.
+    /// What the attack sees of the model: gradients, scores only, or labels only, as its
+    /// [`REGISTRY`] entry declares (white-box for an attack that is not registered). An
+    /// evaluation refuses an attack that needs more than the threat model's `knowledge`.
     fn knowledge(&self) -> Knowledge {
-        Knowledge::WhiteBox
+        registration(self.name()).map_or(Knowledge::WhiteBox, |r| r.info.knowledge)
     }
     /// Attacks every sample of `source`, calling `sink` once per sample.
     fn run(
@@ -277,61 +298,6 @@ pub struct AttackOptions {
     /// boundary rarely fools another model. Honoured by the stepped attacks (fgsm, bim, pgd,
     /// mifgsm, difgsm; their `params` then show `"full_budget": true`); other attacks ignore it.
     pub full_budget: bool,
-}
-
-type Constructor = fn(&ThreatModel, &AttackOptions) -> Result<Box<dyn Attack>>;
-
-/// Every attack by name. One line per attack.
-pub const REGISTRY: &[(&str, Constructor)] = &[
-    ("fgsm", |t, o| Ok(Box::new(Fgsm::build(t, o)?))),
-    ("bim", |t, o| Ok(Box::new(Bim::build(t, o)?))),
-    ("pgd", |t, o| Ok(Box::new(Pgd::build(t, o)?))),
-    ("mifgsm", |t, o| Ok(Box::new(MiFgsm::build(t, o)?))),
-    ("difgsm", |t, o| Ok(Box::new(DiFgsm::build(t, o)?))),
-    ("apgd-ce", |t, o| Ok(Box::new(Apgd::new(t, o, ApgdLoss::Ce, o.steps.unwrap_or(APGD_STEPS))?))),
-    ("apgd-dlr", |t, o| {
-        Ok(Box::new(Apgd::new(t, o, ApgdLoss::Dlr, o.steps.unwrap_or(APGD_STEPS))?))
-    }),
-    ("apgd-t", |t, o| {
-        Ok(Box::new(Apgd::new(t, o, ApgdLoss::TargetedDlr, o.steps.unwrap_or(APGD_STEPS))?))
-    }),
-    ("fab", |t, o| {
-        Ok(Box::new(Fab::new(t, o, FabVariant::Untargeted, o.steps.unwrap_or(FAB_STEPS))?))
-    }),
-    ("fab-t", |t, o| {
-        Ok(Box::new(Fab::new(t, o, FabVariant::Targeted, o.steps.unwrap_or(FAB_STEPS))?))
-    }),
-    ("square", |t, o| Ok(Box::new(Square::new(t, o)?))),
-    ("simba", |t, o| Ok(Box::new(Simba::new(t, o, SimbaBasis::Dct)?))),
-    ("simba-pixel", |t, o| Ok(Box::new(Simba::new(t, o, SimbaBasis::Pixel)?))),
-    ("nes", |t, o| Ok(Box::new(Nes::new(t, o)?))),
-    ("deepfool", |t, o| Ok(Box::new(DeepFool::new(t, o)?))),
-    ("cw", |t, o| Ok(Box::new(Cw::new(t, o)?))),
-    ("hsj", |t, o| Ok(Box::new(Hsj::new(t, o)?))),
-    ("boundary", |t, o| Ok(Box::new(Boundary::new(t, o)?))),
-    ("rays", |t, o| Ok(Box::new(Rays::new(t, o)?))),
-];
-
-/// APGD's default iterations (AutoAttack's 100) when the user did not set `--steps`.
-pub const APGD_STEPS: usize = 100;
-
-/// Builds the attack `name` for `threat`.
-pub fn build_attack(
-    name: &str,
-    threat: &ThreatModel,
-    options: &AttackOptions,
-) -> Result<Box<dyn Attack>> {
-    let key = name.to_ascii_lowercase();
-    let (_, make) = REGISTRY.iter().find(|(n, _)| *n == key).ok_or_else(|| {
-        GibbonError::invalid(
-            "attack",
-            format!(
-                "'{name}' is not one of {}",
-                REGISTRY.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-            ),
-        )
-    })?;
-    make(threat, options)
 }
 
 /// A [`SampleSource`] over tensors already in memory (handy for tests and small runs).

@@ -25,15 +25,17 @@
 //! (AttackRecord::step counts the PGD steps before it); an unbroken sample returns its
 //! lowest-loss iterate. Noise depends only on (seed, sample, iteration), so results do not
 //! depend on the batch size.
+use super::check_norm;
 use super::host::{argmax, l2_norm, log_sum_exp, reaches_goal, sign};
+use super::pool::drive;
 use super::{
-    batch_tensor, refuse_l1, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord,
+    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, Chunk,
     HostRun, HostSample, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
 use crate::random::RngKey;
-use crate::threat::{Knowledge, Norm, ThreatModel};
+use crate::threat::{Norm, ThreatModel};
 use tch::{Device, Kind, Tensor};
 
 /// Query budget per sample when the threat model does not set one (the authors' default).
@@ -88,7 +90,7 @@ impl Nes {
     /// NES for `threat` (L∞ or L2); budget `threat.budget.queries` (default 10,000), step
     /// `options.alpha` (default ε/5).
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
-        refuse_l1("nes", threat.norm)?;
+        check_norm("nes", threat.norm)?;
         let queries = threat.query_budget(NES_QUERIES)?;
         let step = options.alpha.unwrap_or(NES_STEP_FRACTION * threat.eps);
         if !step.is_finite() || step < 0.0 {
@@ -124,140 +126,146 @@ impl Nes {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        refuse_l1("nes", threat.norm)?;
+        check_norm("nes", threat.norm)?;
         let n = self.population();
-        let pairs = n / 2;
         let rows_per_pass = batch_size.max(1);
         // Samples attacked together: an estimate of each fills one pass.
         let pool = (rows_per_pass / n.max(1)).max(1);
+        let run = std::cell::RefCell::new(HostRun::default());
+        let step = self.config.step;
+        let admit = |chunk: Chunk| {
+            let fresh = chunk.to_host("nes", &mut run.borrow_mut())?;
+            Ok(fresh.into_iter().map(|s| Row::new(s, step)).collect::<Vec<_>>())
+        };
+        drive(source, pool, admit, |rows| {
+            let shape = run.borrow().shape.clone();
+            self.round(oracle, threat, seed, &shape, rows_per_pass, rows, sink)
+        })
+    }
+
+    /// One NES iteration for every row of the pool: the gradient estimate (n antithetic
+    /// queries), the step (one query), and retirement of broken rows and spent budgets.
+    #[allow(clippy::too_many_arguments)]
+    fn round(
+        &self,
+        oracle: &ScoreOracle<'_>,
+        threat: &ThreatModel,
+        seed: u64,
+        shape: &[i64],
+        rows_per_pass: usize,
+        rows: &mut Vec<Row>,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<()> {
+        let n = self.population();
+        let pairs = n / 2;
         let device = oracle.device();
         let sigma = self.config.sigma;
-        let mut rows: Vec<Row> = Vec::new();
-        let mut run = HostRun::default();
-        let mut exhausted = false;
-        loop {
-            if rows.len() < pool && !exhausted {
-                match source.take(pool - rows.len())? {
-                    None => exhausted = true,
-                    Some(chunk) => {
-                        let step = self.config.step;
-                        let fresh = chunk.to_host("nes", &mut run)?;
-                        rows.extend(fresh.into_iter().map(|s| Row::new(s, step)));
-                        continue;
-                    }
+        // Samples that cannot afford a whole iteration stop with their best iterate.
+        let mut active = Vec::with_capacity(rows.len());
+        for row in rows.drain(..) {
+            if n == 0 || oracle.remaining(row.index) < (n + 1) as u64 {
+                sink(row.failure(shape, device, oracle.used(row.index)))?;
+            } else {
+                active.push(row);
+            }
+        }
+        *rows = active;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let d: usize = shape.iter().product::<i64>() as usize;
+
+        // The estimate: n projected sample points per row, pairs (+u, -u) in draw order.
+        let mut noise: Vec<Vec<f64>> = Vec::with_capacity(rows.len());
+        let mut clean = Vec::with_capacity(rows.len() * n * d);
+        let mut raw = Vec::with_capacity(rows.len() * n * d);
+        let mut indices = Vec::with_capacity(rows.len() * n);
+        for row in rows.iter() {
+            let key = RngKey::new(seed, row.index).step(row.iteration);
+            let u = key.stream(STREAM_NOISE).normal(pairs * d);
+            for k in 0..pairs {
+                for s in [1.0, -1.0] {
+                    clean.extend_from_slice(&row.x0);
+                    raw.extend(
+                        row.current
+                            .iter()
+                            .zip(&u[k * d..(k + 1) * d])
+                            .map(|(&x, &e)| (x as f64 + s * sigma * e) as f32),
+                    );
+                    indices.push(row.index);
                 }
             }
-            if rows.is_empty() {
-                break;
-            }
-            // Samples that cannot afford a whole iteration stop with their best iterate.
-            let mut active = Vec::with_capacity(rows.len());
-            for row in rows.drain(..) {
-                if n == 0 || oracle.remaining(row.index) < (n + 1) as u64 {
-                    sink(row.failure(&run.shape, device, oracle.used(row.index)))?;
-                } else {
-                    active.push(row);
-                }
-            }
-            rows = active;
-            if rows.is_empty() {
+            noise.push(u);
+        }
+        let points = threat.project(
+            &batch_tensor(&clean, rows.len() * n, shape, device),
+            &batch_tensor(&raw, rows.len() * n, shape, device),
+        );
+        let scores = scores_in_passes(oracle, &indices, &points, rows_per_pass)?;
+        let classes = scores.len() / indices.len();
+        let mut stepped = Vec::with_capacity(rows.len());
+        let mut next_raw = Vec::with_capacity(rows.len() * d);
+        let mut next_clean = Vec::with_capacity(rows.len() * d);
+        for (r, (mut row, u)) in rows.drain(..).zip(noise).enumerate() {
+            let z = |j: usize| {
+                let at = (r * n + j) * classes;
+                &scores[at..at + classes]
+            };
+            if let Some(j) = (0..n).find(|&j| row.success(z(j))) {
+                sink(AttackRecord::searched(
+                    row.index,
+                    points.get((r * n + j) as i64).copy(),
+                    Some(row.iteration),
+                    oracle.used(row.index),
+                ))?;
                 continue;
             }
-            let d: usize = run.shape.iter().product::<i64>() as usize;
+            let scale = 1.0 / (n as f64 * sigma);
+            let mu = self.config.momentum;
+            row.momentum.iter_mut().for_each(|g| *g *= mu);
+            for k in 0..pairs {
+                let diff = (row.loss(z(2 * k)) - row.loss(z(2 * k + 1))) * scale * (1.0 - mu);
+                for (g, &e) in row.momentum.iter_mut().zip(&u[k * d..(k + 1) * d]) {
+                    *g += diff * e;
+                }
+            }
+            next_clean.extend_from_slice(&row.x0);
+            next_raw.extend(row.proposal(threat.norm));
+            stepped.push(row);
+        }
+        if stepped.is_empty() {
+            return Ok(());
+        }
 
-            // The estimate: n projected sample points per row, pairs (+u, -u) in draw order.
-            let mut noise: Vec<Vec<f64>> = Vec::with_capacity(rows.len());
-            let mut clean = Vec::with_capacity(rows.len() * n * d);
-            let mut raw = Vec::with_capacity(rows.len() * n * d);
-            let mut indices = Vec::with_capacity(rows.len() * n);
-            for row in &rows {
-                let key = RngKey::new(seed, row.index).step(row.iteration);
-                let u = key.stream(STREAM_NOISE).normal(pairs * d);
-                for k in 0..pairs {
-                    for s in [1.0, -1.0] {
-                        clean.extend_from_slice(&row.x0);
-                        raw.extend(
-                            row.current
-                                .iter()
-                                .zip(&u[k * d..(k + 1) * d])
-                                .map(|(&x, &e)| (x as f64 + s * sigma * e) as f32),
-                        );
-                        indices.push(row.index);
-                    }
-                }
-                noise.push(u);
-            }
-            let points = threat.project(
-                &batch_tensor(&clean, rows.len() * n, &run.shape, device),
-                &batch_tensor(&raw, rows.len() * n, &run.shape, device),
-            );
-            let scores = scores_in_passes(oracle, &indices, &points, rows_per_pass)?;
-            let classes = scores.len() / indices.len();
-            let mut stepped = Vec::with_capacity(rows.len());
-            let mut next_raw = Vec::with_capacity(rows.len() * d);
-            let mut next_clean = Vec::with_capacity(rows.len() * d);
-            for (r, (mut row, u)) in rows.drain(..).zip(noise).enumerate() {
-                let z = |j: usize| {
-                    let at = (r * n + j) * classes;
-                    &scores[at..at + classes]
-                };
-                if let Some(j) = (0..n).find(|&j| row.success(z(j))) {
-                    sink(AttackRecord::searched(
-                        row.index,
-                        points.get((r * n + j) as i64).copy(),
-                        Some(row.iteration),
-                        oracle.used(row.index),
-                    ))?;
-                    continue;
-                }
-                let scale = 1.0 / (n as f64 * sigma);
-                let mu = self.config.momentum;
-                row.momentum.iter_mut().for_each(|g| *g *= mu);
-                for k in 0..pairs {
-                    let diff = (row.loss(z(2 * k)) - row.loss(z(2 * k + 1))) * scale * (1.0 - mu);
-                    for (g, &e) in row.momentum.iter_mut().zip(&u[k * d..(k + 1) * d]) {
-                        *g += diff * e;
-                    }
-                }
-                next_clean.extend_from_slice(&row.x0);
-                next_raw.extend(row.proposal(threat.norm));
-                stepped.push(row);
-            }
-            if stepped.is_empty() {
+        // The new iterates: one query each.
+        let candidates = threat.project(
+            &batch_tensor(&next_clean, stepped.len(), shape, device),
+            &batch_tensor(&next_raw, stepped.len(), shape, device),
+        );
+        let indices: Vec<usize> = stepped.iter().map(|r| r.index).collect();
+        let scores = scores_in_passes(oracle, &indices, &candidates, rows_per_pass)?;
+        let queried: Vec<f32> =
+            Vec::try_from(candidates.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
+        for (r, mut row) in stepped.into_iter().enumerate() {
+            let z = &scores[r * classes..(r + 1) * classes];
+            row.iteration += 1;
+            if row.success(z) {
+                sink(AttackRecord::searched(
+                    row.index,
+                    candidates.get(r as i64).copy(),
+                    Some(row.iteration),
+                    oracle.used(row.index),
+                ))?;
                 continue;
             }
-
-            // The new iterates: one query each.
-            let candidates = threat.project(
-                &batch_tensor(&next_clean, stepped.len(), &run.shape, device),
-                &batch_tensor(&next_raw, stepped.len(), &run.shape, device),
-            );
-            let indices: Vec<usize> = stepped.iter().map(|r| r.index).collect();
-            let scores = scores_in_passes(oracle, &indices, &candidates, rows_per_pass)?;
-            let queried: Vec<f32> = Vec::try_from(
-                candidates.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1),
-            )?;
-            for (r, mut row) in stepped.into_iter().enumerate() {
-                let z = &scores[r * classes..(r + 1) * classes];
-                row.iteration += 1;
-                if row.success(z) {
-                    sink(AttackRecord::searched(
-                        row.index,
-                        candidates.get(r as i64).copy(),
-                        Some(row.iteration),
-                        oracle.used(row.index),
-                    ))?;
-                    continue;
-                }
-                let loss = row.loss(z);
-                row.current.copy_from_slice(&queried[r * d..(r + 1) * d]);
-                if loss < row.best_loss {
-                    row.best_loss = loss;
-                    row.best.copy_from_slice(&row.current);
-                }
-                row.anneal(loss);
-                rows.push(row);
+            let loss = row.loss(z);
+            row.current.copy_from_slice(&queried[r * d..(r + 1) * d]);
+            if loss < row.best_loss {
+                row.best_loss = loss;
+                row.best.copy_from_slice(&row.current);
             }
+            row.anneal(loss);
+            rows.push(row);
         }
         Ok(())
     }
@@ -269,9 +277,6 @@ impl Attack for Nes {
     }
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).unwrap_or_default()
-    }
-    fn knowledge(&self) -> Knowledge {
-        Knowledge::ScoreBased
     }
     fn run(
         &self,

@@ -24,11 +24,12 @@
 //! `threat.budget.queries` overrides it; no sample ever exceeds it. Early stopping as in the
 //! paper: without `minimize` a sample stops as soon as `r*` (hence the best point's norm) is at
 //! most ε. The minimum-norm contract of [`super::min_norm`] decides what is returned.
+use super::check_norm;
 use super::decision::{self, Search, Settings, Space, Subject, NOISE_TRIES};
 use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
-use crate::error::{GibbonError, Result};
+use crate::error::Result;
 use crate::model::{LabelOracle, PredictionsOf, QueryLog};
-use crate::threat::{Knowledge, Norm, ThreatModel};
+use crate::threat::ThreatModel;
 
 /// Query budget per sample when the threat model does not set one.
 pub const RAYS_QUERIES: usize = 10_000;
@@ -58,20 +59,10 @@ pub struct Rays {
     pub log: Option<QueryLog>,
 }
 
-fn check_norm(norm: Norm) -> Result<()> {
-    if norm != Norm::Linf {
-        return Err(GibbonError::invalid(
-            "norm",
-            format!("rays is an linf attack, not {norm} (try hsj or boundary for l2)"),
-        ));
-    }
-    Ok(())
-}
-
 impl Rays {
     /// RayS for an L∞ `threat`; the budget is `threat.budget.queries` (default 10,000).
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
-        check_norm(threat.norm)?;
+        check_norm("rays", threat.norm)?;
         let queries = threat.query_budget(RAYS_QUERIES)?;
         Ok(Rays {
             config: RaysConfig { queries, tolerance: TOLERANCE, minimize: options.minimize },
@@ -90,7 +81,7 @@ impl Rays {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        check_norm(threat.norm)?;
+        check_norm("rays", threat.norm)?;
         let settings =
             Settings { name: "rays", threat, seed, batch_size, minimize: self.config.minimize };
         decision::run(&RaysSearch { config: &self.config }, oracle, &settings, source, sink)
@@ -103,9 +94,6 @@ impl Attack for Rays {
     }
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).unwrap_or_default()
-    }
-    fn knowledge(&self) -> Knowledge {
-        Knowledge::DecisionBased
     }
     fn run(
         &self,

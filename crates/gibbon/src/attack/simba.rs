@@ -47,15 +47,18 @@
 //! directions tried, 0 for the start point); an unbroken sample uses exactly its budget (default
 //! 10,000 queries per sample, the paper's untargeted ImageNet limit). Directions, their order and
 //! signs depend only on (seed, sample, pass), so results do not depend on the batch size.
+use super::check_norm;
 use super::host::{argmax, log_sum_exp, reaches_goal};
+use super::pool::drive;
 use super::{
-    batch_tensor, refuse_l1, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord,
+    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, Chunk,
     HostRun, HostSample, Layout, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
 use crate::random::RngKey;
-use crate::threat::{Knowledge, Norm, ThreatModel};
+use crate::threat::{Norm, ThreatModel};
+use std::cell::RefCell;
 use tch::{Device, Kind, Tensor};
 
 /// Query budget per sample when the threat model does not set one.
@@ -105,7 +108,7 @@ impl Simba {
     /// SimBA in `basis` for `threat` (L∞ or L2); the budget is `threat.budget.queries` (default
     /// 10,000), the step `options.alpha` (default ε for L∞, ε/4 for L2).
     pub fn new(threat: &ThreatModel, options: &AttackOptions, basis: SimbaBasis) -> Result<Self> {
-        refuse_l1("simba", threat.norm)?;
+        check_norm("simba", threat.norm)?;
         let default_step = match threat.norm {
             Norm::Linf => threat.eps,
             _ => SIMBA_L2_STEP_FRACTION * threat.eps,
@@ -139,141 +142,161 @@ impl Simba {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        refuse_l1("simba", threat.norm)?;
-        let batch = batch_size.max(1);
+        check_norm(self.registry_name(), threat.norm)?;
         let device = oracle.device();
-        let mut rows: Vec<Row> = Vec::new();
-        let mut run = HostRun::default();
-        let mut basis: Option<Basis> = None;
-        let mut exhausted = false;
-        loop {
-            if rows.len() < batch && !exhausted {
-                match source.take(batch - rows.len())? {
-                    None => exhausted = true,
-                    Some(chunk) => {
-                        let fresh = chunk.to_host("simba", &mut run)?.into_iter().map(Row::new);
-                        let basis = basis.get_or_insert_with(|| self.basis_for(&run.shape));
-                        rows.extend(fresh.into_iter().map(|mut r| {
-                            r.order = basis.order(RngKey::new(seed, r.index).step(0));
-                            r
-                        }));
-                        continue;
-                    }
-                }
-            }
-            if rows.is_empty() {
-                break;
-            }
+        let state: RefCell<(HostRun, Option<Basis>)> = RefCell::new(Default::default());
+        let admit = |chunk: Chunk| {
+            let (run, basis) = &mut *state.borrow_mut();
+            let fresh = chunk.to_host(self.registry_name(), run)?.into_iter().map(Row::new);
+            let basis = basis.get_or_insert_with(|| self.basis_for(&run.shape));
+            Ok(fresh
+                .map(|mut r| {
+                    r.order = basis.order(RngKey::new(seed, r.index).step(0));
+                    r
+                })
+                .collect::<Vec<Row>>())
+        };
+        drive(source, batch_size, admit, |rows| {
+            let (run, basis) = &*state.borrow();
             let basis = basis.as_ref().expect("set with the first rows");
-            let to_tensor = |v: &[f32], n: usize| batch_tensor(v, n, &run.shape, device);
+            self.round(oracle, threat, seed, (&run.shape, device), basis, rows, sink)
+        })
+    }
 
-            // Every row's next query point (`None`: the row has nothing left to try); no-op
-            // candidates are skipped without a query.
-            let mut pending: Vec<usize> = (0..rows.len()).collect();
-            let mut chosen: Vec<Option<Vec<f32>>> = vec![None; rows.len()];
-            let mut raws: Vec<Vec<f32>> = vec![Vec::new(); rows.len()];
-            while !pending.is_empty() {
-                let mut clean = Vec::with_capacity(pending.len() * basis.len());
-                let mut raw = Vec::with_capacity(pending.len() * basis.len());
-                for &i in &pending {
-                    clean.extend_from_slice(&rows[i].x0);
-                    raws[i] = self.candidate(&rows[i], basis, threat.norm);
-                    raw.extend_from_slice(&raws[i]);
-                }
-                let projected = threat
-                    .project(&to_tensor(&clean, pending.len()), &to_tensor(&raw, pending.len()));
-                let projected: Vec<f32> = Vec::try_from(
-                    projected.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1),
-                )?;
-                let d = basis.len();
-                let mut again = Vec::new();
-                for (k, &i) in pending.iter().enumerate() {
-                    let point = &projected[k * d..(k + 1) * d];
-                    let row = &mut rows[i];
-                    if row.phase == Phase::Start || point != row.current.as_slice() {
-                        chosen[i] = Some(point.to_vec());
-                        row.idle = 0;
-                        continue;
-                    }
-                    row.idle += 1;
-                    // Every direction, both signs, left the point unchanged: nothing to try.
-                    if row.idle > 2 * d {
-                        continue;
-                    }
-                    row.advance(basis, seed);
-                    again.push(i);
-                }
-                pending = again;
+    /// Every row's next query point (`None`: the row has nothing left to try); no-op
+    /// candidates are skipped without a query. Also returns each row's unprojected point.
+    #[allow(clippy::type_complexity)]
+    fn choose(
+        &self,
+        threat: &ThreatModel,
+        seed: u64,
+        (shape, device): (&[i64], Device),
+        basis: &Basis,
+        rows: &mut [Row],
+    ) -> Result<(Vec<Option<Vec<f32>>>, Vec<Vec<f32>>)> {
+        let to_tensor = |v: &[f32], n: usize| batch_tensor(v, n, shape, device);
+        let mut pending: Vec<usize> = (0..rows.len()).collect();
+        let mut chosen: Vec<Option<Vec<f32>>> = vec![None; rows.len()];
+        let mut raws: Vec<Vec<f32>> = vec![Vec::new(); rows.len()];
+        while !pending.is_empty() {
+            let mut clean = Vec::with_capacity(pending.len() * basis.len());
+            let mut raw = Vec::with_capacity(pending.len() * basis.len());
+            for &i in &pending {
+                clean.extend_from_slice(&rows[i].x0);
+                raws[i] = self.candidate(&rows[i], basis, threat.norm);
+                raw.extend_from_slice(&raws[i]);
             }
-            let mut next = Vec::with_capacity(rows.len());
-            let mut live: Vec<Row> = Vec::with_capacity(rows.len());
-            let mut queried: Vec<f32> = Vec::with_capacity(rows.len() * basis.len());
-            let mut live_raw: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
-            for (i, row) in rows.drain(..).enumerate() {
-                match chosen[i].take() {
-                    None => {
-                        let queries = oracle.used(row.index);
-                        sink(row.failure(&run.shape, device, queries))?;
-                    }
-                    Some(point) => {
-                        queried.extend_from_slice(&point);
-                        live_raw.push(std::mem::take(&mut raws[i]));
-                        live.push(row);
-                    }
+            let projected =
+                threat.project(&to_tensor(&clean, pending.len()), &to_tensor(&raw, pending.len()));
+            let projected: Vec<f32> = Vec::try_from(
+                projected.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1),
+            )?;
+            let d = basis.len();
+            let mut again = Vec::new();
+            for (k, &i) in pending.iter().enumerate() {
+                let point = &projected[k * d..(k + 1) * d];
+                let row = &mut rows[i];
+                if row.phase == Phase::Start || point != row.current.as_slice() {
+                    chosen[i] = Some(point.to_vec());
+                    row.idle = 0;
+                    continue;
+                }
+                row.idle += 1;
+                // Every direction, both signs, left the point unchanged: nothing to try.
+                if row.idle > 2 * d {
+                    continue;
+                }
+                row.advance(basis, seed);
+                again.push(i);
+            }
+            pending = again;
+        }
+        Ok((chosen, raws))
+    }
+
+    /// One query for every row that has a point to try, then the SimBA update and the
+    /// retirement of broken rows, rows with nothing left to try, and spent budgets.
+    #[allow(clippy::too_many_arguments)]
+    fn round(
+        &self,
+        oracle: &ScoreOracle<'_>,
+        threat: &ThreatModel,
+        seed: u64,
+        (shape, device): (&[i64], Device),
+        basis: &Basis,
+        rows: &mut Vec<Row>,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<()> {
+        let to_tensor = |v: &[f32], n: usize| batch_tensor(v, n, shape, device);
+        let (mut chosen, mut raws) = self.choose(threat, seed, (shape, device), basis, rows)?;
+        let mut next = Vec::with_capacity(rows.len());
+        let mut live: Vec<Row> = Vec::with_capacity(rows.len());
+        let mut queried: Vec<f32> = Vec::with_capacity(rows.len() * basis.len());
+        let mut live_raw: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
+        for (i, row) in rows.drain(..).enumerate() {
+            match chosen[i].take() {
+                None => {
+                    let queries = oracle.used(row.index);
+                    sink(row.failure(shape, device, queries))?;
+                }
+                Some(point) => {
+                    queried.extend_from_slice(&point);
+                    live_raw.push(std::mem::take(&mut raws[i]));
+                    live.push(row);
                 }
             }
-            if live.is_empty() {
+        }
+        if live.is_empty() {
+            return Ok(());
+        }
+        let indices: Vec<usize> = live.iter().map(|r| r.index).collect();
+        let scores: Vec<f64> = Vec::try_from(
+            oracle
+                .scores(&indices, &to_tensor(&queried, live.len()))?
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Double)
+                .flatten(0, -1),
+        )?;
+        let classes = scores.len() / live.len();
+        let d = basis.len();
+        for (i, mut row) in live.into_iter().enumerate() {
+            let point = &queried[i * d..(i + 1) * d];
+            let z = &scores[i * classes..(i + 1) * classes];
+            let queries = oracle.used(row.index);
+            if row.success(z) {
+                sink(AttackRecord::searched(
+                    row.index,
+                    sample_tensor(point, shape, device),
+                    Some(row.directions),
+                    queries,
+                ))?;
                 continue;
             }
-            let indices: Vec<usize> = live.iter().map(|r| r.index).collect();
-            let scores: Vec<f64> = Vec::try_from(
-                oracle
-                    .scores(&indices, &to_tensor(&queried, live.len()))?
-                    .to_device(Device::Cpu)
-                    .to_kind(Kind::Double)
-                    .flatten(0, -1),
-            )?;
-            let classes = scores.len() / live.len();
-            let d = basis.len();
-            for (i, mut row) in live.into_iter().enumerate() {
-                let point = &queried[i * d..(i + 1) * d];
-                let z = &scores[i * classes..(i + 1) * classes];
-                let queries = oracle.used(row.index);
-                if row.success(z) {
-                    sink(AttackRecord::searched(
-                        row.index,
-                        sample_tensor(point, &run.shape, device),
-                        Some(row.directions),
-                        queries,
-                    ))?;
-                    continue;
+            let loss = row.objective(z);
+            match row.phase {
+                Phase::Start => {
+                    row.loss = loss;
+                    row.phase = Phase::Plus;
+                    row.directions = 1;
                 }
-                let loss = row.objective(z);
-                match row.phase {
-                    Phase::Start => {
+                Phase::Plus | Phase::Minus => {
+                    if loss < row.loss {
                         row.loss = loss;
-                        row.phase = Phase::Plus;
-                        row.directions = 1;
-                    }
-                    Phase::Plus | Phase::Minus => {
-                        if loss < row.loss {
-                            row.loss = loss;
-                            row.current.copy_from_slice(point);
-                            row.raw.copy_from_slice(&live_raw[i]);
-                            row.next_direction(basis, seed);
-                        } else {
-                            row.advance(basis, seed);
-                        }
+                        row.current.copy_from_slice(point);
+                        row.raw.copy_from_slice(&live_raw[i]);
+                        row.next_direction(basis, seed);
+                    } else {
+                        row.advance(basis, seed);
                     }
                 }
-                if oracle.remaining(row.index) == 0 {
-                    sink(row.failure(&run.shape, device, queries))?;
-                    continue;
-                }
-                next.push(row);
             }
-            rows = next;
+            if oracle.remaining(row.index) == 0 {
+                sink(row.failure(shape, device, queries))?;
+                continue;
+            }
+            next.push(row);
         }
+        *rows = next;
         Ok(())
     }
 
@@ -319,9 +342,6 @@ impl Attack for Simba {
     }
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).unwrap_or_default()
-    }
-    fn knowledge(&self) -> Knowledge {
-        Knowledge::ScoreBased
     }
     fn run(
         &self,

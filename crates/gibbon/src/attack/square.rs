@@ -24,16 +24,18 @@
 //! first success (AttackRecord::step is the iteration, 0 for the start point) and freed rows
 //! are refilled from the source. Square positions, signs and orientations come from the
 //! counter-based generator per (seed, sample, iteration), so results do not depend on the batch.
+use super::check_norm;
 use super::host::{l2_norm, normalize};
 use super::loss::{cross_entropy_objective, margin, success_mask};
+use super::pool::drive;
 use super::{
-    batch_tensor, refuse_l1, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord,
+    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, Chunk,
     HostRun, HostSample, Layout, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
 use crate::random::RngKey;
-use crate::threat::{rounding_margin, Knowledge, Norm, ThreatModel};
+use crate::threat::{rounding_margin, Norm, ThreatModel};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -80,7 +82,7 @@ pub struct Square {
 impl Square {
     /// Square for `threat` (L∞ or L2); the budget is `threat.budget.queries` (default 5,000).
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
-        refuse_l1("square", threat.norm)?;
+        check_norm("square", threat.norm)?;
         let queries = threat.query_budget(SQUARE_QUERIES)?;
         Ok(Square {
             config: SquareConfig { queries, p_init: SQUARE_P_INIT },
@@ -107,108 +109,111 @@ impl Square {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        refuse_l1("square", threat.norm)?;
+        check_norm("square", threat.norm)?;
         let budget = self.config.queries as u64;
         if budget == 0 {
             return Err(GibbonError::invalid("queries", "must be at least 1"));
         }
-        let batch = batch_size.max(1);
         let device = model.device();
         let mut patterns = Patterns::default();
-        let mut rows: Vec<Row> = Vec::new();
-        let mut run = HostRun::default();
-        let mut exhausted = false;
-        loop {
-            if rows.len() < batch && !exhausted {
-                match source.take(batch - rows.len())? {
-                    None => exhausted = true,
-                    Some(chunk) => {
-                        let fresh: Vec<Row> = chunk
-                            .to_host("square", &mut run)?
-                            .into_iter()
-                            .map(|s| Row::new(s, seed))
-                            .collect();
-                        rows.extend(fresh);
-                        continue;
-                    }
-                }
-            }
-            if rows.is_empty() {
-                break;
-            }
-            let layout = Layout::of(&run.shape);
-            let d = layout.len();
-            let b = rows.len();
-            let mut clean: Vec<f32> = Vec::with_capacity(b * d);
-            for row in &rows {
-                clean.extend_from_slice(&row.x0);
-            }
-            let to_tensor = |v: &[f32]| batch_tensor(v, b, &run.shape, device);
-            let x0 = to_tensor(&clean);
-            // L2 perturbations aim this far inside the ball: float32 rounding of x0 + δ then
-            // stays in the projection's feasible set, so the projection is a plain box clamp.
-            let radius = match threat.norm {
-                Norm::L2 => {
-                    let margin = rounding_margin(Kind::Float, &x0, threat.bounds, Norm::L2);
-                    (threat.eps - 2.0 * margin).max(0.0)
-                }
-                _ => threat.eps,
+        let run = std::cell::RefCell::new(HostRun::default());
+        let admit = |chunk: Chunk| {
+            let fresh = chunk.to_host("square", &mut run.borrow_mut())?;
+            Ok(fresh.into_iter().map(|s| Row::new(s, seed)).collect::<Vec<Row>>())
+        };
+        drive(source, batch_size, admit, |rows| {
+            let (shape, targeted) = {
+                let run = run.borrow();
+                (run.shape.clone(), run.targeted == Some(true))
             };
-            let mut raw: Vec<f32> = Vec::with_capacity(b * d);
-            for row in &rows {
-                raw.extend(self.candidate(row, threat, radius, layout, &mut patterns));
-            }
-            let candidates = threat.project(&x0, &to_tensor(&raw));
-            let indices: Vec<usize> = rows.iter().map(|r| r.index).collect();
-            let scores =
-                model.scores(&indices, &candidates)?.to_kind(Kind::Float).to_device(Device::Cpu);
-            let labels = Tensor::from_slice(&rows.iter().map(|r| r.label).collect::<Vec<_>>());
-            let targets = if run.targeted == Some(true) {
-                Some(Tensor::from_slice(
-                    &rows.iter().map(|r| r.target.unwrap_or(0)).collect::<Vec<_>>(),
-                ))
-            } else {
-                None
-            };
-            let success: Vec<bool> =
-                Vec::try_from(success_mask(&scores, &labels, targets.as_ref()))?;
-            let loss: Vec<f32> = Vec::try_from(match &targets {
-                None => margin(&scores, &labels, None),
-                Some(t) => -cross_entropy_objective(&scores, &labels, Some(t)),
-            })?;
-            let queried: Vec<f32> = Vec::try_from(
-                candidates.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1),
-            )?;
-            let mut next = Vec::with_capacity(b);
-            for (i, mut row) in rows.drain(..).enumerate() {
-                let point = &queried[i * d..(i + 1) * d];
-                if success[i] {
-                    sink(AttackRecord::searched(
-                        row.index,
-                        candidates.get(i as i64).copy(),
-                        Some(row.iteration),
-                        model.used(row.index),
-                    ))?;
-                    continue;
-                }
-                if loss[i] < row.best_loss {
-                    row.best_loss = loss[i];
-                    row.best.copy_from_slice(point);
-                }
-                if model.used(row.index) >= budget {
-                    sink(AttackRecord::searched(
-                        row.index,
-                        sample_tensor(&row.best, &run.shape, device),
-                        None,
-                        model.used(row.index),
-                    ))?;
-                    continue;
-                }
-                row.iteration += 1;
-                next.push(row);
-            }
-            rows = next;
+            let space = (shape.as_slice(), targeted, device);
+            self.round(model, threat, space, budget, &mut patterns, rows, sink)
+        })
+    }
+
+    /// One query for every row of the pool (the start point, then one proposal per
+    /// iteration), and retirement of broken rows and spent budgets.
+    #[allow(clippy::too_many_arguments)]
+    fn round(
+        &self,
+        model: &ScoreOracle<'_>,
+        threat: &ThreatModel,
+        (shape, targeted, device): (&[i64], bool, Device),
+        budget: u64,
+        patterns: &mut Patterns,
+        rows: &mut Vec<Row>,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<()> {
+        let layout = Layout::of(shape);
+        let d = layout.len();
+        let b = rows.len();
+        let mut clean: Vec<f32> = Vec::with_capacity(b * d);
+        for row in rows.iter() {
+            clean.extend_from_slice(&row.x0);
         }
+        let to_tensor = |v: &[f32]| batch_tensor(v, b, shape, device);
+        let x0 = to_tensor(&clean);
+        // L2 perturbations aim this far inside the ball: float32 rounding of x0 + δ then
+        // stays in the projection's feasible set, so the projection is a plain box clamp.
+        let radius = match threat.norm {
+            Norm::L2 => {
+                let margin = rounding_margin(Kind::Float, &x0, threat.bounds, Norm::L2);
+                (threat.eps - 2.0 * margin).max(0.0)
+            }
+            _ => threat.eps,
+        };
+        let mut raw: Vec<f32> = Vec::with_capacity(b * d);
+        for row in rows.iter() {
+            raw.extend(self.candidate(row, threat, radius, layout, patterns));
+        }
+        let candidates = threat.project(&x0, &to_tensor(&raw));
+        let indices: Vec<usize> = rows.iter().map(|r| r.index).collect();
+        let scores =
+            model.scores(&indices, &candidates)?.to_kind(Kind::Float).to_device(Device::Cpu);
+        let labels = Tensor::from_slice(&rows.iter().map(|r| r.label).collect::<Vec<_>>());
+        let targets = if targeted {
+            Some(Tensor::from_slice(
+                &rows.iter().map(|r| r.target.unwrap_or(0)).collect::<Vec<_>>(),
+            ))
+        } else {
+            None
+        };
+        let success: Vec<bool> = Vec::try_from(success_mask(&scores, &labels, targets.as_ref()))?;
+        let loss: Vec<f32> = Vec::try_from(match &targets {
+            None => margin(&scores, &labels, None),
+            Some(t) => -cross_entropy_objective(&scores, &labels, Some(t)),
+        })?;
+        let queried: Vec<f32> =
+            Vec::try_from(candidates.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
+        let mut next = Vec::with_capacity(b);
+        for (i, mut row) in rows.drain(..).enumerate() {
+            let point = &queried[i * d..(i + 1) * d];
+            if success[i] {
+                sink(AttackRecord::searched(
+                    row.index,
+                    candidates.get(i as i64).copy(),
+                    Some(row.iteration),
+                    model.used(row.index),
+                ))?;
+                continue;
+            }
+            if loss[i] < row.best_loss {
+                row.best_loss = loss[i];
+                row.best.copy_from_slice(point);
+            }
+            if model.used(row.index) >= budget {
+                sink(AttackRecord::searched(
+                    row.index,
+                    sample_tensor(&row.best, shape, device),
+                    None,
+                    model.used(row.index),
+                ))?;
+                continue;
+            }
+            row.iteration += 1;
+            next.push(row);
+        }
+        *rows = next;
         Ok(())
     }
 
@@ -244,9 +249,6 @@ impl Attack for Square {
     }
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).unwrap_or_default()
-    }
-    fn knowledge(&self) -> Knowledge {
-        Knowledge::ScoreBased
     }
     fn run(
         &self,

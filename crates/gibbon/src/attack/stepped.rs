@@ -11,7 +11,8 @@
 //! success: every row runs all steps of all restarts and returns its best iterate, which is then
 //! the most confidently adversarial point found rather than one barely across the boundary.
 use super::loss::{cross_entropy_objective, margin, success_mask};
-use super::{AttackContext, AttackRecord, SampleSource};
+use super::pool::{drive, row_set, Keep, RowSet};
+use super::{AttackContext, AttackRecord, Chunk, SampleSource};
 use crate::error::Result;
 use crate::random::{stacked, RngKey};
 use crate::threat::{per_sample_view, Norm, ThreatModel};
@@ -100,6 +101,22 @@ struct Rows {
     /// Accumulated gradient (momentum attacks; zeros otherwise).
     velocity: Tensor,
 }
+
+row_set!(Rows {
+    indices,
+    step,
+    restart,
+    queries,
+    x0,
+    labels,
+    targets,
+    x_adv,
+    best_x,
+    best_margin,
+    best_step,
+    best_restart,
+    velocity,
+});
 
 /// Fraction of coordinates an L1 step moves (sparse steepest ascent, as in Tramèr & Boneh 2019).
 const L1_STEP_FRACTION: f64 = 0.01;
@@ -212,10 +229,6 @@ fn diverse_input_grad(
         .ok_or_else(|| crate::error::GibbonError::Internal("no gradient".into()))
 }
 
-fn select(t: &Tensor, rows: &Tensor) -> Tensor {
-    t.index_select(0, rows)
-}
-
 impl SteppedAttack {
     /// Runs the attack (see the module docs).
     pub fn run_rows(
@@ -224,205 +237,160 @@ impl SteppedAttack {
         source: &mut dyn SampleSource,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        let threat = ctx.threat;
-        let cfg = &self.config;
-        let batch = ctx.batch_size.max(1);
-        let mut rows: Option<Rows> = None;
-        let mut exhausted = false;
-        loop {
-            // Refill freed rows from the source.
-            let active = rows.as_ref().map_or(0, |r| r.indices.len());
-            if active < batch && !exhausted {
-                match source.take(batch - active)? {
-                    None => exhausted = true,
-                    Some(chunk) => {
-                        let keys: Vec<RngKey> =
-                            chunk.indices.iter().map(|&i| RngKey::new(ctx.seed, i)).collect();
-                        let x_adv = start_point(threat, &chunk.x, &keys, cfg.start, 0);
-                        let n = chunk.indices.len();
-                        let fresh = Rows {
-                            step: vec![0; n],
-                            restart: vec![0; n],
-                            best_step: vec![0; n],
-                            best_restart: vec![0; n],
-                            queries: vec![0; n],
-                            best_x: chunk.x.copy(),
-                            best_margin: Tensor::full(
-                                [n as i64],
-                                f64::INFINITY,
-                                (Kind::Float, chunk.x.device()),
-                            ),
-                            indices: chunk.indices,
-                            x0: chunk.x,
-                            labels: chunk.labels,
-                            targets: chunk.targets,
-                            velocity: x_adv.zeros_like(),
-                            x_adv,
-                        };
-                        rows = Some(match rows.take() {
-                            None => fresh,
-                            Some(old) => concat(old, fresh),
-                        });
-                        continue;
-                    }
-                }
-            }
-            let Some(r) = rows.as_mut() else { break };
-            if r.indices.is_empty() {
-                break;
-            }
-            let targets = r.targets.as_ref();
-            let labels = &r.labels;
-            let objective = |logits: &Tensor| cross_entropy_objective(logits, labels, targets);
-            let (logits, grad) = match cfg.diversity {
-                None => {
-                    let (_, logits, grad) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
-                    (logits, grad)
-                }
-                Some(p) => {
-                    let keys: Vec<RngKey> = (0..r.indices.len())
-                        .map(|i| {
-                            RngKey::new(ctx.seed, r.indices[i])
-                                .restart(r.restart[i])
-                                .step(r.step[i])
-                                .stream(20)
-                        })
-                        .collect();
-                    let grad = diverse_input_grad(ctx, &r.x_adv, &keys, p, &objective)?;
-                    (ctx.model.logits(&r.x_adv)?, grad)
-                }
-            };
-            let grad = match cfg.momentum {
-                None => grad,
-                Some(mu) => {
-                    let l1 = Norm::L1.per_sample(&grad).to_kind(Kind::Float).clamp_min(1e-12);
-                    r.velocity =
-                        &r.velocity * mu + grad / l1.view(per_sample_view(&r.x_adv).as_slice());
-                    r.velocity.shallow_clone()
-                }
-            };
-            for q in r.queries.iter_mut() {
-                *q += 1;
-            }
-            let m = margin(&logits, &r.labels, targets);
-            let improved = m.lt_tensor(&r.best_margin);
-            r.best_margin = m.minimum(&r.best_margin);
-            r.best_x =
-                r.x_adv.where_self(&improved.view(per_sample_view(&r.x_adv).as_slice()), &r.best_x);
-            for (i, better) in Vec::<bool>::try_from(&improved)?.into_iter().enumerate() {
-                if better {
-                    r.best_step[i] = r.step[i];
-                    r.best_restart[i] = r.restart[i];
-                }
-            }
-            let success: Vec<bool> =
-                Vec::<bool>::try_from(success_mask(&logits, &r.labels, targets))?;
-            // With the full budget, the returned best iterate succeeded if its margin is negative.
-            let best_success: Vec<bool> = if cfg.full_budget {
-                Vec::<bool>::try_from(r.best_margin.lt(0.0))?
-            } else {
-                vec![false; success.len()]
-            };
+        drive(
+            source,
+            ctx.batch_size,
+            |chunk| Ok(self.admit(ctx, chunk)),
+            |r| self.round(ctx, r, sink),
+        )
+    }
 
-            let stepped = threat
-                .project(&r.x0, &(&r.x_adv + steepest_direction(threat.norm, &grad) * cfg.alpha));
-            let mut keep: Vec<i64> = Vec::new();
-            let mut restarting: Vec<i64> = Vec::new();
-            for (i, &succeeded) in success.iter().enumerate() {
-                if succeeded && !cfg.full_budget {
+    /// The rows of new samples, at step 0 of restart 0.
+    fn admit(&self, ctx: &AttackContext<'_>, chunk: Chunk) -> Rows {
+        let keys: Vec<RngKey> = chunk.indices.iter().map(|&i| RngKey::new(ctx.seed, i)).collect();
+        let x_adv = start_point(ctx.threat, &chunk.x, &keys, self.config.start, 0);
+        let n = chunk.indices.len();
+        Rows {
+            step: vec![0; n],
+            restart: vec![0; n],
+            best_step: vec![0; n],
+            best_restart: vec![0; n],
+            queries: vec![0; n],
+            best_x: chunk.x.copy(),
+            best_margin: Tensor::full([n as i64], f64::INFINITY, (Kind::Float, chunk.x.device())),
+            indices: chunk.indices,
+            x0: chunk.x,
+            labels: chunk.labels,
+            targets: chunk.targets,
+            velocity: x_adv.zeros_like(),
+            x_adv,
+        }
+    }
+
+    /// The loss gradient at every row's current point (through the random input transform for
+    /// DI-FGSM, accumulated for MI-FGSM), with the logits at the point.
+    fn gradient(&self, ctx: &AttackContext<'_>, r: &mut Rows) -> Result<(Tensor, Tensor)> {
+        let targets = r.targets.as_ref();
+        let labels = &r.labels;
+        let objective = |logits: &Tensor| cross_entropy_objective(logits, labels, targets);
+        let (logits, grad) = match self.config.diversity {
+            None => {
+                let (_, logits, grad) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+                (logits, grad)
+            }
+            Some(p) => {
+                let keys: Vec<RngKey> = (0..r.indices.len())
+                    .map(|i| {
+                        RngKey::new(ctx.seed, r.indices[i])
+                            .restart(r.restart[i])
+                            .step(r.step[i])
+                            .stream(20)
+                    })
+                    .collect();
+                let grad = diverse_input_grad(ctx, &r.x_adv, &keys, p, &objective)?;
+                (ctx.model.logits(&r.x_adv)?, grad)
+            }
+        };
+        let grad = match self.config.momentum {
+            None => grad,
+            Some(mu) => {
+                let l1 = Norm::L1.per_sample(&grad).to_kind(Kind::Float).clamp_min(1e-12);
+                r.velocity =
+                    &r.velocity * mu + grad / l1.view(per_sample_view(&r.x_adv).as_slice());
+                r.velocity.shallow_clone()
+            }
+        };
+        Ok((logits, grad))
+    }
+
+    /// One step for every row: best-iterate bookkeeping, retirement of broken rows and of rows
+    /// whose budget is spent, restarts, and the projected step of the rows that stay.
+    fn round(
+        &self,
+        ctx: &AttackContext<'_>,
+        r: &mut Rows,
+        sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
+    ) -> Result<()> {
+        let (threat, cfg) = (ctx.threat, &self.config);
+        let (logits, grad) = self.gradient(ctx, r)?;
+        let targets = r.targets.as_ref();
+        for q in r.queries.iter_mut() {
+            *q += 1;
+        }
+        let m = margin(&logits, &r.labels, targets);
+        let improved = m.lt_tensor(&r.best_margin);
+        r.best_margin = m.minimum(&r.best_margin);
+        r.best_x =
+            r.x_adv.where_self(&improved.view(per_sample_view(&r.x_adv).as_slice()), &r.best_x);
+        for (i, better) in Vec::<bool>::try_from(&improved)?.into_iter().enumerate() {
+            if better {
+                r.best_step[i] = r.step[i];
+                r.best_restart[i] = r.restart[i];
+            }
+        }
+        let success: Vec<bool> = Vec::<bool>::try_from(success_mask(&logits, &r.labels, targets))?;
+        // With the full budget, the returned best iterate succeeded if its margin is negative.
+        let best_success: Vec<bool> = if cfg.full_budget {
+            Vec::<bool>::try_from(r.best_margin.lt(0.0))?
+        } else {
+            vec![false; success.len()]
+        };
+        let stepped =
+            threat.project(&r.x0, &(&r.x_adv + steepest_direction(threat.norm, &grad) * cfg.alpha));
+        let mut keep: Vec<i64> = Vec::new();
+        let mut restarting: Vec<i64> = Vec::new();
+        for (i, &succeeded) in success.iter().enumerate() {
+            if succeeded && !cfg.full_budget {
+                let x = r.x_adv.get(i as i64);
+                sink(AttackRecord::stepped(
+                    r.indices[i],
+                    x,
+                    Some(r.step[i]),
+                    r.restart[i],
+                    r.queries[i],
+                ))?;
+            } else if r.step[i] >= cfg.steps {
+                if r.restart[i] + 1 < cfg.restarts {
+                    r.restart[i] += 1;
+                    r.step[i] = 0;
+                    restarting.push(keep.len() as i64);
+                    keep.push(i as i64);
+                } else {
+                    let claimed = best_success[i];
                     sink(AttackRecord {
                         index: r.indices[i],
-                        x_adv: r.x_adv.get(i as i64),
-                        claimed_success: true,
-                        step: Some(r.step[i]),
-                        restart: r.restart[i],
+                        x_adv: r.best_x.get(i as i64),
+                        claimed_success: claimed,
+                        step: claimed.then_some(r.best_step[i]),
+                        restart: if claimed { r.best_restart[i] } else { r.restart[i] },
                         queries: r.queries[i],
                         min_norm: None,
                     })?;
-                } else if r.step[i] >= cfg.steps {
-                    if r.restart[i] + 1 < cfg.restarts {
-                        r.restart[i] += 1;
-                        r.step[i] = 0;
-                        restarting.push(keep.len() as i64);
-                        keep.push(i as i64);
-                    } else {
-                        let claimed = best_success[i];
-                        sink(AttackRecord {
-                            index: r.indices[i],
-                            x_adv: r.best_x.get(i as i64),
-                            claimed_success: claimed,
-                            step: claimed.then_some(r.best_step[i]),
-                            restart: if claimed { r.best_restart[i] } else { r.restart[i] },
-                            queries: r.queries[i],
-                            min_norm: None,
-                        })?;
-                    }
-                } else {
-                    r.step[i] += 1;
-                    keep.push(i as i64);
                 }
+            } else {
+                r.step[i] += 1;
+                keep.push(i as i64);
             }
-            let device = r.x0.device();
-            let keep_t = Tensor::from_slice(&keep).to_device(device);
-            let pick = |v: &[usize]| keep.iter().map(|&k| v[k as usize]).collect::<Vec<usize>>();
-            let mut next = Rows {
-                indices: pick(&r.indices),
-                step: pick(&r.step),
-                restart: pick(&r.restart),
-                best_step: pick(&r.best_step),
-                best_restart: pick(&r.best_restart),
-                queries: keep.iter().map(|&k| r.queries[k as usize]).collect(),
-                x0: select(&r.x0, &keep_t),
-                labels: select(&r.labels, &keep_t),
-                targets: r.targets.as_ref().map(|t| select(t, &keep_t)),
-                x_adv: select(&stepped, &keep_t),
-                best_x: select(&r.best_x, &keep_t),
-                best_margin: select(&r.best_margin, &keep_t),
-                velocity: select(&r.velocity, &keep_t),
-            };
-            if !restarting.is_empty() {
-                let rt = Tensor::from_slice(&restarting).to_device(device);
-                let keys: Vec<RngKey> = restarting
-                    .iter()
-                    .map(|&j| {
-                        RngKey::new(ctx.seed, next.indices[j as usize])
-                            .restart(next.restart[j as usize])
-                    })
-                    .collect();
-                let fresh = start_point(threat, &select(&next.x0, &rt), &keys, cfg.start, 1);
-                next.x_adv = next.x_adv.index_copy(0, &rt, &fresh);
-                next.velocity = next.velocity.index_fill(0, &rt, 0.0);
-            }
-            *r = next;
+        }
+        r.x_adv = stepped;
+        let keep = Keep::new(keep, r.x0.device());
+        *r = r.pick(&keep);
+        if !restarting.is_empty() {
+            self.restart(ctx, r, &restarting);
         }
         Ok(())
     }
-}
 
-fn concat(a: Rows, b: Rows) -> Rows {
-    let cat = |x: &Tensor, y: &Tensor| Tensor::cat(&[x, y], 0);
-    let join = |mut x: Vec<usize>, y: Vec<usize>| {
-        x.extend(y);
-        x
-    };
-    let mut queries = a.queries;
-    queries.extend(b.queries);
-    Rows {
-        x0: cat(&a.x0, &b.x0),
-        labels: cat(&a.labels, &b.labels),
-        targets: match (&a.targets, &b.targets) {
-            (Some(x), Some(y)) => Some(cat(x, y)),
-            _ => None,
-        },
-        x_adv: cat(&a.x_adv, &b.x_adv),
-        best_x: cat(&a.best_x, &b.best_x),
-        best_margin: cat(&a.best_margin, &b.best_margin),
-        velocity: cat(&a.velocity, &b.velocity),
-        indices: join(a.indices, b.indices),
-        step: join(a.step, b.step),
-        restart: join(a.restart, b.restart),
-        best_step: join(a.best_step, b.best_step),
-        best_restart: join(a.best_restart, b.best_restart),
-        queries,
+    /// Moves the rows at positions `restarting` to the start point of their new restart.
+    fn restart(&self, ctx: &AttackContext<'_>, r: &mut Rows, restarting: &[i64]) {
+        let rt = Tensor::from_slice(restarting).to_device(r.x0.device());
+        let keys: Vec<RngKey> = restarting
+            .iter()
+            .map(|&j| RngKey::new(ctx.seed, r.indices[j as usize]).restart(r.restart[j as usize]))
+            .collect();
+        let fresh =
+            start_point(ctx.threat, &r.x0.index_select(0, &rt), &keys, self.config.start, 1);
+        r.x_adv = r.x_adv.index_copy(0, &rt, &fresh);
+        r.velocity = r.velocity.index_fill(0, &rt, 0.0);
     }
 }

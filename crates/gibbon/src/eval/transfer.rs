@@ -22,8 +22,9 @@
 //! Each cell carries a 95% Clopper-Pearson interval. The white-box success of a surrogate (its
 //! examples evaluated on itself) uses the same definition, so a surrogate that is also a target
 //! has that number on its diagonal.
+use super::clean::choose_targets;
 use super::verify::check_contained;
-use super::{choose_targets, clopper_pearson, run_in_batches, DataInfo, RecordBatch, RunInfo};
+use super::{clopper_pearson, run_in_batches, DataInfo, RecordBatch, RunInfo};
 use crate::attack::{build_attack, AttackContext, AttackOptions};
 use crate::data::Dataset;
 use crate::error::{GibbonError, Result};

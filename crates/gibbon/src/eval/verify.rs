@@ -3,9 +3,9 @@
 //! Every example an attack returns is re-checked against the threat model (finite, inside the
 //! box, inside the ε-ball with tolerance [`NORM_TOLERANCE`]) and by a fresh forward pass. An
 //! example outside the threat model is an error (a bug in an attack), never a counted success.
-use crate::attack::success_mask;
 use crate::error::{GibbonError, Result};
 use crate::model::Classifier;
+use crate::threat::goal::success_mask;
 use crate::threat::{ThreatModel, NORM_TOLERANCE};
 use tch::{Kind, Tensor};
 

@@ -6,9 +6,13 @@
 //! - [`html`]: a self-contained HTML page ([`HtmlReport`]) with summary tables, example cards
 //!   showing original → perturbation → adversarial side by side, and raw JSON, all in one
 //!   file with the pictures embedded as data URIs.
+//! - [`examples`]: the adversarial examples of an evaluation as `adversarial.npy`,
+//!   `labels.npy` and PNG triptychs ([`write_examples`]).
+pub mod examples;
 pub mod html;
 pub mod png_image;
 
+pub use examples::write_examples;
 pub use html::{ExampleCard, HtmlReport, SummaryTable};
 pub use png_image::{
     auto_amplification, encode_png, perturbation_image, write_png, ImageData, MAX_IMAGE_VALUES,

@@ -3,6 +3,7 @@
 //!
 //! A [`ThreatModel`] is read from TOML or built from CLI flags, validated once, and embedded in
 //! every result so a number is never separated from the threat it was measured under.
+pub mod goal;
 mod l1;
 mod l2;
 mod linf;

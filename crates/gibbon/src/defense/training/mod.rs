@@ -28,7 +28,7 @@ pub use pgd::AdversarialTraining;
 pub use run::train;
 pub use trades::TradesTraining;
 
-use crate::error::Result;
+use crate::error::{GibbonError, Result};
 use crate::model::BuiltinModel;
 use crate::random::RngKey;
 use crate::threat::Norm;
@@ -60,6 +60,23 @@ pub enum Schedule {
     /// One cycle (Smith 2017; Wong, Rice & Kolter 2020's "cyclic" rate): linear from 0 up to the
     /// base rate at 2/5 of the run, then linear down to 0 at the end.
     Cyclic,
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = GibbonError;
+    /// `constant`, `cosine`, `step` or `cyclic` (the command line's `--schedule`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "constant" => Ok(Schedule::Constant),
+            "cosine" => Ok(Schedule::Cosine),
+            "step" => Ok(Schedule::Step),
+            "cyclic" => Ok(Schedule::Cyclic),
+            other => Err(GibbonError::invalid(
+                "schedule",
+                format!("'{other}' is not constant, cosine, step or cyclic"),
+            )),
+        }
+    }
 }
 
 /// Which training defense, with its parameters (serialized into the training JSON).

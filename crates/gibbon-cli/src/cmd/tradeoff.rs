@@ -6,9 +6,10 @@
 //! Resumable: each point lives in `OUT_DIR/point-VALUE/` (weights, training JSON, the
 //! evaluation's per-sample stream and result). A point whose `result.json` exists is read back,
 //! trained weights are reused, and a killed evaluation resumes from its stream file.
-use crate::commands::{usage, write_json};
+use super::write_json;
+use crate::args::TradeoffArgs;
+use crate::resolve::{set_threads, usage};
 use anyhow::{Context, Result};
-use clap::Args;
 use gibbon::data::{DataSpec, Dataset, Split};
 use gibbon::defense::input::{Defended, DefenseChain, JpegCompression};
 use gibbon::eval::{clopper_pearson, evaluate, EvalSettings, RunInfo, Suite};
@@ -19,73 +20,8 @@ use gibbon::train::{
     TrainingDefense,
 };
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::Device;
-
-#[derive(Args, Debug)]
-pub struct TradeoffArgs {
-    /// The parameter swept: trades-beta, train-eps (PGD-AT at each ε) or jpeg-quality (the
-    /// --model behind JPEG at each quality).
-    #[arg(long)]
-    pub sweep: String,
-    /// The values, a comma list (e.g. 0.5,1,3,6 for trades-beta; 90,75,50,25 for jpeg-quality).
-    #[arg(long)]
-    pub values: String,
-    /// jpeg-quality: the model to wrap (any model spec; see eval --model).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Evaluation data (the first --n samples of --split).
-    #[arg(long, default_value = "idx:data/mnist")]
-    pub data: String,
-    /// Evaluation split.
-    #[arg(long, default_value = "test")]
-    pub split: String,
-    /// Samples evaluated at every point.
-    #[arg(long, default_value_t = 1000)]
-    pub n: usize,
-    /// L-infinity radius of the evaluation (and of training for trades-beta).
-    #[arg(long, default_value_t = 0.3)]
-    pub eps: f64,
-    /// Evaluation suite: standard or rand.
-    #[arg(long, default_value = "standard")]
-    pub suite: String,
-    /// Training data for trades-beta and train-eps.
-    #[arg(long, default_value = "idx:data/mnist")]
-    pub train_data: String,
-    /// Use the first N training samples (hold-out included).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Training samples held out for per-epoch accuracy.
-    #[arg(long, default_value_t = 500)]
-    pub holdout: usize,
-    /// Architecture trained at each point.
-    #[arg(long, default_value = "smallcnn")]
-    pub arch: String,
-    /// Epochs per point.
-    #[arg(long, default_value_t = 5)]
-    pub epochs: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Inner steps of PGD / TRADES.
-    #[arg(long, default_value_t = 10)]
-    pub adv_steps: usize,
-    /// Epochs of the ε ramp.
-    #[arg(long, default_value_t = 0)]
-    pub adv_ramp_epochs: usize,
-    /// Samples per pass.
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: usize,
-    /// Seed of training and evaluation.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// libtorch threads.
-    #[arg(long)]
-    pub threads: Option<i32>,
-    /// Folder for the points, tradeoff.json and tradeoff.svg.
-    #[arg(long)]
-    pub out_dir: PathBuf,
-}
 
 /// One evaluated point of the sweep.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,7 +49,7 @@ enum Sweep {
 }
 
 pub fn run(args: TradeoffArgs, quiet: bool) -> Result<()> {
-    crate::commands::set_threads(args.threads)?;
+    set_threads(args.threads)?;
     let sweep = match args.sweep.as_str() {
         "trades-beta" => Sweep::TradesBeta,
         "train-eps" => Sweep::TrainEps,

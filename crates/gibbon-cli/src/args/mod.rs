@@ -1,0 +1,473 @@
+//! The command line's flags: clap definitions only. Every flag becomes a typed value here,
+//! through its type's `FromStr` (library types, or the flag types of [`values`]); `resolve`
+//! turns these into library settings and `cmd` runs the commands.
+pub mod values;
+
+use clap::{Args, Parser, Subcommand};
+use gibbon::data::{DataSpec, Split};
+use gibbon::eval::Suite;
+use gibbon::model::{Arch, ModelSpec, RemoteOutput};
+use gibbon::threat::{Knowledge, Norm};
+use gibbon::train::Schedule;
+use std::path::PathBuf;
+pub use values::{
+    parse_flag, AttackPlan, DeviceChoice, EpsList, ModelList, Normalization, OptimizerName,
+    TargetChoice,
+};
+
+/// The names of every registered attack, in registry order.
+pub fn attack_names() -> Vec<&'static str> {
+    gibbon::attack::REGISTRY.iter().map(|r| r.info.name).collect()
+}
+
+/// The help of `--attack`, listing every registered attack.
+fn attack_help() -> String {
+    format!(
+        "Attack plan: one name or a comma list run in order, each on the samples the previous \
+         ones left unbroken ({}). Default steps: 40 for bim/pgd, 10 for mifgsm/difgsm, 100 for \
+         APGD and FAB",
+        attack_names().join(", ")
+    )
+}
+
+/// gibbon: find the faint nudges that fool a classifier, and report honestly how robust it is.
+#[derive(Parser, Debug)]
+#[command(name = "gibbon", version, about)]
+pub struct Cli {
+    /// Only print warnings and errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Clean and robust accuracy of a model under a threat model, as JSON.
+    Eval(EvalArgs),
+    /// Like eval, and writes the adversarial examples (.npy) and PNGs of them.
+    Attack(AttackArgs),
+    /// Train a built-in architecture (standard or PGD adversarial training).
+    Train(TrainArgs),
+    /// The demo: PGD at eps 0.3 against the shipped standard and adversarially trained SmallCNN.
+    Demo(DemoArgs),
+    /// Describe an ONNX model: inputs, outputs, operators, parameters, and whether gibbon runs it.
+    Inspect(InspectArgs),
+    /// Serve a model over HTTP on 127.0.0.1 (see docs/remote-model.md), for --model URL.
+    ServeModel(ServeModelArgs),
+    /// Transfer attacks: craft on each surrogate (white-box), evaluate on each target (queries
+    /// only); prints the matrix of success rates and writes it as JSON.
+    Transfer(TransferArgs),
+    /// The accuracy/robustness trade-off: sweep TRADES beta, the training eps or the JPEG
+    /// quality, evaluate every point with one suite; table, JSON and SVG plot (resumable).
+    Tradeoff(TradeoffArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InspectArgs {
+    /// The model file (.onnx).
+    pub model: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: a TorchScript file (.pt), an ONNX file (.onnx), a .safetensors file with --arch,
+    /// builtin:NAME, or the predict URL of a served model (http://HOST:PORT/predict).
+    #[arg(long, value_parser = parse_flag::<ModelSpec>)]
+    pub model: ModelSpec,
+    /// Architecture of a .safetensors model (linear, mlp, smallcnn, preact-resnet18).
+    #[arg(long, value_parser = parse_flag::<Arch>)]
+    pub arch: Option<Arch>,
+    /// Per-channel normalization inside the model, "MEAN/STD" with comma lists, e.g. 0.1307/0.3081.
+    #[arg(long, value_parser = parse_flag::<Normalization>)]
+    pub normalize: Option<Normalization>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, value_parser = parse_flag::<DeviceChoice>, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Remote model: limit for one HTTP request, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub remote_timeout_ms: u64,
+    /// Remote model: retries (with exponential backoff from 100 ms) after a connection failure,
+    /// a timeout or a 5xx answer.
+    #[arg(long, default_value_t = 3)]
+    pub remote_retries: u32,
+    /// Remote model: at most this many requests per second.
+    #[arg(long)]
+    pub remote_rate_limit: Option<f64>,
+    /// Remote model: inputs per request (larger batches are split).
+    #[arg(long, default_value_t = 256)]
+    pub remote_max_rows: usize,
+    /// Input defenses in front of the model, applied left to right: jpeg:quality=Q,
+    /// bits:depth=D, median:size=K, noise:sigma=S, e.g. jpeg:quality=75,bits:depth=3.
+    #[arg(long)]
+    pub defense: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Data: idx:DIR, cifar10:DIR, images:DIR or npy:IMAGES.npy,LABELS.npy.
+    #[arg(long, value_parser = parse_flag::<DataSpec>, default_value = "idx:data/mnist")]
+    pub data: DataSpec,
+    /// Split: test or train.
+    #[arg(long, value_parser = parse_flag::<Split>, default_value = "test")]
+    pub split: Split,
+    /// Use the first N samples.
+    #[arg(long)]
+    pub n: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ThreatArgs {
+    /// Threat model TOML file; the flags below override its fields.
+    #[arg(long)]
+    pub threat: Option<PathBuf>,
+    /// Norm: linf, l2 or l1.
+    #[arg(long, value_parser = parse_flag::<Norm>)]
+    pub norm: Option<Norm>,
+    /// Radius of the allowed perturbation; a comma list (e.g. 0.05,0.1,0.2) gives a robust
+    /// accuracy curve over ε (a minimum-norm attack once, then the plan at each ε).
+    #[arg(long, value_parser = parse_flag::<EpsList>, allow_hyphen_values = true)]
+    pub eps: Option<EpsList>,
+    /// Iterations per restart.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Random restarts.
+    #[arg(long)]
+    pub restarts: Option<usize>,
+    /// Query budget per sample for score- and decision-based attacks (defaults: square 5,000;
+    /// simba, nes, rays 10,000; hsj, boundary 25,000).
+    #[arg(long)]
+    pub queries: Option<usize>,
+    /// What the attacker sees: white-box (gradients, the default), score-based or
+    /// decision-based; attacks that need more are refused.
+    #[arg(long, value_parser = parse_flag::<Knowledge>)]
+    pub knowledge: Option<Knowledge>,
+    /// Targeted attack: next, most-likely, least-likely or a class number.
+    #[arg(long, value_parser = parse_flag::<TargetChoice>)]
+    pub targeted: Option<TargetChoice>,
+    // The help lists the registered attacks: see `attack_help`.
+    #[arg(long, default_value = "pgd", help = attack_help())]
+    pub attack: AttackPlan,
+    /// A parameter-free ensemble instead of --attack: standard (APGD-CE, APGD-T, FAB-T, Square:
+    /// AutoAttack's) or rand (APGD-CE, APGD-DLR with EOT over 20 draws, for randomized models).
+    #[arg(long, value_parser = parse_flag::<Suite>)]
+    pub suite: Option<Suite>,
+    /// Minimum-norm attack for a curve over ε (default: fab; for l1 name one); used only with
+    /// several --eps values.
+    #[arg(long)]
+    pub min_norm_attack: Option<String>,
+    /// Step size (attack default when omitted).
+    #[arg(long, allow_hyphen_values = true)]
+    pub alpha: Option<f64>,
+    /// Start every restart at a random point of the ball (Madry et al.; torchattacks' PGD).
+    /// By default PGD's first restart starts at the clean input and later ones at random points.
+    #[arg(long, conflicts_with = "no_random_start")]
+    pub random_start: bool,
+    /// Start every restart at the clean input.
+    #[arg(long)]
+    pub no_random_start: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Samples per forward/backward pass (results do not depend on it).
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Seed of the counter-based random generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not resume from, or write, the per-sample stream file (OUT.partial.jsonl).
+    #[arg(long)]
+    pub no_resume: bool,
+    /// Record every batch of queries of score- and decision-based attacks in this JSON-lines
+    /// file (attack, rows, dataset indices, running total).
+    #[arg(long)]
+    pub query_log: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub threat: ThreatArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Write the JSON result here (per-sample records stream to OUT.partial.jsonl meanwhile).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttackArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub threat: ThreatArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Folder for adversarial.npy, labels.npy, result.json and png/.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Write PNGs (original, perturbation, adversarial) for at most this many samples.
+    #[arg(long, default_value_t = 32)]
+    pub png: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Architecture: linear, mlp, smallcnn, preact-resnet18.
+    #[arg(long, value_parser = parse_flag::<Arch>)]
+    pub arch: Arch,
+    #[command(flatten)]
+    pub data: TrainDataArgs,
+    /// Epochs.
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Optimizer: adam or sgd.
+    #[arg(long, value_parser = parse_flag::<OptimizerName>, default_value = "adam")]
+    pub optimizer: OptimizerName,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Schedule: constant, cosine, step or cyclic (0 up to --lr at 2/5 of the run, then down to 0).
+    #[arg(long, value_parser = parse_flag::<Schedule>, default_value = "constant")]
+    pub schedule: Schedule,
+    #[command(flatten)]
+    pub hardening: TrainDefenseArgs,
+    /// Adversarial training at this eps (pgd unless --defense says otherwise).
+    #[arg(long)]
+    pub adv_eps: Option<f64>,
+    /// Norm of adversarial training.
+    #[arg(long, value_parser = parse_flag::<Norm>, default_value = "linf")]
+    pub adv_norm: Norm,
+    /// PGD steps per batch.
+    #[arg(long, default_value_t = 10)]
+    pub adv_steps: usize,
+    /// PGD step size (default 2.5 eps / steps).
+    #[arg(long)]
+    pub adv_alpha: Option<f64>,
+    /// Epochs over which eps ramps up from 0.
+    #[arg(long, default_value_t = 0)]
+    pub adv_ramp_epochs: usize,
+    /// Samples at the end of the split held out for per-epoch accuracy.
+    #[arg(long, default_value_t = 1000)]
+    pub holdout: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the trained weights (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write a checkpoint after every epoch into this folder.
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Device.
+    #[arg(long, value_parser = parse_flag::<DeviceChoice>, default_value = "cpu")]
+    pub device: DeviceChoice,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainDataArgs {
+    /// Training data (see eval --data).
+    #[arg(long, value_parser = parse_flag::<DataSpec>, default_value = "idx:data/mnist")]
+    pub data: DataSpec,
+    /// Split to train on.
+    #[arg(long, value_parser = parse_flag::<Split>, default_value = "train")]
+    pub split: Split,
+    /// Use the first N samples of the split (hold-out included).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Images to evaluate (first N of the shipped MNIST test set).
+    #[arg(long, default_value_t = 500)]
+    pub n: usize,
+    /// Folder for the HTML page and JSON results.
+    #[arg(long, default_value = "out/demo")]
+    pub out_dir: PathBuf,
+    /// Data (the shipped MNIST test set by default).
+    #[arg(long, value_parser = parse_flag::<DataSpec>, default_value = "idx:data/mnist")]
+    pub data: DataSpec,
+    /// Threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeModelArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Data whose sample shape and class count the served model takes (nothing else is used).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Port on 127.0.0.1; 0 picks a free one. The first line on stdout names the predict URL.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// What /predict answers: scores (logits) or labels (the predicted class only).
+    #[arg(long, value_parser = parse_flag::<RemoteOutput>, default_value = "scores")]
+    pub output: RemoteOutput,
+}
+
+#[derive(Args, Debug)]
+#[command(mut_arg("attack", |a| a
+    .default_value(gibbon::eval::DEFAULT_TRANSFER_ATTACK)
+    .help("Attack run on each surrogate: any one registered attack (mifgsm or difgsm recommended)")))]
+#[command(mut_arg("eps", |a| a.help("Radius of the allowed perturbation (one value)")))]
+#[command(mut_arg("suite", |a| a.hide(true)), mut_arg("min_norm_attack", |a| a.hide(true)))]
+pub struct TransferArgs {
+    /// Surrogate models, a comma list of model specs (.pt, .onnx, .safetensors with --arch,
+    /// builtin:NAME): the examples are crafted on each of them, white-box.
+    #[arg(long, value_parser = parse_flag::<ModelList>)]
+    pub surrogates: ModelList,
+    /// Target models, a comma list of model specs: each classifies every surrogate's examples
+    /// (forward passes only, as a black box).
+    #[arg(long, value_parser = parse_flag::<ModelList>)]
+    pub targets: ModelList,
+    /// Architecture of the .safetensors models among them (linear, mlp, smallcnn,
+    /// preact-resnet18); other specs ignore it.
+    #[arg(long, value_parser = parse_flag::<Arch>)]
+    pub arch: Option<Arch>,
+    /// Per-channel normalization inside every model, "MEAN/STD" with comma lists.
+    #[arg(long, value_parser = parse_flag::<Normalization>)]
+    pub normalize: Option<Normalization>,
+    /// Input defenses in front of every target (the deployed systems; surrogates stay
+    /// undefended), e.g. jpeg:quality=75 (see eval --defense).
+    #[arg(long)]
+    pub defense: Option<String>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, value_parser = parse_flag::<DeviceChoice>, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub threat: ThreatArgs,
+    /// Samples per forward/backward pass (results do not depend on it).
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Seed of the counter-based random generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop each sample at its first success on the surrogate (gibbon's white-box behaviour)
+    /// instead of running the attack's whole budget; such examples transfer worse.
+    #[arg(long)]
+    pub early_exit: bool,
+    /// Include per-sample outcomes (and every model's clean predictions) in the JSON.
+    #[arg(long)]
+    pub per_sample: bool,
+    /// Write the JSON result here (schema: docs/result-schema.md, "Transfer matrix").
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `gibbon train` flags that choose and tune the training defense.
+#[derive(Args, Debug, Clone)]
+pub struct TrainDefenseArgs {
+    /// Training defense: standard, pgd (Madry et al. 2018), trades (Zhang et al. 2019),
+    /// fast-fgsm (Wong et al. 2020, with the catastrophic-overfitting guard) or noise
+    /// (Gaussian augmentation, --sigma). Default: pgd when --adv-eps is given, else standard.
+    /// pgd, trades and fast-fgsm use --adv-eps, --adv-steps, --adv-alpha, --adv-ramp-epochs
+    /// (TRADES's MNIST constants: --adv-eps 0.3 --adv-steps 40 --adv-alpha 0.01; fast-fgsm's
+    /// step defaults to 1.25 eps; pair it with --schedule cyclic).
+    #[arg(long)]
+    pub defense: Option<String>,
+    /// TRADES: weight of the KL term (the paper's MNIST and CIFAR-10 value: 6).
+    #[arg(long, default_value_t = 6.0, allow_hyphen_values = true)]
+    pub beta: f64,
+    /// noise: standard deviation of the Gaussian augmentation.
+    #[arg(long, allow_hyphen_values = true)]
+    pub sigma: Option<f64>,
+    /// fast-fgsm: hold-out PGD robust accuracy this far below the best epoch counts as
+    /// catastrophic overfitting (roll back to the last good epoch and stop).
+    #[arg(long, default_value_t = gibbon::train::DEFAULT_GUARD_DROP)]
+    pub guard_drop: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct TradeoffArgs {
+    /// The parameter swept: trades-beta, train-eps (PGD-AT at each ε) or jpeg-quality (the
+    /// --model behind JPEG at each quality).
+    #[arg(long)]
+    pub sweep: String,
+    /// The values, a comma list (e.g. 0.5,1,3,6 for trades-beta; 90,75,50,25 for jpeg-quality).
+    #[arg(long)]
+    pub values: String,
+    /// jpeg-quality: the model to wrap (any model spec; see eval --model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Evaluation data (the first --n samples of --split).
+    #[arg(long, default_value = "idx:data/mnist")]
+    pub data: String,
+    /// Evaluation split.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Samples evaluated at every point.
+    #[arg(long, default_value_t = 1000)]
+    pub n: usize,
+    /// L-infinity radius of the evaluation (and of training for trades-beta).
+    #[arg(long, default_value_t = 0.3)]
+    pub eps: f64,
+    /// Evaluation suite: standard or rand.
+    #[arg(long, default_value = "standard")]
+    pub suite: String,
+    /// Training data for trades-beta and train-eps.
+    #[arg(long, default_value = "idx:data/mnist")]
+    pub train_data: String,
+    /// Use the first N training samples (hold-out included).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Training samples held out for per-epoch accuracy.
+    #[arg(long, default_value_t = 500)]
+    pub holdout: usize,
+    /// Architecture trained at each point.
+    #[arg(long, default_value = "smallcnn")]
+    pub arch: String,
+    /// Epochs per point.
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Inner steps of PGD / TRADES.
+    #[arg(long, default_value_t = 10)]
+    pub adv_steps: usize,
+    /// Epochs of the ε ramp.
+    #[arg(long, default_value_t = 0)]
+    pub adv_ramp_epochs: usize,
+    /// Samples per pass.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Seed of training and evaluation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// libtorch threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Folder for the points, tradeoff.json and tradeoff.svg.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+}

@@ -1,0 +1,88 @@
+//! `gibbon eval`: clean and robust accuracy as JSON; several `--eps` give a robustness curve.
+use super::{print_summary, write_json};
+use crate::args::EvalArgs;
+use crate::resolve::{
+    build_model, build_threat, eps_values, eval_settings, load_data, min_norm_attack, run_info,
+    set_threads,
+};
+use anyhow::Result;
+use gibbon::data::Dataset;
+use gibbon::eval::{evaluate, robustness_curve, EvalSettings};
+use gibbon::model::Classifier;
+use gibbon::threat::ThreatModel;
+use std::path::{Path, PathBuf};
+
+/// Evaluates the plan (or the curve over several ε) and writes the JSON to `--out` or stdout;
+/// per-sample records stream to OUT.partial.jsonl meanwhile (removed after success).
+pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
+    set_threads(args.model.threads)?;
+    let mut threat = build_threat(&args.threat)?;
+    threat.defense = crate::resolve::chain_spec(args.model.defense.as_deref())?;
+    let data = load_data(&args.data)?;
+    let model = build_model(&args.model, &data)?;
+    let mut s = eval_settings(&args.threat, &args.run, args.data.n, quiet, &mut threat)?;
+    let eps = eps_values(&args.threat);
+    if eps.len() > 1 {
+        return curve(&args, model.as_ref(), &data, &threat, eps, &s);
+    }
+    let stream = args.out.as_ref().filter(|_| !args.run.no_resume).map(|o| partial_path(o));
+    s.stream = stream.clone();
+    let (report, _) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
+    print_summary(&report);
+    match &args.out {
+        Some(out) => {
+            write_json(out, &report)?;
+            if let Some(p) = stream {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(())
+}
+
+/// `eval` with several ε: a robustness curve (JSON: gibbon::eval::CurveReport).
+fn curve(
+    args: &EvalArgs,
+    model: &dyn Classifier,
+    data: &Dataset,
+    threat: &ThreatModel,
+    eps: &[f64],
+    settings: &EvalSettings,
+) -> Result<()> {
+    let min_norm = min_norm_attack(&args.threat, threat.norm)?;
+    let report =
+        robustness_curve(model, data, threat, eps, &min_norm, settings, &run_info(&args.data))?;
+    eprintln!(
+        "{}: clean accuracy {:.4}; {} median minimal {} norm {}",
+        report.model.path,
+        report.clean_accuracy,
+        min_norm,
+        threat.norm,
+        report.median_min_norm.map_or("n/a (most unbroken)".into(), |m| format!("{m:.4}"))
+    );
+    eprintln!("{:>10} {:>9} {:>17} {:>9} {:>8}", "eps", "robust", "95% CI", "min-norm", "plan");
+    for p in &report.curve {
+        eprintln!(
+            "{:>10} {:>9.4} {:>8.4}-{:<8.4} {:>9} {:>8}",
+            p.eps,
+            p.robust_accuracy,
+            p.robust_accuracy_ci95[0],
+            p.robust_accuracy_ci95[1],
+            p.broken_by_min_norm,
+            p.broken_by_plan
+        );
+    }
+    match &args.out {
+        Some(out) => write_json(out, &report)?,
+        None => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(())
+}
+
+/// OUT.partial.jsonl beside `out`: the per-sample stream a later run resumes from.
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial.jsonl");
+    out.with_file_name(name)
+}
