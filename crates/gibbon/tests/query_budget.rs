@@ -73,7 +73,10 @@ fn the_oracles_refuse_a_query_past_the_budget() {
 fn every_query_attack_is_found_and_covered() {
     let mut names = query_attacks();
     names.sort_unstable();
-    assert_eq!(names, ["boundary", "hsj", "nes", "rays", "simba", "simba-pixel", "square"]);
+    assert_eq!(
+        names,
+        ["boundary", "hsj", "nes", "rays", "simba", "simba-pixel", "square", "square-rescaled"]
+    );
 }
 
 #[test]

@@ -7,7 +7,8 @@
 mod support;
 
 use gibbon::attack::{
-    AttackOptions, AttackRecord, Chunk, Square, SquareConfig, TensorSource, SQUARE_P_INIT,
+    AttackOptions, AttackRecord, Chunk, Square, SquareConfig, SquareSchedule, TensorSource,
+    SQUARE_P_INIT,
 };
 use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
@@ -244,7 +245,8 @@ fn no_sample_exceeds_a_small_query_budget() {
     let data = mnist(40);
     for budget in [20usize, 57] {
         let threat = linf(0.3, budget);
-        let square = Square::new(&threat, &AttackOptions::default()).unwrap();
+        let square =
+            Square::new(&threat, &AttackOptions::default(), SquareSchedule::Fixed).unwrap();
         assert_eq!(square.config.queries, budget);
         let recs = records(&square, &scores, &threat, &data, 40, 16, &mut |_| {});
         assert_eq!(recs.len(), 40);
@@ -303,7 +305,8 @@ fn reported_queries_equal_the_rows_the_score_model_answered() {
         let eps = if norm == Norm::Linf { 0.3 } else { 2.0 };
         let mut threat = ThreatModel::new(norm, eps).unwrap();
         threat.budget.queries = Some(20);
-        let square = Square::new(&threat, &AttackOptions::default()).unwrap();
+        let square =
+            Square::new(&threat, &AttackOptions::default(), SquareSchedule::Fixed).unwrap();
         // Batch 1: one sample at a time, so the rows answered since the previous record are
         // exactly this sample's queries.
         counting.rows.set(0);
@@ -376,12 +379,14 @@ fn targeted_square_reaches_the_next_class_on_the_standard_model() {
     assert!(hit as f64 >= 0.9 * attacked as f64, "{hit} of {attacked}");
 }
 
+fn fraction_at(schedule: SquareSchedule, queries: usize, iteration: usize) -> f64 {
+    let config = SquareConfig { queries, p_init: SQUARE_P_INIT, schedule, confidence: 0.0 };
+    Square { config, log: None }.fraction(iteration)
+}
+
 #[test]
-fn the_square_fraction_follows_the_rescaled_schedule() {
-    let at = |queries: usize, iteration: usize| {
-        Square { config: SquareConfig { queries, p_init: SQUARE_P_INIT }, log: None }
-            .fraction(iteration)
-    };
+fn the_rescaled_square_schedule_stretches_to_the_budget() {
+    let at = |queries, iteration| fraction_at(SquareSchedule::Rescaled, queries, iteration);
     assert_eq!(at(10_000, 0), 0.8);
     assert_eq!(at(10_000, 10), 0.8);
     assert_eq!(at(10_000, 11), 0.4);
@@ -395,16 +400,40 @@ fn the_square_fraction_follows_the_rescaled_schedule() {
     assert_eq!(at(5000, 4001), 0.8 / 512.0);
 }
 
+/// AutoAttack's standard suite (`resc_schedule=False`): the halvings come at fixed iterations
+/// whatever the budget, so 5,000 queries end at p/128 (after iteration 4,000), not p/512.
+#[test]
+fn the_default_square_schedule_is_autoattacks_fixed_one() {
+    let at = |iteration| fraction_at(SquareSchedule::Fixed, 5000, iteration);
+    assert_eq!(at(10), 0.8);
+    assert_eq!(at(11), 0.4);
+    assert_eq!(at(200), 0.8 / 4.0);
+    assert_eq!(at(201), 0.8 / 8.0);
+    assert_eq!(at(2001), 0.8 / 64.0);
+    assert_eq!(at(4000), 0.8 / 64.0);
+    assert_eq!(at(4001), 0.8 / 128.0);
+    assert_eq!(at(4999), 0.8 / 128.0);
+    let threat = linf(0.3, 5000);
+    let square =
+        gibbon::attack::build_attack("square", &threat, &AttackOptions::default()).unwrap();
+    assert_eq!(square.params()["schedule"], "fixed");
+    let rescaled =
+        gibbon::attack::build_attack("square-rescaled", &threat, &AttackOptions::default())
+            .unwrap();
+    assert_eq!(rescaled.name(), "square-rescaled");
+    assert_eq!(rescaled.params()["schedule"], "rescaled");
+}
+
 #[test]
 fn square_rejects_l1_and_is_registered() {
     let l1 = ThreatModel::new(Norm::L1, 1.0).unwrap();
-    assert!(Square::new(&l1, &AttackOptions::default()).is_err());
+    assert!(Square::new(&l1, &AttackOptions::default(), SquareSchedule::Fixed).is_err());
     assert!(gibbon::attack::build_attack("square", &l1, &AttackOptions::default()).is_err());
     let attack =
         gibbon::attack::build_attack("square", &linf(0.3, 123), &AttackOptions::default()).unwrap();
     assert_eq!(attack.name(), "square");
     assert_eq!(attack.params()["queries"], 123);
     let default = ThreatModel::new(Norm::L2, 1.0).unwrap();
-    let s = Square::new(&default, &AttackOptions::default()).unwrap();
+    let s = Square::new(&default, &AttackOptions::default(), SquareSchedule::Fixed).unwrap();
     assert_eq!(s.config.queries, 5000);
 }

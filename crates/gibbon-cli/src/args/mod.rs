@@ -134,9 +134,14 @@ pub struct ThreatArgs {
     /// Iterations per restart.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Random restarts.
+    /// Random restarts (PGD's default: 2, clean start then random; others: 1).
     #[arg(long)]
     pub restarts: Option<usize>,
+    /// Logit margin κ an example must reach before an attack stops early (C&W's κ; default 0:
+    /// the first misclassified point). Makes returned examples survive small numeric
+    /// differences of the forward pass (pgd family, apgd, square, cw).
+    #[arg(long, allow_hyphen_values = true)]
+    pub confidence: Option<f64>,
     /// Query budget per sample for score- and decision-based attacks (defaults: square 5,000;
     /// simba, nes, rays 10,000; hsj, boundary 25,000).
     #[arg(long)]

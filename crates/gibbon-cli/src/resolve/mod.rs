@@ -161,18 +161,23 @@ pub fn eval_settings(
     model_threat: &mut ThreatModel,
 ) -> Result<EvalSettings> {
     // A threat file states its budget explicitly, so attacks with their own default use it.
-    let steps_from_file = threat
-        .threat
-        .as_ref()
-        .and_then(|p| ThreatModel::from_toml_file(p).ok())
-        .map(|t| t.budget.steps);
+    let from_file = match &threat.threat {
+        Some(p) => ThreatModel::stated_budget(p)?,
+        None => None,
+    };
+    let confidence = threat.confidence.unwrap_or(0.0);
+    if !confidence.is_finite() || confidence < 0.0 {
+        return Err(usage(format!("--confidence {confidence} must be finite and >= 0")));
+    }
     let mut s = EvalSettings {
         n,
         batch_size: run.batch_size,
         seed: run.seed,
         attacks: threat.attack.0.clone(),
         options: AttackOptions {
-            steps: threat.steps.or(steps_from_file),
+            steps: threat.steps.or(from_file.map(|b| b.steps)),
+            restarts: threat.restarts.or(from_file.map(|b| b.restarts)),
+            confidence,
             alpha: threat.alpha,
             random_start: if threat.random_start {
                 Some(true)

@@ -36,6 +36,7 @@ impl Bim {
                 momentum: None,
                 diversity: None,
                 full_budget: options.full_budget,
+                confidence: options.confidence,
             },
         })
     }

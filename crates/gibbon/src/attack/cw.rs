@@ -70,7 +70,7 @@ impl Cw {
             steps: options.steps.unwrap_or(CW_STEPS),
             learning_rate: options.alpha.unwrap_or(0.01),
             initial_const: 0.01,
-            kappa: 0.0,
+            kappa: options.confidence,
             abort_early: true,
             minimize: options.minimize,
         };

@@ -28,6 +28,7 @@ impl Fgsm {
                 momentum: None,
                 diversity: None,
                 full_budget: options.full_budget,
+                confidence: options.confidence,
             },
         })
     }

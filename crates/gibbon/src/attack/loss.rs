@@ -23,3 +23,19 @@ pub(crate) fn class_ranking(logits: &Tensor, labels: &Tensor) -> Tensor {
     let masked = logits.to_kind(Kind::Float).scatter_value(1, &labels.unsqueeze(1), f64::INFINITY);
     masked.argsort(1, true)
 }
+
+/// Boolean `[B]`: the goal is reached with a logit margin of more than `kappa` (C&W's κ;
+/// `kappa` = 0 is the plain [`success_mask`]). Attacks stop a sample early only on this, so a
+/// returned first-success point is not barely adversarial when the user asks for a margin.
+pub fn confident_success(
+    logits: &Tensor,
+    labels: &Tensor,
+    targets: Option<&Tensor>,
+    kappa: f64,
+) -> Tensor {
+    let reached = success_mask(logits, labels, targets);
+    if kappa <= 0.0 {
+        return reached;
+    }
+    reached.logical_and(&margin(logits, labels, targets).lt(-kappa))
+}

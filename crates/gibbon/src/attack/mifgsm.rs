@@ -53,6 +53,7 @@ pub(super) fn momentum_config(
             momentum: Some(MIFGSM_DECAY),
             diversity,
             full_budget: options.full_budget,
+            confidence: options.confidence,
         },
     })
 }

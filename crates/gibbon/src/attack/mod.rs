@@ -43,13 +43,13 @@ pub use hsj::{Hsj, HsjConfig, HSJ_INITIAL_EVALS, HSJ_MAX_EVALS, HSJ_QUERIES};
 pub use loss::{cross_entropy_objective, margin, success_mask};
 pub use mifgsm::MiFgsm;
 pub use nes::{Nes, NesConfig, NES_QUERIES, NES_SAMPLES, NES_SIGMA};
-pub use pgd::Pgd;
+pub use pgd::{Pgd, PGD_RESTARTS};
 pub use rays::{Rays, RaysConfig, RAYS_QUERIES};
 pub use registry::{
     build_attack, check_norm, registration, AttackInfo, Registration, APGD_STEPS, REGISTRY,
 };
 pub use simba::{dct2, dct_matrix, idct2, Simba, SimbaBasis, SimbaConfig, SIMBA_QUERIES};
-pub use square::{Square, SquareConfig, SQUARE_P_INIT, SQUARE_QUERIES};
+pub use square::{Square, SquareConfig, SquareSchedule, SQUARE_P_INIT, SQUARE_QUERIES};
 pub use stepped::{StartPoint, SteppedAttack, SteppedConfig};
 
 use crate::error::{GibbonError, Result};
@@ -298,6 +298,13 @@ pub struct AttackOptions {
     /// boundary rarely fools another model. Honoured by the stepped attacks (fgsm, bim, pgd,
     /// mifgsm, difgsm; their `params` then show `"full_budget": true`); other attacks ignore it.
     pub full_budget: bool,
+    /// Restarts the user asked for explicitly (`--restarts` or a threat file); attacks with
+    /// their own default (PGD: 2, clean start then random) use it instead of the threat model's.
+    pub restarts: Option<usize>,
+    /// Logit margin κ a success must exceed before an attack stops a sample early (C&W's κ;
+    /// 0 = the first misclassified iterate). Honoured by the stepped attacks, APGD and Square
+    /// (their `params` show it), so returned points are not barely adversarial.
+    pub confidence: f64,
 }
 
 /// A [`SampleSource`] over tensors already in memory (handy for tests and small runs).

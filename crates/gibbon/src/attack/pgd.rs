@@ -2,15 +2,20 @@
 //! Learning Models Resistant to Adversarial Attacks").
 //!
 //! Defaults: steps from the threat model (40), step size α = 2.5·ε/steps (the paper's rule of
-//! thumb), restarts from the threat model (1); the first restart starts at the clean input and
-//! later ones at uniformly random points of the ball (`--random-start` makes every start random,
-//! as in the paper and torchattacks; see [`StartPoint`]). L∞
+//! thumb), [`PGD_RESTARTS`] = 2 restarts unless the user set `--restarts` (or the threat model
+//! asks for more); the first restart starts at the clean input and the second at a uniformly
+//! random point of the ball, so a sample the clean start leaves unbroken always gets the random
+//! start torchattacks would give it (`--random-start` makes every start random, as in the paper
+//! and torchattacks; see [`StartPoint`]). Restarts run only on samples still unbroken. L∞
 //! steps along sign(∇), L2 along ∇/‖∇‖₂, L1 along the sign of the top 1% gradient coordinates
 //! (sparse steepest ascent); every iterate is projected exactly onto ball ∩ box.
 use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
 use super::AttackOptions;
 use crate::error::{GibbonError, Result};
 use crate::threat::ThreatModel;
+
+/// PGD's restarts when the user did not choose: clean start, then one random start.
+pub const PGD_RESTARTS: usize = 2;
 
 /// PGD with random start, restarts, best-iterate tracking and per-sample early stop.
 #[derive(Debug, Clone)]
@@ -29,7 +34,7 @@ impl Pgd {
             name: "pgd",
             config: SteppedConfig {
                 steps,
-                restarts: threat.budget.restarts,
+                restarts: options.restarts.unwrap_or(threat.budget.restarts.max(PGD_RESTARTS)),
                 alpha,
                 start: match options.random_start {
                     None => StartPoint::CleanThenRandom,
@@ -39,6 +44,7 @@ impl Pgd {
                 momentum: None,
                 diversity: None,
                 full_budget: options.full_budget,
+                confidence: options.confidence,
             },
         })
     }

@@ -6,9 +6,12 @@
 //! sees output scores (never gradients). Each iteration changes one random square window of the
 //! current best point and keeps the change if the loss decreased.
 //!
-//! Defaults as in the paper and AutoAttack: 5,000 queries per sample (`threat.budget.queries`),
-//! initial square fraction p = 0.8, halved at 10, 50, 200, 500, 1,000, 2,000, 4,000, 6,000 and
-//! 8,000 iterations of a 10,000-query budget (breakpoints rescaled to the actual budget); margin
+//! Defaults as in the paper and AutoAttack's standard suite: 5,000 queries per sample
+//! (`threat.budget.queries`), initial square fraction p = 0.8, halved after 10, 50, 200, 500,
+//! 1,000, 2,000, 4,000, 6,000 and 8,000 iterations whatever the budget (AutoAttack's
+//! `resc_schedule=False`: with 5,000 queries p ends at p/128). `square-rescaled` stretches those
+//! breakpoints to the budget as if it were 10,000 queries (torchattacks' default,
+//! `resc_schedule=True`: with 5,000 queries p reaches p/512 after 4,000 iterations); margin
 //! loss `z_y - max_{j≠y} z_j` for untargeted goals and cross-entropy to the target for targeted
 //! ones. L∞: start at vertical stripes of ±ε, propose a square of side `round(√(p·n/c))` set to
 //! ±ε per channel (signs redrawn when they would not change the window). L2: start at a grid of
@@ -26,7 +29,7 @@
 //! counter-based generator per (seed, sample, iteration), so results do not depend on the batch.
 use super::check_norm;
 use super::host::{l2_norm, normalize};
-use super::loss::{cross_entropy_objective, margin, success_mask};
+use super::loss::{confident_success, cross_entropy_objective, margin};
 use super::pool::drive;
 use super::{
     batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, Chunk,
@@ -61,6 +64,16 @@ const STREAM_COL_2: u64 = 45;
 const STREAM_FLIP: u64 = 46;
 const STREAM_SIGNS: u64 = 50;
 
+/// When Square halves its square fraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SquareSchedule {
+    /// At fixed iterations, whatever the budget (AutoAttack's standard suite).
+    Fixed,
+    /// At iterations stretched to the budget, as if it were 10,000 queries.
+    Rescaled,
+}
+
 /// Square attack parameters.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SquareConfig {
@@ -68,6 +81,10 @@ pub struct SquareConfig {
     pub queries: usize,
     /// Initial fraction of the input covered by a square.
     pub p_init: f64,
+    /// When the fraction is halved.
+    pub schedule: SquareSchedule,
+    /// Early stop only beyond this margin of the scores (see [`AttackOptions::confidence`]).
+    pub confidence: f64,
 }
 
 /// The Square attack (see the module docs).
@@ -80,20 +97,31 @@ pub struct Square {
 }
 
 impl Square {
-    /// Square for `threat` (L∞ or L2); the budget is `threat.budget.queries` (default 5,000).
-    pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
+    /// Square for `threat` (L∞ or L2) with `schedule`; the budget is `threat.budget.queries`
+    /// (default 5,000).
+    pub fn new(
+        threat: &ThreatModel,
+        options: &AttackOptions,
+        schedule: SquareSchedule,
+    ) -> Result<Self> {
         check_norm("square", threat.norm)?;
         let queries = threat.query_budget(SQUARE_QUERIES)?;
+        let confidence = options.confidence;
         Ok(Square {
-            config: SquareConfig { queries, p_init: SQUARE_P_INIT },
+            config: SquareConfig { queries, p_init: SQUARE_P_INIT, schedule, confidence },
             log: options.query_log.clone(),
         })
     }
 
-    /// The square fraction p at proposal `iteration` (0-based), from the paper's schedule
-    /// rescaled to the budget.
+    /// The square fraction p at proposal `iteration` (0-based), from the paper's schedule,
+    /// rescaled to the budget for [`SquareSchedule::Rescaled`].
     pub fn fraction(&self, iteration: usize) -> f64 {
-        let scaled = (iteration as u128 * 10_000 / self.config.queries.max(1) as u128) as usize;
+        let scaled = match self.config.schedule {
+            SquareSchedule::Fixed => iteration,
+            SquareSchedule::Rescaled => {
+                (iteration as u128 * 10_000 / self.config.queries.max(1) as u128) as usize
+            }
+        };
         let halvings = HALVING_POINTS.iter().filter(|&&b| scaled > b).count();
         self.config.p_init / (1u64 << halvings) as f64
     }
@@ -178,7 +206,12 @@ impl Square {
         } else {
             None
         };
-        let success: Vec<bool> = Vec::try_from(success_mask(&scores, &labels, targets.as_ref()))?;
+        let success: Vec<bool> = Vec::try_from(confident_success(
+            &scores,
+            &labels,
+            targets.as_ref(),
+            self.config.confidence,
+        ))?;
         let loss: Vec<f32> = Vec::try_from(match &targets {
             None => margin(&scores, &labels, None),
             Some(t) => -cross_entropy_objective(&scores, &labels, Some(t)),
@@ -245,7 +278,10 @@ impl Square {
 
 impl Attack for Square {
     fn name(&self) -> &'static str {
-        "square"
+        match self.config.schedule {
+            SquareSchedule::Fixed => "square",
+            SquareSchedule::Rescaled => "square-rescaled",
+        }
     }
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).unwrap_or_default()
@@ -258,7 +294,7 @@ impl Attack for Square {
     ) -> Result<()> {
         let scores = ScoresOf(ctx.model);
         let oracle =
-            ScoreOracle::new("square", &scores, self.config.queries as u64, self.log.clone());
+            ScoreOracle::new(self.name(), &scores, self.config.queries as u64, self.log.clone());
         self.run_scores(&oracle, ctx.threat, ctx.seed, ctx.batch_size, source, sink)
     }
 }

@@ -10,7 +10,7 @@
 //! With [`SteppedConfig::full_budget`] (for transfer attacks) rows do not leave at their first
 //! success: every row runs all steps of all restarts and returns its best iterate, which is then
 //! the most confidently adversarial point found rather than one barely across the boundary.
-use super::loss::{cross_entropy_objective, margin, success_mask};
+use super::loss::{confident_success, cross_entropy_objective, margin};
 use super::pool::{drive, row_set, Keep, RowSet};
 use super::{AttackContext, AttackRecord, Chunk, SampleSource};
 use crate::error::Result;
@@ -41,6 +41,14 @@ pub struct SteppedConfig {
     /// (see [`super::AttackOptions::full_budget`]). Shown in `params` only when set.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub full_budget: bool,
+    /// A sample stops early only when its logit margin is below -κ (see
+    /// [`super::AttackOptions::confidence`]). Shown in `params` only when set.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub confidence: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// Where the restarts of a stepped attack start.
@@ -328,13 +336,11 @@ impl SteppedAttack {
                 r.best_restart[i] = r.restart[i];
             }
         }
-        let success: Vec<bool> = Vec::<bool>::try_from(success_mask(&logits, &r.labels, targets))?;
-        // With the full budget, the returned best iterate succeeded if its margin is negative.
-        let best_success: Vec<bool> = if cfg.full_budget {
-            Vec::<bool>::try_from(r.best_margin.lt(0.0))?
-        } else {
-            vec![false; success.len()]
-        };
+        let success: Vec<bool> =
+            Vec::try_from(confident_success(&logits, &r.labels, targets, cfg.confidence))?;
+        // The returned best iterate succeeded if its margin is negative (with the full budget,
+        // or with a margin κ that was not reached).
+        let best_success: Vec<bool> = Vec::try_from(r.best_margin.lt(0.0))?;
         let stepped =
             threat.project(&r.x0, &(&r.x_adv + steepest_direction(threat.norm, &grad) * cfg.alpha));
         let mut keep: Vec<i64> = Vec::new();

@@ -74,6 +74,7 @@ impl CleanPass {
             norm: None,
             queries: 0,
             min_norm: None,
+            single_pass_broken: None,
         }
     }
 }

@@ -14,7 +14,7 @@ mod verify;
 
 pub use curve::{box_diameter, robustness_curve, CurvePoint, CurveReport};
 pub use stats::clopper_pearson;
-pub use suite::Suite;
+pub use suite::{Suite, SuiteRecord};
 pub use transfer::{
     transfer_matrix, SurrogateResult, TargetResult, TransferAttack, TransferCell, TransferMatrix,
     TransferSample, TransferSettings, DEFAULT_TRANSFER_ATTACK,
@@ -60,6 +60,8 @@ pub struct EvalSettings {
     pub candidates: Option<Candidates>,
     /// Forward passes per verdict (randomized models: broken when wrong in a strict majority).
     pub verify_passes: usize,
+    /// Set by [`Suite::apply`]: the suite's name and its deviations from AutoAttack.
+    pub suite: Option<SuiteRecord>,
 }
 
 /// Examples to check before the attack plan (see [`EvalSettings::candidates`]).
@@ -93,6 +95,7 @@ impl Default for EvalSettings {
             progress: false,
             candidates: None,
             verify_passes: 1,
+            suite: None,
         }
     }
 }
@@ -131,6 +134,11 @@ pub struct SampleRecord {
     /// which case that example was not returned).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub min_norm: Option<f64>,
+    /// Verdicts by several passes (randomized models) only: some returned example fooled the
+    /// model in the first fresh pass of its verdict, i.e. AutoAttack's single-pass verdict
+    /// calls the sample broken even where the majority vote did not.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub single_pass_broken: Option<bool>,
 }
 
 /// One attack of the plan, as run.
@@ -148,6 +156,10 @@ pub struct AttackSummary {
     pub seconds: f64,
     /// Forward passes it spent.
     pub queries: u64,
+    /// Samples for which the attack claimed success but the verifier's fresh pass disagreed
+    /// (not broken). Never silent: on a deterministic model this is a non-bit-exact forward
+    /// pass or an attack bug; on a randomized one, a point the vote did not confirm.
+    pub verifier_disagreements: usize,
 }
 
 /// The data an evaluation ran on.
@@ -186,6 +198,16 @@ pub struct EvalReport {
     pub robust_accuracy: f64,
     /// 95% Clopper-Pearson interval of `robust_accuracy`.
     pub robust_accuracy_ci95: [f64; 2],
+    /// Verdicts by several passes (randomized models) only: the robust accuracy by
+    /// AutoAttack's single-pass verdict (a sample is broken when any returned example fooled
+    /// the first fresh pass). `robust_accuracy` is gibbon's majority verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub robust_accuracy_single_pass: Option<f64>,
+    /// Sum of the stages' `verifier_disagreements`.
+    pub verifier_disagreements: usize,
+    /// The named suite that set the plan, and whether it is still AutoAttack-equivalent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suite: Option<SuiteRecord>,
     /// The plan, per attack.
     pub per_attack: Vec<AttackSummary>,
     /// Model queries (forward passes per sample) spent by the whole plan, resumed samples
@@ -259,6 +281,13 @@ pub fn evaluate(
         clean_accuracy: correct as f64 / n as f64,
         robust_accuracy: robust as f64 / n as f64,
         robust_accuracy_ci95: [lo, hi],
+        robust_accuracy_single_pass: (settings.verify_passes > 1).then(|| {
+            let single =
+                per_sample.iter().filter(|r| r.robust && r.single_pass_broken != Some(true));
+            single.count() as f64 / n as f64
+        }),
+        verifier_disagreements: per_attack.iter().map(|a| a.verifier_disagreements).sum(),
+        suite: settings.suite.clone(),
         total_queries: per_sample.iter().map(|r| r.queries).sum(),
         per_attack,
         per_sample,

@@ -67,6 +67,7 @@ impl Evaluation<'_> {
                     continue;
                 }
                 let mut r = self.clean.record(i);
+                r.single_pass_broken = (self.settings.verify_passes > 1).then_some(true);
                 r.adv_pred = v.prediction;
                 r.adv_confidence = v.confidence;
                 r.norm = Some(v.norm);
@@ -86,7 +87,7 @@ impl Evaluation<'_> {
     pub fn stage(&mut self, attack: &dyn Attack, last: bool) -> Result<AttackSummary> {
         let started = Instant::now();
         let order = self.ledger.survivors();
-        let (mut broken, mut queries) = (0usize, 0u64);
+        let (mut broken, mut queries, mut disagreements) = (0usize, 0u64, 0usize);
         let ctx = AttackContext {
             model: self.model,
             threat: self.threat,
@@ -112,7 +113,13 @@ impl Evaluation<'_> {
             for (j, (rec, v)) in records.into_iter().zip(verdicts).enumerate() {
                 queries += rec.queries;
                 let prior = ledger.take_held(rec.index);
-                let r = verdict_record(clean.record(rec.index), prior, &rec, &v, attack.name());
+                if rec.claimed_success && !v.broken {
+                    disagreements += 1;
+                }
+                let mut r = verdict_record(clean.record(rec.index), prior, &rec, &v, attack.name());
+                if settings.verify_passes <= 1 {
+                    r.single_pass_broken = None;
+                }
                 if settings.keep_examples {
                     examples.insert(rec.index, x_adv.get(j as i64).to_device(Device::Cpu));
                 }
@@ -135,6 +142,7 @@ impl Evaluation<'_> {
             attacked: order.len(),
             seconds: started.elapsed().as_secs_f64(),
             queries,
+            verifier_disagreements: disagreements,
         })
     }
 }
@@ -152,12 +160,19 @@ fn verdict_record(
     r.adv_pred = v.prediction;
     r.adv_confidence = v.confidence;
     r.norm = Some(v.norm);
+    let fooled_before = prior.as_ref().and_then(|p| p.single_pass_broken).unwrap_or(false);
+    r.single_pass_broken = Some(fooled_before || v.first_pass_broken);
     r.min_norm = match (rec.min_norm, prior.and_then(|p| p.min_norm)) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
     if rec.claimed_success && !v.broken {
-        tracing::warn!("sample {}: {attack} claimed success but the verifier disagrees", rec.index);
+        tracing::warn!(
+            "sample {}: {attack} claimed success but the verifier disagrees ({} of the fresh \
+             passes fooled); counted in verifier_disagreements",
+            rec.index,
+            v.fooled_passes
+        );
     }
     if v.broken {
         r.robust = false;

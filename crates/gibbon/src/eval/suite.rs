@@ -4,13 +4,30 @@
 //! - `standard`: APGD-CE, APGD-T (9 target classes), FAB-T (9 target classes), Square (5,000
 //!   queries), each on the samples the previous ones left unbroken; APGD and FAB with 100
 //!   iterations and one restart. For L1 (where FAB and Square do not apply): APGD-CE, APGD-T.
+//!   Square uses AutoAttack's fixed p-schedule (`resc_schedule=False`); a query budget the user
+//!   sets on purpose is kept, and the report then says the suite is no longer equivalent.
 //! - `rand`, for randomized models: APGD-CE and APGD-DLR with Expectation over Transformation
-//!   (gradients averaged over 20 draws, Athalye et al. 2018), and every verdict taken by majority
-//!   over 5 fresh forward passes.
+//!   (gradients averaged over 20 draws, Athalye et al. 2018), every sample running its whole
+//!   budget and returning its best-EOT-margin iterate, and every verdict taken by majority over
+//!   5 fresh forward passes (AutoAttack's single-pass verdict is reported beside it).
+//!
+//! The report's `suite` field names the suite and lists every deviation from AutoAttack.
 use super::EvalSettings;
 use crate::error::{GibbonError, Result};
 use crate::threat::{Norm, ThreatModel};
+use serde::Serialize;
 use std::str::FromStr;
+
+/// What a report says about the suite that set its plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SuiteRecord {
+    /// `standard` or `rand`.
+    pub name: String,
+    /// No deviation from AutoAttack's settings.
+    pub autoattack_equivalent: bool,
+    /// Every way this run differs from AutoAttack's suite (empty when equivalent).
+    pub deviations: Vec<String>,
+}
 
 /// Square's query budget in the standard suite (AutoAttack's).
 pub const SUITE_SQUARE_QUERIES: usize = 5_000;
@@ -61,9 +78,31 @@ impl Suite {
         settings.options.steps = None;
         settings.options.alpha = None;
         settings.options.random_start = None;
+        settings.options.restarts = None;
+        let mut deviations = Vec::new();
+        if settings.options.confidence > 0.0 {
+            deviations.push(format!(
+                "early stop only beyond a logit margin of {} (--confidence)",
+                settings.options.confidence
+            ));
+        }
         match self {
             Suite::Standard => {
-                threat.budget.queries.get_or_insert(SUITE_SQUARE_QUERIES);
+                match threat.budget.queries {
+                    Some(q) if q != SUITE_SQUARE_QUERIES => deviations.push(format!(
+                        "Square has {q} queries per sample, not AutoAttack's \
+                         {SUITE_SQUARE_QUERIES} (the query budget was set explicitly)"
+                    )),
+                    _ => threat.budget.queries = Some(SUITE_SQUARE_QUERIES),
+                }
+                if threat.norm == Norm::L1 {
+                    deviations.push(
+                        "L1: APGD-CE and APGD-T only, one restart, top-1% sparse steps; \
+                         AutoAttack's L1 suite adds adaptive sparsity, 5 restarts, FAB-T and \
+                         Square-L1"
+                            .into(),
+                    );
+                }
                 threat.budget.restarts = 1;
             }
             Suite::Rand => {
@@ -71,6 +110,19 @@ impl Suite {
                 settings.verify_passes = SUITE_RAND_VERDICT_PASSES;
                 threat.budget.restarts = 1;
             }
+        }
+        settings.suite = Some(SuiteRecord {
+            name: self.name().into(),
+            autoattack_equivalent: deviations.is_empty(),
+            deviations,
+        });
+    }
+
+    /// The suite's name (`standard`, `rand`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Standard => "standard",
+            Suite::Rand => "rand",
         }
     }
 }

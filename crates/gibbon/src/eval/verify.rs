@@ -20,6 +20,11 @@ pub struct Verdict {
     pub confidence: f64,
     /// Perturbation norm in the threat model's norm (float64).
     pub norm: f64,
+    /// The first fresh pass was fooled: AutoAttack's single-pass verdict (the same as `broken`
+    /// for a deterministic model judged by one pass).
+    pub first_pass_broken: bool,
+    /// Passes (out of the verdict's) in which the example fooled the model.
+    pub fooled_passes: usize,
 }
 
 /// Per-example measurements against a threat model: finite, value range, perturbation norm.
@@ -109,6 +114,7 @@ pub fn verify_batch(
 /// [`verify_batch`] with `passes` fresh forward passes per example, for randomized models: an
 /// example counts as broken only when it fools the model in a strict majority of the passes;
 /// the prediction and confidence reported are those of the last pass that agrees with the vote.
+/// The first pass alone is AutoAttack's verdict ([`Verdict::first_pass_broken`]).
 #[allow(clippy::too_many_arguments)]
 pub fn verify_batch_repeated(
     model: &dyn Classifier,
@@ -124,13 +130,17 @@ pub fn verify_batch_repeated(
     let norms = check_contained(threat, indices, x, x_adv)?;
     let n = indices.len();
     let mut wins = vec![0usize; n];
+    let mut first = vec![false; n];
     let mut last: Vec<[Option<(i64, f64)>; 2]> = vec![[None, None]; n];
-    for _ in 0..passes {
+    for pass in 0..passes {
         let answer = ModelAnswer::of(model, x_adv)?;
         let broken: Vec<bool> = Vec::try_from(success_mask(&answer.scores, labels, targets))?;
         let conf: Vec<f64> = Vec::try_from(answer.confidence)?;
         let pred: Vec<i64> = Vec::try_from(answer.prediction)?;
         for i in 0..n {
+            if pass == 0 {
+                first[i] = broken[i];
+            }
             wins[i] += broken[i] as usize;
             last[i][broken[i] as usize] = Some((pred[i], conf[i]));
         }
@@ -139,7 +149,14 @@ pub fn verify_batch_repeated(
         .map(|i| {
             let broken = 2 * wins[i] > passes;
             let (prediction, confidence) = last[i][broken as usize].unwrap_or((-1, 0.0));
-            Verdict { broken, prediction, confidence, norm: norms[i] }
+            Verdict {
+                broken,
+                prediction,
+                confidence,
+                norm: norms[i],
+                first_pass_broken: first[i],
+                fooled_passes: wins[i],
+            }
         })
         .collect())
 }

@@ -274,6 +274,20 @@ impl ThreatModel {
         Ok(t)
     }
 
+    /// The `[budget]` table of a threat file when it has one (then steps and restarts are
+    /// the user's explicit choice, which overrides attacks' own defaults such as APGD's 100
+    /// steps or PGD's 2 restarts); `None` when the file leaves the budget to the defaults.
+    pub fn stated_budget(path: &Path) -> Result<Option<Budget>> {
+        #[derive(Deserialize)]
+        struct Stated {
+            budget: Option<Budget>,
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| GibbonError::io(path, e))?;
+        let t: Stated =
+            toml::from_str(&text).map_err(|e| GibbonError::format(path, e.to_string()))?;
+        Ok(t.budget)
+    }
+
     /// Checks every field: ε finite and ≥ 0, a non-empty box, a budget of at least one step.
     pub fn validate(&self) -> Result<()> {
         if !self.eps.is_finite() || self.eps < 0.0 {
