@@ -216,7 +216,7 @@ fn eot_makes_apgd_stronger_against_a_randomized_model() {
 #[test]
 fn the_suites_name_their_plans() {
     assert_eq!(Suite::Standard.attacks(Norm::Linf), ["apgd-ce", "apgd-t", "fab-t", "square"]);
-    assert_eq!(Suite::Standard.attacks(Norm::L1), ["apgd-ce", "apgd-t"]);
+    assert_eq!(Suite::Standard.attacks(Norm::L1), ["apgd-ce", "apgd-t", "fab-t"]);
     assert_eq!(Suite::Rand.attacks(Norm::L2), ["apgd-ce", "apgd-dlr"]);
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
     let mut settings = EvalSettings::default();

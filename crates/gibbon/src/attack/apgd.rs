@@ -9,21 +9,26 @@
 //! last checkpoint increased the loss or when neither the step size was reduced nor the best loss
 //! improved at the last checkpoint; after a halving the search restarts from the best point.
 //! Default: 100 iterations, random start in the ball for every restart, APGD-T over the 9 most
-//! likely other classes. L∞ steps along sign(∇), L2 along ∇/‖∇‖₂, L1 along the sign of the top
-//! 1% gradient coordinates; every iterate is projected exactly onto ball ∩ box.
+//! likely other classes. L∞ steps along sign(∇), L2 along ∇/‖∇‖₂; every iterate is projected
+//! exactly onto ball ∩ box. L1 is AutoAttack's L1-APGD (Croce & Hein 2021, "Mind the box"; see
+//! [`super::apgd_l1`]): adaptive sparsity, initial step ε, the large-ε schedule, and by default
+//! 5 restarts for APGD-CE/DLR and 5 target classes for APGD-T.
 //!
 //! Like every gibbon attack, a sample leaves the batch at its first success (the point is
 //! returned; with `--confidence κ`, at its first point beyond margin κ), and unbroken samples
-//! return their lowest-margin iterate. Under EOT (randomized models) every sample instead runs
-//! its whole run and returns the iterate with the best EOT margin (deep inside the wrong class,
-//! not on the expected boundary); further runs go only to samples still unbroken.
+//! return their lowest-margin iterate. Under EOT (randomized models) a sample stops only at an
+//! iterate that fools every draw; otherwise it runs its whole budget and returns, of its
+//! margin-best, loss-best and last iterates, the one with the best fresh EOT margin (deep
+//! inside the wrong class, not a lucky estimate on the expected boundary; see
+//! [`super::apgd_eot`]); further runs go only to samples still unbroken.
+use super::apgd_l1::{self, check_interval, phase_at, project_rows};
 use super::loss::{class_ranking, confident_success, margin};
 use super::pool::{drive, row_set, Keep, Pooled, RowSet};
 use super::stepped::{start_point, steepest_direction, StartPoint};
 use super::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::error::{GibbonError, Result};
-use crate::random::RngKey;
-use crate::threat::{per_sample_view, Goal, ThreatModel};
+use crate::random::{stacked, RngKey};
+use crate::threat::{per_sample_view, Goal, Norm, ThreatModel};
 use tch::{Kind, Tensor};
 
 /// The loss APGD ascends.
@@ -58,12 +63,16 @@ pub struct ApgdConfig {
     /// Gradients averaged over this many passes (EOT, for randomized models; 1 otherwise).
     pub eot: usize,
     /// Every row runs all iterations of its run even after success and returns the iterate with
-    /// the lowest margin (averaged over the EOT passes): on by default under EOT, where a first
-    /// success sits on the expected boundary and fools a single draw only about half the time.
+    /// the lowest margin: on by default under EOT, where a first success sits on the expected
+    /// boundary and fools a single draw only about half the time (there, an iterate fooling
+    /// every draw still stops the row, and the returned point is chosen by a fresh estimate).
     /// Later runs (restarts, APGD-T's next target) run only on rows still unbroken.
     pub full_budget: bool,
     /// Early stop only beyond this logit margin (see [`AttackOptions::confidence`]).
     pub confidence: f64,
+    /// L1: adaptive sparsity and the large-ε schedule of L1-APGD (see [`super::apgd_l1`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sparse_l1: bool,
 }
 
 /// APGD-CE, APGD-DLR or APGD-T, depending on the loss.
@@ -94,23 +103,37 @@ impl Apgd {
             ApgdLoss::Dlr => "apgd-dlr",
             ApgdLoss::TargetedDlr => "apgd-t",
         };
+        let l1 = threat.norm == Norm::L1;
+        let targeted = loss == ApgdLoss::TargetedDlr;
+        // AutoAttack's L1 suite: APGD-CE with 5 restarts, APGD-T with 5 targets and 1 restart.
+        let restarts = match (l1, targeted) {
+            (true, false) => options.restarts.unwrap_or(APGD_L1_RESTARTS),
+            (true, true) => options.restarts.unwrap_or(1),
+            _ => options.restarts.unwrap_or(threat.budget.restarts),
+        };
         Ok(Apgd {
             config: ApgdConfig {
                 loss,
                 steps,
-                restarts: threat.budget.restarts,
-                n_targets: 9,
-                momentum: 0.75,
+                restarts,
+                n_targets: if l1 { APGD_L1_TARGETS } else { 9 },
+                momentum: if l1 { 0.0 } else { 0.75 },
                 rho: 0.75,
-                initial_step: 2.0,
+                initial_step: if l1 { apgd_l1::L1_INITIAL_STEP } else { 2.0 },
                 eot: options.eot.unwrap_or(1).max(1),
                 full_budget: options.full_budget || options.eot.unwrap_or(1) > 1,
                 confidence: options.confidence,
+                sparse_l1: l1,
             },
             name,
         })
     }
 }
+
+/// APGD-CE/DLR's restarts for L1 (AutoAttack's L1 suite) unless the user set `--restarts`.
+pub const APGD_L1_RESTARTS: usize = 5;
+/// APGD-T's target classes for L1 (AutoAttack's L1 suite).
+pub const APGD_L1_TARGETS: usize = 5;
 
 /// Per-sample DLR loss to be maximised: untargeted `-(z_y - max_{i≠y} z_i) / (z_π1 - z_π3)`,
 /// targeted `-(z_y - z_t) / (z_π1 - (z_π3 + z_π4)/2)` (π sorts the logits in decreasing order).
@@ -146,33 +169,37 @@ fn ce_loss(logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>) -> Tensor
     super::loss::cross_entropy_objective(logits, labels, targets)
 }
 
-struct Rows {
-    indices: Vec<usize>,
-    step: Vec<usize>,
-    restart: Vec<usize>,
-    queries: Vec<u64>,
-    since_check: Vec<usize>,
-    interval: Vec<usize>,
-    increases: Vec<usize>,
-    reduced_last_check: Vec<bool>,
-    x0: Tensor,
-    labels: Tensor,
+/// The working state of every row (one sample at its own iteration and run).
+pub(super) struct Rows {
+    pub(super) indices: Vec<usize>,
+    pub(super) step: Vec<usize>,
+    pub(super) restart: Vec<usize>,
+    pub(super) queries: Vec<u64>,
+    pub(super) since_check: Vec<usize>,
+    pub(super) interval: Vec<usize>,
+    pub(super) increases: Vec<usize>,
+    pub(super) reduced_last_check: Vec<bool>,
+    pub(super) x0: Tensor,
+    pub(super) labels: Tensor,
     /// Targets of the loss (APGD-T's current target, or the goal's target).
-    loss_targets: Option<Tensor>,
+    pub(super) loss_targets: Option<Tensor>,
     /// Targets of the goal (success test), for targeted goals.
-    goal_targets: Option<Tensor>,
+    pub(super) goal_targets: Option<Tensor>,
     /// Classes by decreasing clean logit (APGD-T).
-    ranking: Option<Tensor>,
-    x_adv: Tensor,
-    x_prev: Tensor,
-    step_size: Tensor,
-    prev_loss: Tensor,
-    loss_best: Tensor,
-    loss_best_last_check: Tensor,
-    x_best_loss: Tensor,
-    grad_best: Tensor,
-    best_margin: Tensor,
-    x_best_margin: Tensor,
+    pub(super) ranking: Option<Tensor>,
+    pub(super) x_adv: Tensor,
+    pub(super) x_prev: Tensor,
+    pub(super) step_size: Tensor,
+    pub(super) prev_loss: Tensor,
+    pub(super) loss_best: Tensor,
+    pub(super) loss_best_last_check: Tensor,
+    pub(super) x_best_loss: Tensor,
+    pub(super) grad_best: Tensor,
+    pub(super) best_margin: Tensor,
+    pub(super) x_best_margin: Tensor,
+    /// L1: fraction of coordinates a step moves, and the last checkpoint's L0 size.
+    pub(super) topk: Tensor,
+    pub(super) sp_old: Tensor,
 }
 
 row_set!(Rows {
@@ -199,11 +226,24 @@ row_set!(Rows {
     grad_best,
     best_margin,
     x_best_margin,
+    topk,
+    sp_old,
 });
 
 impl Apgd {
     fn first_interval(&self) -> usize {
+        if self.config.sparse_l1 {
+            return check_interval(phase_at(self.config.steps, 0).1);
+        }
         ((0.22 * self.config.steps as f64) as usize).max(1)
+    }
+
+    /// Every row's ball radius as a multiple of ε (1 except in L1's large-ε phases).
+    fn radius_mults(&self, r: &Rows) -> Vec<f64> {
+        if !self.config.sparse_l1 {
+            return vec![1.0; r.indices.len()];
+        }
+        r.step.iter().map(|&s| phase_at(self.config.steps, s).0).collect()
     }
 
     /// Target classes APGD-T tries on a model with `classes` classes.
@@ -240,7 +280,16 @@ impl Apgd {
             .zip(&restarts)
             .map(|(&i, &r)| RngKey::new(ctx.seed, i).restart(r).stream(10))
             .collect();
-        let x_adv = start_point(threat, &x0, &keys, StartPoint::Random, 0);
+        let x_adv = if self.config.sparse_l1 {
+            // A Gaussian start projected onto the first phase's ball (AutoAttack's L1 start).
+            let noise = stacked(&keys, &x0.size()[1..], device, |k, m| k.stream(1).normal(m));
+            let (mult, _) = phase_at(self.config.steps, 0);
+            project_rows(threat, &x0, &(&x0 + noise), &vec![mult; n])
+        } else {
+            start_point(threat, &x0, &keys, StartPoint::Random, 0)
+        };
+        let (topk, sp_old) = apgd_l1::start_sparsity(&x0, &x_adv);
+        let first_radius = phase_at(self.config.steps, 0).0;
         let loss_targets = match (&ranking, self.config.loss) {
             (Some(rank), ApgdLoss::TargetedDlr) => {
                 let which: Vec<i64> =
@@ -254,13 +303,15 @@ impl Apgd {
         Rows {
             since_check: vec![0; n],
             interval: vec![self.first_interval(); n],
+            topk,
+            sp_old,
             increases: vec![0; n],
             reduced_last_check: vec![true; n],
             step: vec![0; n],
             restart: restarts,
             queries,
             x_prev: x_adv.copy(),
-            step_size: full(self.config.initial_step * threat.eps),
+            step_size: full(self.config.initial_step * threat.eps * first_radius),
             prev_loss: full(f64::NEG_INFINITY),
             loss_best: full(f64::NEG_INFINITY),
             loss_best_last_check: full(f64::NEG_INFINITY),
@@ -324,9 +375,15 @@ impl Apgd {
         ))
     }
 
-    /// Loss, logits and input gradient at every row's point, averaged over the EOT passes.
-    fn gradient(&self, ctx: &AttackContext<'_>, r: &mut Rows) -> Result<(Tensor, Tensor, Tensor)> {
+    /// Loss, logits and input gradient at every row's point, averaged over the EOT passes, and
+    /// in how many of the passes the point reached the goal (beyond the margin κ).
+    fn gradient(
+        &self,
+        ctx: &AttackContext<'_>,
+        r: &mut Rows,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
         let cfg = &self.config;
+        let gt = r.goal_targets.as_ref();
         let lt = r.loss_targets.as_ref();
         let labels = &r.labels;
         let objective = |logits: &Tensor| match cfg.loss {
@@ -335,8 +392,12 @@ impl Apgd {
         };
         let (mut loss, mut logits, mut grad) =
             ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+        let fooled_by =
+            |z: &Tensor| confident_success(z, labels, gt, cfg.confidence).to_kind(Kind::Int64);
+        let mut fooled = fooled_by(&logits);
         for _ in 1..cfg.eot {
             let (l, z, g) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+            fooled += fooled_by(&z);
             loss += l;
             logits += z;
             grad += g;
@@ -348,7 +409,7 @@ impl Apgd {
         for q in r.queries.iter_mut() {
             *q += cfg.eot as u64;
         }
-        Ok((loss, logits, grad))
+        Ok((loss, logits, grad, fooled))
     }
 
     /// Checkpoint bookkeeping after the loss at the current points is known: which rows halve
@@ -396,18 +457,28 @@ impl Apgd {
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
         let (threat, cfg) = (ctx.threat, &self.config);
-        let (loss, logits, grad) = self.gradient(ctx, r)?;
+        let (loss, logits, grad, fooled) = self.gradient(ctx, r)?;
         let view = per_sample_view(&r.x_adv);
         let gt = r.goal_targets.as_ref();
         let m = margin(&logits, &r.labels, gt);
-        let improved_margin = m.lt_tensor(&r.best_margin);
-        r.best_margin = m.minimum(&r.best_margin);
+        // Only points inside the ε-ball count (L1's large-ε phases search outside it).
+        let mults = self.radius_mults(r);
+        let at_eps: Vec<bool> = mults.iter().map(|&k| k == 1.0).collect();
+        let at_eps_t = Tensor::from_slice(&at_eps).to_device(r.x0.device());
+        let improved_margin = m.lt_tensor(&r.best_margin).logical_and(&at_eps_t);
+        r.best_margin = m.where_self(&improved_margin, &r.best_margin);
         r.x_best_margin =
             r.x_adv.where_self(&improved_margin.view(view.as_slice()), &r.x_best_margin);
-        let success: Vec<bool> = if cfg.full_budget {
+        let success: Vec<bool> = if cfg.eot > 1 {
+            // Randomized model: stop only where every draw is fooled (see `apgd_eot`).
+            let all: Vec<i64> = Vec::try_from(&fooled)?;
+            all.iter().zip(&at_eps).map(|(&k, &inside)| inside && k == cfg.eot as i64).collect()
+        } else if cfg.full_budget {
             vec![false; r.indices.len()]
         } else {
-            Vec::try_from(confident_success(&logits, &r.labels, gt, cfg.confidence))?
+            let reached: Vec<bool> =
+                Vec::try_from(confident_success(&logits, &r.labels, gt, cfg.confidence))?;
+            reached.iter().zip(&at_eps).map(|(&s, &inside)| s && inside).collect()
         };
 
         // Loss bookkeeping: best point, increases since the last checkpoint.
@@ -420,7 +491,12 @@ impl Apgd {
         r.prev_loss = loss.shallow_clone();
 
         // Checkpoints: halve the step and go back to the best point where progress stalled.
-        let hv = self.checkpoints(r, &increased)?.view(view.as_slice());
+        let hv = if cfg.sparse_l1 {
+            self.checkpoints_l1(r, &mults, threat.eps)
+        } else {
+            self.checkpoints(r, &increased)?
+        };
+        let hv = hv.view(view.as_slice());
         let x_cur = r.x_best_loss.where_self(&hv, &r.x_adv);
         let g_cur = r.grad_best.where_self(&hv, &grad);
 
@@ -429,11 +505,20 @@ impl Apgd {
             r.step.iter().map(|&s| if s == 0 { 1.0 } else { cfg.momentum as f32 }).collect();
         let a = Tensor::from_slice(&first).to_device(r.x0.device()).view(view.as_slice());
         let eta = r.step_size.view(view.as_slice());
-        let z = threat.project(&r.x0, &(&x_cur + steepest_direction(threat.norm, &g_cur) * &eta));
-        let x_next = threat.project(
-            &r.x0,
-            &(&x_cur + (&z - &x_cur) * &a + (&x_cur - &r.x_prev) * (a.ones_like() - &a)),
-        );
+        let x_next = if cfg.sparse_l1 {
+            let step = apgd_l1::sparse_direction(&g_cur, &r.topk) * &eta;
+            project_rows(threat, &r.x0, &(&x_cur + step), &mults)
+        } else {
+            let z =
+                threat.project(&r.x0, &(&x_cur + steepest_direction(threat.norm, &g_cur) * &eta));
+            threat.project(
+                &r.x0,
+                &(&x_cur + (&z - &x_cur) * &a + (&x_cur - &r.x_prev) * (a.ones_like() - &a)),
+            )
+        };
+        if cfg.eot > 1 {
+            self.choose_fresh(ctx, r, &success)?;
+        }
         let (keep, restarting) = self.retire(r, &success, runs, sink)?;
         r.x_prev = x_cur;
         r.x_adv = x_next;
@@ -461,6 +546,39 @@ impl Apgd {
             next = next.pick(&Keep::new(stay, device)).join(fresh);
         }
         *r = next;
+        if cfg.sparse_l1 {
+            self.enter_phases(threat, r);
+        }
+        Ok(())
+    }
+
+    /// Randomized model: the rows ending their run take, as their margin-best point, the
+    /// candidate with the best fresh EOT estimate (see `apgd_eot`).
+    fn choose_fresh(&self, ctx: &AttackContext<'_>, r: &mut Rows, success: &[bool]) -> Result<()> {
+        let ending: Vec<i64> = (0..r.indices.len())
+            .filter(|&i| !success[i] && r.step[i] >= self.config.steps)
+            .map(|i| i as i64)
+            .collect();
+        if ending.is_empty() {
+            return Ok(());
+        }
+        let idx = Tensor::from_slice(&ending).to_device(r.x0.device());
+        let pick = |t: &Tensor| t.index_select(0, &idx);
+        let (margin_best, loss_best, last) =
+            (pick(&r.x_best_margin), pick(&r.x_best_loss), pick(&r.x_adv));
+        let gt = r.goal_targets.as_ref().map(pick);
+        let (x, m) = super::apgd_eot::freshest_best(
+            ctx.model,
+            &[&margin_best, &loss_best, &last],
+            &pick(&r.labels),
+            gt.as_ref(),
+            self.config.eot,
+        )?;
+        r.x_best_margin = r.x_best_margin.index_copy(0, &idx, &x);
+        r.best_margin = r.best_margin.index_copy(0, &idx, &m);
+        for &i in &ending {
+            r.queries[i as usize] += 3 * self.config.eot as u64;
+        }
         Ok(())
     }
 

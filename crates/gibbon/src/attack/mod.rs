@@ -9,6 +9,8 @@
 //! an [`AttackRecord`]. It never decides the verdict: the evaluation's verifier re-checks every
 //! returned example (norm, box, finiteness, and a fresh forward pass).
 mod apgd;
+mod apgd_eot;
+mod apgd_l1;
 mod bim;
 mod boundary;
 mod cw;
