@@ -197,6 +197,9 @@ pub(super) struct Rows {
     pub(super) grad_best: Tensor,
     pub(super) best_margin: Tensor,
     pub(super) x_best_margin: Tensor,
+    /// EOT: most draws an iterate fooled, and that iterate.
+    best_fooled: Tensor,
+    x_best_fooled: Tensor,
     /// L1: fraction of coordinates a step moves, and the last checkpoint's L0 size.
     pub(super) topk: Tensor,
     pub(super) sp_old: Tensor,
@@ -226,6 +229,8 @@ row_set!(Rows {
     grad_best,
     best_margin,
     x_best_margin,
+    best_fooled,
+    x_best_fooled,
     topk,
     sp_old,
 });
@@ -319,6 +324,8 @@ impl Apgd {
             grad_best: x_adv.zeros_like(),
             best_margin: full(f64::INFINITY),
             x_best_margin: x0.copy(),
+            best_fooled: full(-1.0),
+            x_best_fooled: x0.copy(),
             x_adv,
             indices,
             x0,
@@ -469,6 +476,12 @@ impl Apgd {
         r.best_margin = m.where_self(&improved_margin, &r.best_margin);
         r.x_best_margin =
             r.x_adv.where_self(&improved_margin.view(view.as_slice()), &r.x_best_margin);
+        if cfg.eot > 1 {
+            let f = fooled.to_kind(Kind::Float);
+            let more = f.gt_tensor(&r.best_fooled).logical_and(&at_eps_t);
+            r.best_fooled = f.where_self(&more, &r.best_fooled);
+            r.x_best_fooled = r.x_adv.where_self(&more.view(view.as_slice()), &r.x_best_fooled);
+        }
         let success: Vec<bool> = if cfg.eot > 1 {
             // Randomized model: stop only where every draw is fooled (see `apgd_eot`).
             let all: Vec<i64> = Vec::try_from(&fooled)?;
@@ -541,6 +554,8 @@ impl Apgd {
             );
             fresh.best_margin = again.best_margin.shallow_clone();
             fresh.x_best_margin = again.x_best_margin.shallow_clone();
+            fresh.best_fooled = again.best_fooled.shallow_clone();
+            fresh.x_best_fooled = again.x_best_fooled.shallow_clone();
             let stay: Vec<i64> =
                 (0..next.indices.len() as i64).filter(|i| !restarting.contains(i)).collect();
             next = next.pick(&Keep::new(stay, device)).join(fresh);
@@ -564,12 +579,12 @@ impl Apgd {
         }
         let idx = Tensor::from_slice(&ending).to_device(r.x0.device());
         let pick = |t: &Tensor| t.index_select(0, &idx);
-        let (margin_best, loss_best, last) =
-            (pick(&r.x_best_margin), pick(&r.x_best_loss), pick(&r.x_adv));
+        let (fooled_best, margin_best, loss_best, last) =
+            (pick(&r.x_best_fooled), pick(&r.x_best_margin), pick(&r.x_best_loss), pick(&r.x_adv));
         let gt = r.goal_targets.as_ref().map(pick);
         let (x, m) = super::apgd_eot::freshest_best(
             ctx.model,
-            &[&margin_best, &loss_best, &last],
+            &[&fooled_best, &margin_best, &loss_best, &last],
             &pick(&r.labels),
             gt.as_ref(),
             self.config.eot,
@@ -577,7 +592,7 @@ impl Apgd {
         r.x_best_margin = r.x_best_margin.index_copy(0, &idx, &x);
         r.best_margin = r.best_margin.index_copy(0, &idx, &m);
         for &i in &ending {
-            r.queries[i as usize] += 3 * self.config.eot as u64;
+            r.queries[i as usize] += 4 * self.config.eot as u64;
         }
         Ok(())
     }
