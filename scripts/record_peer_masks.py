@@ -126,14 +126,16 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--only", default="l2-apgd,l2-autoattack,l1-art-apgd")
+    p.add_argument("--out", type=Path, default=OUT, help="JSON file to update (default: the fixture)")
     args = p.parse_args()
+    out = args.out
     ensure_peers()
     import torch
 
     torch.manual_seed(0)
     model = torch.jit.load(str(SHARED / "reference/mnist_smallcnn_adv.pt")).eval()
     x, y = mnist_test(args.n)
-    doc = json.loads(OUT.read_text()) if OUT.exists() else {"results": []}
+    doc = json.loads(out.read_text()) if out.exists() else {"results": []}
     doc["description"] = ("Per-image peer results on the first images of the MNIST test set, "
                           "adversarially trained reference model; written by "
                           "scripts/record_peer_masks.py.")
@@ -141,8 +143,8 @@ def main():
         row = run_row(key, model, x, y)
         doc["results"] = [r for r in doc["results"]
                           if (r["tool"], r["attack"]) != (row["tool"], row["attack"])] + [row]
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(json.dumps(doc, indent=1) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"{key}: robust {row['robust_acc']:.3f} in {row['seconds']} s", flush=True)
 
 

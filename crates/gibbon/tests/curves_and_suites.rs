@@ -216,7 +216,7 @@ fn eot_makes_apgd_stronger_against_a_randomized_model() {
 #[test]
 fn the_suites_name_their_plans() {
     assert_eq!(Suite::Standard.attacks(Norm::Linf), ["apgd-ce", "apgd-t", "fab-t", "square"]);
-    assert_eq!(Suite::Standard.attacks(Norm::L1), ["apgd-ce", "apgd-t", "fab-t"]);
+    assert_eq!(Suite::Standard.attacks(Norm::L1), ["apgd-ce", "apgd-t", "fab-t", "square"]);
     assert_eq!(Suite::Rand.attacks(Norm::L2), ["apgd-ce", "apgd-dlr"]);
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
     let mut settings = EvalSettings::default();
@@ -247,14 +247,16 @@ fn the_standard_suite_leaves_no_standard_model_digit_robust() {
     assert_eq!(r.per_attack.len(), 4);
 }
 
-/// The acceptance run: the standard suite on the first 1,000 test images of both
-/// reference models. Slow (tens of minutes on 2 cores): run with
-/// `scripts/test --test curves_and_suites -- --ignored`.
+/// The slow check behind the per-image test (`tests/per_image_peers.rs`): the standard suite on
+/// the first 1,000 test images of both reference models must be no weaker than the strongest
+/// peer number on the same images (torchattacks: PGD-40 0.000 on the standard model, APGD-CE
+/// 0.781 on the adversarially trained one; measured at 0.776 in 50 minutes on one core). Run
+/// with `scripts/test --test curves_and_suites -- --ignored`.
 #[test]
 #[ignore]
 fn standard_suite_on_the_reference_models_beats_every_peer_number() {
     let data = mnist(1000);
-    for (name, bound) in [("std", 0.003), ("adv", 0.784)] {
+    for (name, bound) in [("std", 0.0), ("adv", 0.781)] {
         let m = reference(name);
         let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
         let mut settings = EvalSettings { batch_size: 128, ..Default::default() };

@@ -425,10 +425,9 @@ fn the_default_square_schedule_is_autoattacks_fixed_one() {
 }
 
 #[test]
-fn square_rejects_l1_and_is_registered() {
+fn square_takes_every_norm_and_is_registered() {
     let l1 = ThreatModel::new(Norm::L1, 1.0).unwrap();
-    assert!(Square::new(&l1, &AttackOptions::default(), SquareSchedule::Fixed).is_err());
-    assert!(gibbon::attack::build_attack("square", &l1, &AttackOptions::default()).is_err());
+    assert!(Square::new(&l1, &AttackOptions::default(), SquareSchedule::Fixed).is_ok());
     let attack =
         gibbon::attack::build_attack("square", &linf(0.3, 123), &AttackOptions::default()).unwrap();
     assert_eq!(attack.name(), "square");
@@ -436,4 +435,21 @@ fn square_rejects_l1_and_is_registered() {
     let default = ThreatModel::new(Norm::L2, 1.0).unwrap();
     let s = Square::new(&default, &AttackOptions::default(), SquareSchedule::Fixed).unwrap();
     assert_eq!(s.config.queries, 5000);
+}
+
+/// Square-L1 on a linear model: every sample falls at ε well above its L1 distance (the search
+/// only sees scores), and every returned example is inside the L1 ball and the box.
+#[test]
+fn square_l1_breaks_a_linear_model_inside_the_ball() {
+    let (model, v) = linear::linear_model(&[1, 8, 8], 5201);
+    let data = linear::samples_at_distance(&model, &v, 20, Norm::L1, 0.2, 5202);
+    let mut threat = ThreatModel::new(Norm::L1, 2.0).unwrap();
+    threat.budget.queries = Some(2000);
+    let settings = EvalSettings { attacks: vec!["square".into()], ..Default::default() };
+    let (r, _) = evaluate(&model, &data, &threat, &settings, &RunInfo::default()).unwrap();
+    assert_eq!(r.clean_accuracy, 1.0);
+    for s in &r.per_sample {
+        assert!(s.norm.unwrap() <= 2.0 + 1e-5, "sample {}: norm {:?}", s.index, s.norm);
+    }
+    assert_eq!(r.robust_accuracy, 0.0, "{:?}", r.per_attack[0]);
 }

@@ -1,5 +1,6 @@
 //! The Square attack (Andriushchenko, Croce, Flammarion & Hein 2020, "Square Attack: a
-//! query-efficient black-box adversarial attack via random search"), L∞ and L2, untargeted and
+//! query-efficient black-box adversarial attack via random search"), L∞, L2 and L1 (the L1
+//! variant of AutoAttack's L1 suite, Croce & Hein 2021, "Mind the box"), untargeted and
 //! targeted.
 //!
 //! A score-based random search: the search is written against [`ScoreModel`], so it only ever
@@ -17,8 +18,12 @@
 //! ±ε per channel (signs redrawn when they would not change the window). L2: start at a grid of
 //! "meta pseudo-gaussian" patterns with random signs scaled to norm ε; each proposal moves the
 //! perturbation mass of a second square into the first one, with a fresh meta pattern, and
-//! rescales to norm ε (side ≥ 3, odd). Every query point is projected exactly onto ball ∩ box, so
-//! the returned point is the queried one.
+//! rescales to norm ε (side ≥ 3, odd). L1 works like L2 with L1 norms: patterns weighted
+//! 1/(r+1)⁴ instead of 1/(r+1)² and of unit L1 norm, the start grid not rescaled, each window
+//! getting its share of the unused budget plus the L1 mass of both windows (AutoAttack also
+//! multiplies that by the channel count, a no-op on grey images; here the exact projection does
+//! the rest). Every query point is projected exactly onto ball ∩ box, so the returned point is
+//! the queried one.
 //!
 //! Queries: the start point counts as one, every proposal as one; no sample ever exceeds the
 //! budget, and an unbroken sample uses exactly the budget (one run: `threat.budget.restarts` is
@@ -28,7 +33,7 @@
 //! are refilled from the source. Square positions, signs and orientations come from the
 //! counter-based generator per (seed, sample, iteration), so results do not depend on the batch.
 use super::check_norm;
-use super::host::{l2_norm, normalize};
+use super::host::l2_norm;
 use super::loss::{confident_success, cross_entropy_objective, margin};
 use super::pool::drive;
 use super::{
@@ -267,10 +272,10 @@ impl Square {
                 let side = side_for(self.fraction(k - 1), layout, 1);
                 linf_proposal(row, threat, layout, side, key.step(k))
             }
-            (_, 0) => l2_start(row, radius, layout, key, patterns),
-            (_, k) => {
+            (norm, 0) => l2_start(row, radius, Lp::of(norm), layout, key, patterns),
+            (norm, k) => {
                 let side = side_for(self.fraction(k - 1), layout, 3);
-                l2_proposal(row, radius, layout, side, key.step(k), patterns)
+                l2_proposal(row, radius, Lp::of(norm), layout, side, key.step(k), patterns)
             }
         }
     }
@@ -405,14 +410,59 @@ fn linf_proposal(
     x
 }
 
-/// Unit-norm "meta pseudo-gaussian" patterns by side, cached.
+/// The norm of a Square search that moves mass between windows: L2 or L1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lp {
+    L2,
+    L1,
+}
+
+impl Lp {
+    fn of(norm: Norm) -> Lp {
+        if norm == Norm::L1 {
+            Lp::L1
+        } else {
+            Lp::L2
+        }
+    }
+    /// ‖v‖ᵖ (the quantity that adds up over disjoint parts).
+    fn mass(self, v: &[f64]) -> f64 {
+        match self {
+            Lp::L2 => v.iter().map(|a| a * a).sum(),
+            Lp::L1 => v.iter().map(|a| a.abs()).sum(),
+        }
+    }
+    /// ‖v‖ from its mass.
+    fn length(self, mass: f64) -> f64 {
+        match self {
+            Lp::L2 => mass.sqrt(),
+            Lp::L1 => mass,
+        }
+    }
+    /// Scales `v` to unit norm (left as is when it is zero).
+    fn normalize(self, v: &mut [f64]) {
+        let n = self.length(self.mass(v));
+        if n > 0.0 {
+            v.iter_mut().for_each(|a| *a /= n);
+        }
+    }
+    /// The exponent of the nested rectangles' weights 1/(r+1)^k.
+    fn exponent(self) -> i32 {
+        match self {
+            Lp::L2 => 2,
+            Lp::L1 => 4,
+        }
+    }
+}
+
+/// Unit-norm "meta pseudo-gaussian" patterns by side and norm, cached.
 #[derive(Default)]
-struct Patterns(HashMap<usize, Vec<f64>>);
+struct Patterns(HashMap<(usize, Lp), Vec<f64>>);
 
 impl Patterns {
     /// The `side × side` pattern (row-major), transposed when `flip`.
-    fn get(&mut self, side: usize, flip: bool) -> Vec<f64> {
-        let p = self.0.entry(side).or_insert_with(|| meta_pattern(side));
+    fn get(&mut self, side: usize, lp: Lp, flip: bool) -> Vec<f64> {
+        let p = self.0.entry((side, lp)).or_insert_with(|| meta_pattern(side, lp));
         if !flip {
             return p.clone();
         }
@@ -427,42 +477,56 @@ impl Patterns {
 }
 
 /// An `rows × cols` block of nested rectangles around its centre, the rectangle at Chebyshev
-/// radius r weighted 1/(r+1)², so each cell holds Σ_{r ≥ its radius} 1/(r+1)²; unit norm.
-fn nested_rectangles(rows: usize, cols: usize) -> Vec<f64> {
+/// radius r weighted 1/(r+1)^k (k = 2 for L2, 4 for L1), so each cell holds
+/// Σ_{r ≥ its radius} 1/(r+1)^k; unit norm.
+fn nested_rectangles(rows: usize, cols: usize, lp: Lp) -> Vec<f64> {
     let (ci, cj) = (rows / 2, cols / 2);
     let radii = (rows / 2).max(cols / 2) + 1;
     let mut block = vec![0.0; rows * cols];
     for i in 0..rows {
         for j in 0..cols {
             let radius = i.abs_diff(ci).max(j.abs_diff(cj));
-            block[i * cols + j] = (radius..radii).map(|r| 1.0 / ((r + 1) * (r + 1)) as f64).sum();
+            block[i * cols + j] =
+                (radius..radii).map(|r| ((r + 1) as f64).powi(-lp.exponent())).sum();
         }
     }
-    normalize(&mut block);
+    lp.normalize(&mut block);
     block
 }
 
-/// The paper's L2 pattern: nested rectangles in the top half, minus nested rectangles in the
+/// The paper's pattern: nested rectangles in the top half, minus nested rectangles in the
 /// bottom half, unit norm.
-fn meta_pattern(side: usize) -> Vec<f64> {
+fn meta_pattern(side: usize, lp: Lp) -> Vec<f64> {
     let upper_rows = side / 2;
-    let upper = nested_rectangles(upper_rows, side);
-    let lower = nested_rectangles(side - upper_rows, side);
+    let upper = nested_rectangles(upper_rows, side, lp);
+    let lower = nested_rectangles(side - upper_rows, side, lp);
     let mut p: Vec<f64> = upper.into_iter().chain(lower.into_iter().map(|v| -v)).collect();
-    normalize(&mut p);
+    lp.normalize(&mut p);
     p
 }
 
-/// `x0 + δ·ε/‖δ‖₂` (the clean input when δ = 0).
-fn at_radius(x0: &[f32], delta: &[f64], eps: f64) -> Vec<f32> {
+/// `x0 + δ·ε/‖δ‖₂` (the clean input when δ = 0) for L2; `x0 + δ` for L1, whose points the
+/// exact projection brings into the ball.
+fn at_radius(x0: &[f32], delta: &[f64], eps: f64, lp: Lp) -> Vec<f32> {
     let n = l2_norm(delta);
-    let scale = if n > 0.0 { eps / n } else { 0.0 };
+    let scale = match lp {
+        Lp::L1 => 1.0,
+        Lp::L2 if n > 0.0 => eps / n,
+        Lp::L2 => 0.0,
+    };
     x0.iter().zip(delta).map(|(&x, &d)| (x as f64 + d * scale) as f32).collect()
 }
 
 /// L2 start: a grid of squares of side ⌊min(h, w)/5⌋, each a meta pattern with a random sign
 /// per channel and a random orientation, scaled to norm ε.
-fn l2_start(row: &Row, eps: f64, layout: Layout, key: RngKey, patterns: &mut Patterns) -> Vec<f32> {
+fn l2_start(
+    row: &Row,
+    eps: f64,
+    lp: Lp,
+    layout: Layout,
+    key: RngKey,
+    patterns: &mut Patterns,
+) -> Vec<f32> {
     let side = (layout.h.min(layout.w) / 5).max(1);
     let (tiles_h, tiles_w) = (layout.h / side, layout.w / side);
     let (top, left) = ((layout.h - tiles_h * side) / 2, (layout.w - tiles_w * side) / 2);
@@ -473,7 +537,7 @@ fn l2_start(row: &Row, eps: f64, layout: Layout, key: RngKey, patterns: &mut Pat
     for ti in 0..tiles_h {
         for tj in 0..tiles_w {
             let t = ti * tiles_w + tj;
-            let pattern = patterns.get(side, flips[t] < 0.5);
+            let pattern = patterns.get(side, lp, flips[t] < 0.5);
             for c in 0..layout.c {
                 let s = sign(signs[t * layout.c + c]) as f64;
                 for a in 0..side {
@@ -485,7 +549,7 @@ fn l2_start(row: &Row, eps: f64, layout: Layout, key: RngKey, patterns: &mut Pat
             }
         }
     }
-    at_radius(&row.x0, &delta, eps)
+    at_radius(&row.x0, &delta, eps, lp)
 }
 
 /// L2 proposal: a second window's perturbation mass (and any unused budget) moves into the first
@@ -494,6 +558,7 @@ fn l2_start(row: &Row, eps: f64, layout: Layout, key: RngKey, patterns: &mut Pat
 fn l2_proposal(
     row: &Row,
     eps: f64,
+    lp: Lp,
     layout: Layout,
     side: usize,
     key: RngKey,
@@ -504,30 +569,29 @@ fn l2_proposal(
     let top2 = key.stream(STREAM_ROW_2).below(layout.h - side + 1);
     let left2 = key.stream(STREAM_COL_2).below(layout.w - side + 1);
     let signs = key.stream(STREAM_SIGNS).uniform(layout.c);
-    let pattern = patterns.get(side, key.stream(STREAM_FLIP).uniform(1)[0] < 0.5);
+    let pattern = patterns.get(side, lp, key.stream(STREAM_FLIP).uniform(1)[0] < 0.5);
     let in_first =
         |i: usize, j: usize| (top..top + side).contains(&i) && (left..left + side).contains(&j);
     let in_second =
         |i: usize, j: usize| (top2..top2 + side).contains(&i) && (left2..left2 + side).contains(&j);
 
     let old: Vec<f64> = row.best.iter().zip(&row.x0).map(|(&b, &x)| b as f64 - x as f64).collect();
-    let total = old.iter().map(|a| a * a).sum::<f64>();
-    let unused = (eps * eps - total).max(0.0);
+    let unused = (lp.mass(&[eps]) - lp.mass(&old)).max(0.0);
     let mut delta = old.clone();
     for c in 0..layout.c {
         let (mut first, mut both) = (0.0f64, 0.0f64);
         for i in 0..layout.h {
             for j in 0..layout.w {
-                let v = old[layout.at(c, i, j)];
+                let v = lp.mass(&[old[layout.at(c, i, j)]]);
                 if in_first(i, j) {
-                    first += v * v;
+                    first += v;
                 }
                 if in_first(i, j) || in_second(i, j) {
-                    both += v * v;
+                    both += v;
                 }
             }
         }
-        let first = first.sqrt();
+        let first = lp.length(first);
         let s = sign(signs[c]) as f64;
         let mut window: Vec<f64> = (0..side * side)
             .map(|ab| {
@@ -535,8 +599,8 @@ fn l2_proposal(
                 pattern[ab] * s + old[k] / (first + 1e-12)
             })
             .collect();
-        normalize(&mut window);
-        let length = (unused / layout.c as f64 + both).sqrt();
+        lp.normalize(&mut window);
+        let length = lp.length(unused / layout.c as f64 + both);
         for i in top2..top2 + side {
             for j in left2..left2 + side {
                 delta[layout.at(c, i, j)] = 0.0;
@@ -546,5 +610,5 @@ fn l2_proposal(
             delta[layout.at(c, top + ab / side, left + ab % side)] = v * length;
         }
     }
-    at_radius(&row.x0, &delta, eps)
+    at_radius(&row.x0, &delta, eps, lp)
 }

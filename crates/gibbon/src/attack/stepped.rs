@@ -356,7 +356,9 @@ impl SteppedAttack {
                     r.queries[i],
                 ))?;
             } else if r.step[i] >= cfg.steps {
-                if r.restart[i] + 1 < cfg.restarts {
+                // Restarts go only to samples still unbroken (with the full budget, a restart
+                // that ended adversarial has done its job).
+                if r.restart[i] + 1 < cfg.restarts && !(cfg.full_budget && best_success[i]) {
                     r.restart[i] += 1;
                     r.step[i] = 0;
                     restarting.push(keep.len() as i64);

@@ -7,7 +7,7 @@
 //!
 //! FGSM training can overfit catastrophically: PGD robust accuracy collapses to near 0 within
 //! an epoch while FGSM accuracy rises. The paper's remedy is early stopping on a PGD check;
-//! here the shared loop runs PGD-10 on the hold-out slice after every epoch and the
+//! here the shared loop runs APGD-CE (20 iterations) on the hold-out slice after every epoch and the
 //! [`OverfitGuard`] rolls back to the last good epoch and stops when robust accuracy falls
 //! more than [`FastFgsmTraining::guard_drop`] below the best epoch so far.
 use super::pgd::check_eps;

@@ -184,7 +184,7 @@ pub struct EpochStats {
     pub train_loss: f64,
     /// Clean accuracy on the hold-out slice.
     pub holdout_clean_accuracy: f64,
-    /// PGD-10 robust accuracy on the hold-out slice (at the adversarial ε, or none).
+    /// APGD-CE (20 iterations) robust accuracy on the hold-out slice (at the adversarial ε, or none).
     pub holdout_robust_accuracy: Option<f64>,
     /// Learning rate at the end of the epoch.
     pub lr: f64,
