@@ -294,7 +294,8 @@ impl Apgd {
             start_point(threat, &x0, &keys, StartPoint::Random, 0)
         };
         let (topk, sp_old) = apgd_l1::start_sparsity(&x0, &x_adv);
-        let first_radius = phase_at(self.config.steps, 0).0;
+        let first_radius =
+            if self.config.sparse_l1 { phase_at(self.config.steps, 0).0 } else { 1.0 };
         let loss_targets = match (&ranking, self.config.loss) {
             (Some(rank), ApgdLoss::TargetedDlr) => {
                 let which: Vec<i64> =

@@ -152,18 +152,19 @@ impl Apgd {
     /// L1 checkpoints (see [`super::apgd_l1`]): every row whose phase interval is up gets the
     /// sparsity and step-size rule; returns the rows that go back to their best point.
     pub(super) fn checkpoints_l1(&self, r: &mut Rows, mults: &[f64], eps: f64) -> Tensor {
-        let n = r.indices.len();
-        let mut checked = vec![false; n];
-        for i in 0..n {
-            if r.step[i] == 0 {
-                continue;
-            }
-            r.since_check[i] += 1;
-            if r.since_check[i] >= r.interval[i] {
-                checked[i] = true;
-                r.since_check[i] = 0;
-            }
-        }
+        let checked: Vec<bool> = (r.since_check.iter_mut().zip(&r.step).zip(&r.interval))
+            .map(|((since, &step), &interval)| {
+                if step == 0 {
+                    return false;
+                }
+                *since += 1;
+                let due = *since >= interval;
+                if due {
+                    *since = 0;
+                }
+                due
+            })
+            .collect();
         let device = r.x0.device();
         let checked = Tensor::from_slice(&checked).to_device(device);
         let radius: Vec<f32> = mults.iter().map(|&k| (k * eps) as f32).collect();
