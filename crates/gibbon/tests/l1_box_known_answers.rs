@@ -57,9 +57,9 @@ fn l1_apgd_reaches_the_box_aware_minimal_distance_on_binary_images() {
     let model = linear::with_weights(&[1, SIDE, SIDE], &w, &b);
     let v_host: Vec<f64> = Vec::try_from(v.to_kind(Kind::Double)).unwrap();
     let mut broken_above = 0;
-    for i in 0..N {
+    for (i, &value) in raw.iter().enumerate() {
         let xi = x.get(i as i64).unsqueeze(0);
-        let fx = raw[i] + c;
+        let fx = value + c;
         let label = (fx > 0.0) as i64;
         let x_host: Vec<f64> = Vec::try_from(xi.flatten(0, -1).to_kind(Kind::Double)).unwrap();
         let d = box_l1_distance(&v_host, &x_host, fx);
