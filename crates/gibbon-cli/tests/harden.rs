@@ -245,3 +245,44 @@ fn train_fast_fgsm_writes_the_epoch_curve_and_cost() {
     assert_eq!(json["cost"]["passes_per_epoch"], 12);
     assert!(json["epochs"][0]["holdout_robust_accuracy"].is_number());
 }
+
+#[test]
+fn bpda_breaks_through_bit_depth_reduction_and_needs_a_defense() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, data) = (std_model(), mnist());
+    let run = |bpda: bool| -> serde_json::Value {
+        let out_path = dir.path().join(format!("bpda-{bpda}.json"));
+        let out = out_path.to_str().unwrap();
+        let mut args = vec![
+            "eval",
+            "--model",
+            &model,
+            "--data",
+            &data,
+            "--n",
+            "32",
+            "--eps",
+            "0.15",
+            "--steps",
+            "20",
+            "--defense",
+            "bits:depth=3",
+            "--out",
+            out,
+        ];
+        if bpda {
+            args.push("--bpda");
+        }
+        let result = gibbon(&args);
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap()
+    };
+    let (plain, bpda) = (run(false), run(true));
+    let robust = |j: &serde_json::Value| j["robust_accuracy"].as_f64().unwrap();
+    assert_eq!(plain["clean_accuracy"], bpda["clean_accuracy"], "the same deployed model");
+    assert!(robust(&bpda) + 0.3 < robust(&plain), "plain {plain:?} vs bpda {bpda:?}");
+    assert!(bpda["model"]["arch"].as_str().unwrap().starts_with("bpda["));
+    assert_eq!(bpda["threat"]["defense"], "bits:depth=3");
+    let out = gibbon(&["eval", "--model", &model, "--data", &data, "--n", "4", "--bpda"]);
+    assert_user_error(&out, "required");
+}

@@ -104,6 +104,11 @@ pub struct ModelArgs {
     /// bits:depth=D, median:size=K, noise:sigma=S, e.g. jpeg:quality=75,bits:depth=3.
     #[arg(long)]
     pub defense: Option<String>,
+    /// Adaptive attack (BPDA, Athalye et al. 2018): gradients pass straight through each
+    /// non-differentiable --defense (its surrogate: the identity for jpeg, bits and median);
+    /// every answer and verdict stays the deployed model's.
+    #[arg(long, requires = "defense")]
+    pub bpda: bool,
 }
 
 #[derive(Args, Debug, Clone)]

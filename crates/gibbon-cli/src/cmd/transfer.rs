@@ -17,7 +17,7 @@ pub fn run(args: TransferArgs, quiet: bool) -> Result<()> {
         load_model_list(&args.surrogates, "surrogate", arch, normalize, device, &data)?;
     let targets = load_model_list(&args.targets, "target", arch, normalize, device, &data)?
         .into_iter()
-        .map(|m| crate::resolve::defend(m, args.defense.as_deref()))
+        .map(|m| crate::resolve::defend(m, args.defense.as_deref(), false))
         .collect::<Result<Vec<_>>>()?;
     tracing::info!(
         "transfer: {} surrogate(s) x {} target(s), {} under {} eps {}",

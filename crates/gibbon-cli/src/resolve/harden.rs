@@ -84,12 +84,29 @@ pub fn chain_spec(defense: Option<&str>) -> Result<Option<String>> {
     Ok(defense.map(str::parse::<DefenseChain>).transpose()?.map(|c| c.to_string()))
 }
 
-/// `model` behind the input-defense chain `defense` (unchanged without one).
-pub fn defend(model: Box<dyn Classifier>, defense: Option<&str>) -> Result<Box<dyn Classifier>> {
+/// `model` behind the input-defense chain `defense` (unchanged without one); with `bpda`, its
+/// BPDA view (the same answers, gradients through each defense's surrogate).
+pub fn defend(
+    model: Box<dyn Classifier>,
+    defense: Option<&str>,
+    bpda: bool,
+) -> Result<Box<dyn Classifier>> {
     let Some(text) = defense else { return Ok(model) };
     let chain: DefenseChain = text.parse()?;
     tracing::info!("input defenses: {}", describe(&chain));
-    Ok(Box::new(Defended::new(model, chain)?))
+    let defended = Defended::new(model, chain)?;
+    if !bpda {
+        return Ok(Box::new(defended));
+    }
+    if defended.chain().bpda_applies() {
+        tracing::info!("--bpda: gradients pass straight through the non-differentiable defenses");
+    } else {
+        tracing::warn!(
+            "--bpda: nothing to swap, every defense in '{}' is differentiable",
+            defended.chain()
+        );
+    }
+    Ok(Box::new(defended.with_bpda()))
 }
 
 fn describe(chain: &DefenseChain) -> String {

@@ -69,7 +69,7 @@ pub fn build_model(args: &ModelArgs, data: &Dataset) -> Result<Box<dyn Classifie
     };
     let device = args.device.0;
     let model = load_spec(&args.model, args.arch, args.normalize.as_ref(), device, &remote, data)?;
-    defend(model, args.defense.as_deref())
+    defend(model, args.defense.as_deref(), args.bpda)
 }
 
 /// Loads the model `spec` (with its architecture, normalization and device) for `data`.

@@ -250,6 +250,38 @@ impl DefenseChain {
         }
         Ok(out)
     }
+    /// True when BPDA changes the chain's gradient: some defense is non-differentiable and
+    /// declares the identity as its surrogate.
+    pub fn bpda_applies(&self) -> bool {
+        self.defenses
+            .iter()
+            .any(|d| !d.differentiable() && d.bpda_surrogate() == Surrogate::Identity)
+    }
+    /// The chain as BPDA (Athalye, Carlini & Wagner 2018) differentiates it: a defense whose
+    /// surrogate is the identity gives its own output in the forward pass, bit for bit, and
+    /// passes the gradient straight through in the backward pass; the others (differentiable
+    /// ones, e.g. noise) are applied as they are.
+    pub fn apply_bpda(&self, x: &Tensor) -> Result<Tensor> {
+        let mut out = x.shallow_clone();
+        for d in &self.defenses {
+            out = match d.bpda_surrogate() {
+                Surrogate::Identity => straight_through(&out, d.apply(&out.detach())?),
+                Surrogate::Itself => d.apply(&out)?,
+            };
+        }
+        Ok(out)
+    }
+}
+
+/// `value` in the forward pass and the identity's gradient in the backward pass. `x - x` is
+/// exactly zero for finite `x`, so the sum is exactly `value`: the forward pass of a BPDA view
+/// equals the deployed model's.
+pub(crate) fn straight_through(x: &Tensor, value: Tensor) -> Tensor {
+    if x.requires_grad() {
+        value.detach() + (x - x.detach())
+    } else {
+        value
+    }
 }
 
 /// `processed` (computed off the autograd graph) joined to `x`'s graph with a zero gradient,
@@ -269,6 +301,7 @@ pub struct Defended<M: Classifier> {
     inner: M,
     chain: DefenseChain,
     info: ModelInfo,
+    bpda: bool,
 }
 
 impl<M: Classifier> Defended<M> {
@@ -278,7 +311,30 @@ impl<M: Classifier> Defended<M> {
         chain.check_input(inner.input_shape())?;
         let mut info = inner.info().clone();
         info.arch = Some(format!("defended[{chain}]({})", info.arch.clone().unwrap_or_default()));
-        Ok(Defended { inner, chain, info })
+        Ok(Defended { inner, chain, info, bpda: false })
+    }
+    /// The BPDA view of the same model, for adaptive attacks: every answer (logits,
+    /// predictions, queries) is the deployed model's, bit for bit; only the input gradient
+    /// differs, taken through each defense's BPDA surrogate ([`DefenseChain::apply_bpda`]).
+    /// Its info says `bpda[...]`, so its results and streams are not mistaken for the plain
+    /// model's.
+    pub fn with_bpda(mut self) -> Self {
+        if !self.bpda {
+            self.bpda = true;
+            self.info.arch = Some(format!("bpda[{}]", self.info.arch.clone().unwrap_or_default()));
+        }
+        self
+    }
+    /// True for the BPDA view.
+    pub fn is_bpda(&self) -> bool {
+        self.bpda
+    }
+    fn defend(&self, x: &Tensor) -> Result<Tensor> {
+        if self.bpda {
+            self.chain.apply_bpda(x)
+        } else {
+            self.chain.apply(x)
+        }
     }
     /// The chain.
     pub fn chain(&self) -> &DefenseChain {
@@ -292,12 +348,12 @@ impl<M: Classifier> Defended<M> {
 
 impl<M: Classifier> Classifier for Defended<M> {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.inner.forward(&self.chain.apply(x)?)
+        self.inner.forward(&self.defend(x)?)
     }
     fn logits_padded(&self, x: &Tensor) -> Result<Tensor> {
         // Every defense works per sample, so applying it to the whole batch before the inner
         // model's tiling keeps per-sample results independent of the batch size.
-        self.inner.logits_padded(&self.chain.apply(x)?)
+        self.inner.logits_padded(&self.defend(x)?)
     }
     fn query_logits(&self, x: &Tensor) -> Result<Tensor> {
         self.inner.query_logits(&self.chain.apply(x)?)
