@@ -248,6 +248,10 @@ impl Classifier for BuiltinModel {
     fn info(&self) -> &ModelInfo {
         &self.info
     }
+    fn graph_scan(&self) -> super::GraphScan {
+        // gibbon's own architectures are convolutions, linear layers, ReLU and pooling only.
+        super::GraphScan::clean(format!("gibbon architecture {}", self.arch.name()))
+    }
 }
 
 fn conv(

@@ -20,6 +20,7 @@ pub mod frozen;
 pub mod onnx;
 mod query;
 pub mod remote;
+pub mod scan;
 pub mod serve;
 mod spec;
 mod torchscript;
@@ -32,6 +33,7 @@ pub use query::{
     ScoresOf,
 };
 pub use remote::{RemoteModel, RemoteOptions, RemoteOutput};
+pub use scan::{FlaggedOp, GraphScan, OpEffect};
 pub use serve::ModelServer;
 pub use spec::{load_model, load_model_with, ModelSpec};
 pub use torchscript::TorchScriptModel;
@@ -125,6 +127,12 @@ pub trait Classifier {
             grads.into_iter().next().ok_or_else(|| GibbonError::Internal("no gradient".into()))?;
         Ok((per_sample.detach(), logits.detach(), grad))
     }
+
+    /// What the model's graph says about its input gradient (see [`scan`]). The default:
+    /// the graph cannot be inspected.
+    fn graph_scan(&self) -> GraphScan {
+        GraphScan::opaque(format!("{} model (graph not inspectable)", self.info().kind))
+    }
 }
 
 /// `forward` on `x` `[B, ...]` run tile by tile: every call sees exactly `rows` rows (the last
@@ -211,6 +219,9 @@ impl<M: Classifier> Classifier for Normalized<M> {
     fn info(&self) -> &ModelInfo {
         &self.info
     }
+    fn graph_scan(&self) -> GraphScan {
+        self.inner.graph_scan()
+    }
 }
 
 impl Classifier for Box<dyn Classifier> {
@@ -253,6 +264,9 @@ impl Classifier for Box<dyn Classifier> {
         loss: &dyn Fn(&Tensor) -> Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         (**self).loss_and_input_grad(x, loss)
+    }
+    fn graph_scan(&self) -> GraphScan {
+        (**self).graph_scan()
     }
 }
 

@@ -30,7 +30,7 @@ pub use median::MedianSmoothing;
 pub use noise::GaussianNoise;
 
 use crate::error::{GibbonError, Result};
-use crate::model::{Classifier, ModelInfo};
+use crate::model::{Classifier, FlaggedOp, GraphScan, ModelInfo, OpEffect};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -378,5 +378,35 @@ impl<M: Classifier> Classifier for Defended<M> {
     }
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+    fn graph_scan(&self) -> GraphScan {
+        let mut scan = self.inner.graph_scan();
+        let mut ops = Vec::new();
+        for (i, d) in self.chain.defenses().iter().enumerate() {
+            let effect = match (d.differentiable(), d.deterministic()) {
+                (_, false) => OpEffect::Random,
+                (true, true) => continue,
+                (false, true) => OpEffect::ZeroGradient,
+            };
+            let surrogate = match (effect, d.bpda_surrogate()) {
+                (OpEffect::ZeroGradient, Surrogate::Identity) => {
+                    Some("identity (straight-through)".to_string())
+                }
+                _ => None,
+            };
+            let swapped = self.bpda && surrogate.is_some();
+            let location = format!("input defense {} of {}", i + 1, self.chain.defenses().len());
+            ops.push(FlaggedOp {
+                op: format!("defense {}", d.spec()),
+                effect,
+                location,
+                surrogate,
+                swapped,
+            });
+        }
+        ops.append(&mut scan.ops);
+        scan.ops = ops;
+        scan.source = format!("gibbon input defenses, then {}", scan.source);
+        scan
     }
 }
