@@ -5,6 +5,7 @@
 //! measured and verified, [`defense`] how models are hardened (training defenses, re-exported
 //! as [`train`]) and how their inputs are preprocessed, [`report`] how the result is shown. The `gibbon` binary (crate `gibbon-cli`) is a thin layer on top.
 pub mod attack;
+pub mod audit;
 pub mod data;
 pub mod defense;
 pub mod error;

@@ -61,6 +61,49 @@ pub enum Command {
     /// The accuracy/robustness trade-off: sweep TRADES beta, the training eps or the JPEG
     /// quality, evaluate every point with one suite; table, JSON and SVG plot (resumable).
     Tradeoff(TradeoffArgs),
+    /// Gradient-masking audit: run every check (see --help) and, with --adaptive, re-evaluate
+    /// with the attacks the fired checks call for: "standard suite X vs adaptive Y".
+    Audit(AuditArgs),
+}
+
+/// The help of `gibbon audit`, listing every registered check.
+fn audit_help() -> String {
+    let checks: Vec<String> =
+        gibbon::audit::CHECKS.iter().map(|c| format!("{}: {}", c.name(), c.question())).collect();
+    format!(
+        "Checks (Carlini et al. 2019; AutoAttack's checks.py), in order:\n  {}",
+        checks.join("\n  ")
+    )
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = audit_help())]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Threat model TOML file (norm, eps, box); --norm and --eps override it.
+    #[arg(long)]
+    pub threat: Option<PathBuf>,
+    /// Norm: linf, l2 or l1.
+    #[arg(long, value_parser = parse_flag::<Norm>)]
+    pub norm: Option<Norm>,
+    /// Radius of the threat model audited.
+    #[arg(long, allow_hyphen_values = true)]
+    pub eps: Option<f64>,
+    /// Also run the adaptive re-evaluation the fired checks call for (the standard suite, then
+    /// BPDA / rescaled logits / EOT / gradient-free stages on its survivors).
+    #[arg(long)]
+    pub adaptive: bool,
+    /// Exit with code 1 when a check fires (a CI gate).
+    #[arg(long)]
+    pub strict: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Write the JSON result here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,6 +1,7 @@
 //! The commands: [`run`] dispatches to one module per command; each reads its typed flags
 //! (`crate::args`), turns them into library values (`crate::resolve`) and calls the library.
 mod attack;
+mod audit;
 mod demo;
 mod eval;
 mod inspect;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::ServeModel(a) => serve::run(a),
         Command::Transfer(a) => transfer::run(a, cli.quiet),
         Command::Tradeoff(a) => tradeoff::run(a, cli.quiet),
+        Command::Audit(a) => audit::run(a, cli.quiet),
     }
 }
 

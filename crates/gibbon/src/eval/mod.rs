@@ -14,7 +14,9 @@ mod verify;
 
 pub use curve::{box_diameter, robustness_curve, CurvePoint, CurveReport};
 pub use stats::clopper_pearson;
-pub use suite::{Suite, SuiteRecord};
+pub use suite::{
+    Suite, SuiteRecord, SUITE_EOT_DRAWS, SUITE_RAND_VERDICT_PASSES, SUITE_SQUARE_QUERIES,
+};
 pub use transfer::{
     transfer_matrix, SurrogateResult, TargetResult, TransferAttack, TransferCell, TransferMatrix,
     TransferSample, TransferSettings, DEFAULT_TRANSFER_ATTACK,

@@ -1,0 +1,267 @@
+//! The adaptive re-evaluation: the audit's fired checks choose how to attack the model again
+//! (Tramèr, Carlini, Brendel & Madry 2020, "On Adaptive Attacks to Adversarial Example
+//! Defenses": attack what the defense does, not what a standard suite assumes).
+//!
+//! 1. The standard suite runs on the model as deployed: "standard: X".
+//! 2. Each remedy is one stage, run only on the samples still robust (the examples found so far
+//!    settle the others as candidates): BPDA (the caller's BPDA view), rescaled logits
+//!    ([`RescaledLogits`]: the standard suite on logits / T, same decisions), EOT (the `rand`
+//!    suite), gradient-free (Square with [`GRADIENT_FREE_QUERIES`] queries, then RayS for L∞).
+//! 3. Every example from every stage is re-verified on the deployed model inside the threat
+//!    model (an evaluation with no attacks and the examples as candidates; randomized models by
+//!    [`RANDOM_VERDICT_PASSES`] votes), and a sample counts as robust only if the standard suite
+//!    and that verification both leave it robust: "adaptive: Y ≤ X".
+use super::{AuditReport, Remedy};
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::eval::{
+    clopper_pearson, evaluate, Candidates, EvalReport, EvalSettings, Examples, RunInfo, Suite,
+};
+use crate::model::{Classifier, ModelInfo};
+use crate::threat::{Norm, ThreatModel};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tch::{Device, Tensor};
+
+mod rescaled;
+pub use rescaled::RescaledLogits;
+
+/// Square's queries per sample in the gradient-free stage: twice AutoAttack's 5,000.
+pub const GRADIENT_FREE_QUERIES: usize = 10_000;
+
+/// Votes per verdict in the final verification of a randomized model: a sample is broken when
+/// its example is misclassified in a strict majority of this many fresh passes (5 votes let a
+/// lucky iterate of an EOT attack through far too often).
+pub const RANDOM_VERDICT_PASSES: usize = 51;
+
+/// Other views of the audited model that the caller can build.
+pub struct AdaptiveViews<'a> {
+    /// The model as deployed: its decisions are the truth.
+    pub model: &'a dyn Classifier,
+    /// Its BPDA view (same forward pass, straight-through gradients), when one exists.
+    pub bpda: Option<&'a dyn Classifier>,
+}
+
+/// One stage of the adaptive plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdaptiveStage {
+    /// `bpda`, `rescaled_logits`, `eot`, `gradient_free`.
+    pub remedy: Remedy,
+    /// The checks that asked for it.
+    pub because: Vec<&'static str>,
+    /// The model view attacked.
+    pub view: String,
+    /// Its attacks, in order.
+    pub attacks: Vec<String>,
+    /// Samples it broke that earlier stages had not (by its own verdict; the final
+    /// verification on the deployed model is what counts).
+    pub newly_broken: usize,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Robust accuracy with its interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accuracy {
+    /// Fraction of the samples still classified correctly.
+    pub robust_accuracy: f64,
+    /// 95% Clopper-Pearson interval.
+    pub ci95: [f64; 2],
+    /// Robust samples.
+    pub robust: usize,
+}
+
+impl Accuracy {
+    fn of(robust: usize, n: usize) -> Self {
+        let (lo, hi) = clopper_pearson(robust, n, 0.05);
+        Accuracy { robust_accuracy: robust as f64 / n.max(1) as f64, ci95: [lo, hi], robust }
+    }
+}
+
+/// "Standard suite: X, adaptive: Y", and how Y was found.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdaptiveReport {
+    /// The deployed model.
+    pub model: ModelInfo,
+    /// Samples evaluated (the first `n`).
+    pub n: usize,
+    /// Clean accuracy.
+    pub clean_accuracy: f64,
+    /// The standard suite on the deployed model.
+    pub standard: Accuracy,
+    /// After the adaptive stages, every example re-verified on the deployed model.
+    pub adaptive: Accuracy,
+    /// The stages run, in order.
+    pub stages: Vec<AdaptiveStage>,
+    /// Remedies the audit asked for that could not be run, and why.
+    pub skipped: Vec<String>,
+    /// Samples the final verification counted as broken, by stage (`standard` included).
+    pub broken_by: BTreeMap<String, usize>,
+    /// Votes per verdict of the final verification.
+    pub verdict_passes: usize,
+}
+
+/// Runs the standard suite and the adaptive stages that `audit` asks for, on the first
+/// `base.n` samples; `base` gives batch size, seed and progress.
+pub fn adapt(
+    views: &AdaptiveViews,
+    data: &Dataset,
+    threat: &ThreatModel,
+    audit: &AuditReport,
+    base: &EvalSettings,
+) -> Result<AdaptiveReport> {
+    let run = RunInfo::default();
+    let (standard, mut found) = suite_run(views.model, data, threat, base, Suite::Standard, None)?;
+    let mut source: BTreeMap<usize, String> =
+        found.keys().map(|&i| (i, "standard".to_string())).collect();
+    let (mut stages, mut skipped) = (Vec::new(), Vec::new());
+    let because = |r: Remedy| -> Vec<&'static str> {
+        audit
+            .findings
+            .iter()
+            .filter(|f| f.fired && f.remedies.contains(&r))
+            .map(|f| f.check)
+            .collect()
+    };
+    let rescaled = match audit.remedies.contains(&Remedy::RescaledLogits) {
+        true => Some(RescaledLogits::calibrated(views.model, data, base.n)?),
+        false => None,
+    };
+    for &remedy in &audit.remedies {
+        let started = Instant::now();
+        let (view, report, examples): (&dyn Classifier, EvalReport, Examples) = match remedy {
+            Remedy::Bpda => {
+                let Some(bpda) = views.bpda else {
+                    skipped
+                        .push("bpda: no BPDA view of this model (nothing gibbon can swap)".into());
+                    continue;
+                };
+                let (r, e) = suite_run(bpda, data, threat, base, Suite::Standard, Some(&found))?;
+                (bpda, r, e)
+            }
+            Remedy::RescaledLogits => {
+                let Some(view) = rescaled.as_ref() else { continue };
+                let (r, e) = suite_run(view, data, threat, base, Suite::Standard, Some(&found))?;
+                (view as &dyn Classifier, r, e)
+            }
+            Remedy::Eot => {
+                let (r, e) = suite_run(views.model, data, threat, base, Suite::Rand, Some(&found))?;
+                (views.model, r, e)
+            }
+            Remedy::GradientFree => {
+                let (r, e) = gradient_free(views.model, data, threat, base, &found)?;
+                (views.model, r, e)
+            }
+        };
+        let mut newly = 0;
+        for rec in report.per_sample.iter().filter(|r| r.broken_by.is_some()) {
+            if found.contains_key(&rec.index) {
+                continue;
+            }
+            if let Some(x) = examples.get(&rec.index) {
+                found.insert(rec.index, x.shallow_clone());
+                source.insert(rec.index, remedy_name(remedy).into());
+                newly += 1;
+            }
+        }
+        stages.push(AdaptiveStage {
+            remedy,
+            because: because(remedy),
+            view: view.info().arch.clone().unwrap_or_else(|| view.info().path.clone()),
+            attacks: report.per_attack.iter().map(|a| a.name.clone()).collect(),
+            newly_broken: newly,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    let random = audit.remedies.contains(&Remedy::Eot);
+    let passes = if random { RANDOM_VERDICT_PASSES } else { 1 };
+    let verify = EvalSettings {
+        attacks: Vec::new(),
+        candidates: Some(Candidates { source: "adaptive".into(), examples: found }),
+        verify_passes: passes,
+        keep_examples: false,
+        stream: None,
+        ..base.clone()
+    };
+    let (checked, _) = evaluate(views.model, data, threat, &verify, &run)?;
+    let mut broken_by = BTreeMap::new();
+    let mut robust = 0;
+    for (s, v) in standard.per_sample.iter().zip(&checked.per_sample) {
+        if s.robust && v.robust {
+            robust += 1;
+        } else if s.clean_pred == s.label {
+            let by = if v.robust { "standard".to_string() } else { source[&s.index].clone() };
+            *broken_by.entry(by).or_insert(0) += 1;
+        }
+    }
+    let standard_robust = standard.per_sample.iter().filter(|r| r.robust).count();
+    Ok(AdaptiveReport {
+        model: views.model.info().clone(),
+        n: standard.n,
+        clean_accuracy: standard.clean_accuracy,
+        standard: Accuracy::of(standard_robust, standard.n),
+        adaptive: Accuracy::of(robust, standard.n),
+        stages,
+        skipped,
+        broken_by,
+        verdict_passes: passes,
+    })
+}
+
+fn remedy_name(r: Remedy) -> &'static str {
+    match r {
+        Remedy::Bpda => "bpda",
+        Remedy::Eot => "eot",
+        Remedy::RescaledLogits => "rescaled_logits",
+        Remedy::GradientFree => "gradient_free",
+    }
+}
+
+/// `suite` on `model`, with `found` (examples of earlier stages) settling their samples first.
+fn suite_run(
+    model: &dyn Classifier,
+    data: &Dataset,
+    threat: &ThreatModel,
+    base: &EvalSettings,
+    suite: Suite,
+    found: Option<&Examples>,
+) -> Result<(EvalReport, Examples)> {
+    let mut threat = threat.clone();
+    let mut s = EvalSettings { keep_examples: true, stream: None, ..base.clone() };
+    s.candidates = found.map(|f| Candidates { source: "earlier stage".into(), examples: copy(f) });
+    suite.apply(&mut threat, &mut s);
+    let (report, examples) = evaluate(model, data, &threat, &s, &RunInfo::default())?;
+    Ok((report, examples))
+}
+
+/// Square with [`GRADIENT_FREE_QUERIES`] queries, then RayS (L∞) on what survives.
+fn gradient_free(
+    model: &dyn Classifier,
+    data: &Dataset,
+    threat: &ThreatModel,
+    base: &EvalSettings,
+    found: &Examples,
+) -> Result<(EvalReport, Examples)> {
+    let mut threat = threat.clone();
+    threat.budget.queries = Some(GRADIENT_FREE_QUERIES);
+    threat.budget.restarts = 1;
+    let mut attacks = vec!["square".to_string()];
+    if threat.norm == Norm::Linf {
+        attacks.push("rays".into());
+    }
+    let s = EvalSettings {
+        attacks,
+        keep_examples: true,
+        stream: None,
+        candidates: Some(Candidates { source: "earlier stage".into(), examples: copy(found) }),
+        ..base.clone()
+    };
+    evaluate(model, data, &threat, &s, &RunInfo::default())
+}
+
+fn copy(e: &Examples) -> Examples {
+    e.iter()
+        .map(|(&i, t): (&usize, &Tensor)| (i, t.shallow_clone().to_device(Device::Cpu)))
+        .collect()
+}
