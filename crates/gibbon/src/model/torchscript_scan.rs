@@ -10,6 +10,11 @@
 //! `bernoulli`, ...). Reachability matters for helper modules: `functional.py` may define
 //! functions that the model never calls.
 //!
+//! `fake_quantize_per_tensor_affine` is not flagged: its backward pass is already
+//! straight-through (the identity inside the quantization range). The scan reads code, not
+//! data flow: a flagged call in a reachable function may in rare cases act on a tensor off the
+//! input path (a buffer), which the audit's gradient checks then tell apart.
+//!
 //! gibbon cannot rewrite a TorchScript graph, so no flagged op has a surrogate: gradient attacks
 //! on such a model stay masked, and the audit falls back to gradient-free attacks.
 use super::scan::{FlaggedOp, GraphScan, OpEffect};
@@ -33,7 +38,7 @@ pub enum CodeReadError {
         /// What went wrong.
         why: String,
     },
-    /// The code is larger than [`MAX_CODE_BYTES`].
+    /// The code records are larger than the limit (64 MiB), a guard against zip bombs.
     #[error("the code records exceed {} MiB", MAX_CODE_BYTES >> 20)]
     TooLarge,
     /// The archive has no `code/*.py` record.
@@ -236,14 +241,13 @@ fn flagged_calls(line: &str) -> Vec<(String, OpEffect)> {
     let mut found = Vec::new();
     for (p, _) in code.match_indices('.') {
         let rest = &code[p + 1..];
-        let receiver: String = code[..p]
-            .chars()
+        let before = &code[..p];
+        let start = before
+            .char_indices()
             .rev()
-            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+            .find(|(_, c)| !(c.is_alphanumeric() || *c == '_' || *c == '.'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let receiver = &before[start..];
         if receiver == "math" || receiver.starts_with("__torch__") {
             continue;
         }
@@ -320,6 +324,14 @@ mod tests {
         assert_eq!(ops("    z = (x).detach()"), ["aten::detach"]);
         assert!(ops("    b = torch.signbit(x)").is_empty());
         assert!(ops("    b = torch.floor_divide(x, 2)").is_empty());
+        // Fake quantization's backward is already straight-through: not masking.
+        assert!(ops("    q = torch.fake_quantize_per_tensor_affine(x, 0.1, 0, 0, 255)").is_empty());
+        assert_eq!(
+            ops("    q = torch.quantize_per_tensor(x, 0.1, 0, 13)"),
+            ["aten::quantize_per_tensor"]
+        );
+        assert_eq!(ops("    s = torch.ops.aten.sign(x)"), ["aten::sign"]);
+        assert!(ops("    y = __torch__.helpers.round(x)").is_empty());
         assert!(ops("    n = math.floor(h)").is_empty());
         assert!(ops("    ops.prim.RaiseException(\"torch.round(x) failed\")").is_empty());
         assert_eq!(

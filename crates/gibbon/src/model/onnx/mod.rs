@@ -55,6 +55,21 @@ const RANDOM_OPS: &[&str] = &[
     "Multinomial",
 ];
 
+/// `value` in the forward pass, the identity's gradient with respect to `x` in the backward
+/// pass: `value.detach() + (x - x.detach())`. `x - x` is exactly zero for finite `x`, so the
+/// forward pass is the plain graph's. Unchanged when `x` needs no gradient or is not a float
+/// tensor of `value`'s shape and type.
+fn straight_through(x: &Tensor, value: &Tensor) -> Result<Tensor> {
+    if !x.requires_grad()
+        || !x.is_floating_point()
+        || x.kind() != value.kind()
+        || x.size() != value.size()
+    {
+        return Ok(value.shallow_clone());
+    }
+    Ok(value.f_detach()?.f_add(&x.f_sub(&x.f_detach()?)?)?)
+}
+
 /// What the scan says about one operator type: its effect and surrogate, or `None` when its
 /// gradient is fine.
 fn op_concern(op: &str) -> Option<(OpEffect, Option<&'static str>)> {
@@ -327,10 +342,7 @@ impl OnnxGraph {
                 ops::run(node, &ins, self.graph.opset).map_err(|e| self.node_error(node, e))?;
             if self.straight_through && STRAIGHT_THROUGH_OPS.contains(&node.op_type.as_str()) {
                 if let (Some(Some(x)), Some(y)) = (ins.first(), outs.first_mut()) {
-                    if x.is_floating_point() && y.kind() == x.kind() {
-                        let value = std::mem::replace(y, Tensor::new());
-                        *y = crate::defense::input::straight_through(x, value);
-                    }
+                    *y = straight_through(x, y)?;
                 }
             }
             for (slot, t) in node.outputs.iter().zip(outs) {
