@@ -128,9 +128,13 @@ fn read_code(bytes: &[u8]) -> Result<Vec<CodeFile>, CodeReadError> {
 /// `ARCHIVE/code/__torch__/torch/nn/functional.py` -> `__torch__.torch.nn.functional`; `None`
 /// for records that are not code (`.debug_pkl`, data, constants).
 fn module_path(record: &str) -> Option<String> {
-    let (_, rest) = record.split_once("code/")?;
+    // `ARCHIVE/code/...` (what torch writes) or `code/...`; never a `code/` deeper down.
+    let rest = match record.split_once('/')? {
+        ("code", rest) => rest,
+        (_, tail) => tail.strip_prefix("code/")?,
+    };
     let stem = rest.strip_suffix(".py")?;
-    (!stem.is_empty() && !record.contains("/data/")).then(|| stem.replace('/', "."))
+    (!stem.is_empty()).then(|| stem.replace('/', "."))
 }
 
 fn indent(line: &str) -> usize {
@@ -364,6 +368,19 @@ mod tests {
         assert_eq!(scan.ops.len(), 1, "{scan:?}");
         assert_eq!(scan.ops[0].op, "aten::argmax");
         assert_eq!(scan.ops[0].location, "m/code/__torch__/torch/nn/functional.py:2");
+    }
+
+    #[test]
+    fn only_code_records_are_read() {
+        assert_eq!(module_path("m/code/__torch__.py").as_deref(), Some("__torch__"));
+        assert_eq!(
+            module_path("m/code/__torch__/torch/nn/functional.py").as_deref(),
+            Some("__torch__.torch.nn.functional")
+        );
+        assert_eq!(module_path("code/__torch__/data/x.py").as_deref(), Some("__torch__.data.x"));
+        assert_eq!(module_path("m/code/__torch__.py.debug_pkl"), None);
+        assert_eq!(module_path("m/data/0"), None);
+        assert_eq!(module_path("m/extra/code/x.py"), None);
     }
 
     #[test]
