@@ -247,7 +247,7 @@ fn train_fast_fgsm_writes_the_epoch_curve_and_cost() {
 }
 
 #[test]
-fn bpda_breaks_through_bit_depth_reduction_and_needs_a_defense() {
+fn bpda_breaks_through_bit_depth_reduction_and_warns_when_nothing_to_swap() {
     let dir = tempfile::tempdir().unwrap();
     let (model, data) = (std_model(), mnist());
     let run = |bpda: bool| -> serde_json::Value {
@@ -283,6 +283,73 @@ fn bpda_breaks_through_bit_depth_reduction_and_needs_a_defense() {
     assert!(robust(&bpda) + 0.3 < robust(&plain), "plain {plain:?} vs bpda {bpda:?}");
     assert!(bpda["model"]["arch"].as_str().unwrap().starts_with("bpda["));
     assert_eq!(bpda["threat"]["defense"], "bits:depth=3");
-    let out = gibbon(&["eval", "--model", &model, "--data", &data, "--n", "4", "--bpda"]);
-    assert_user_error(&out, "required");
+    // Without a defense, the honest TorchScript model has nothing to swap: a warning, not an
+    // error, and the evaluation runs as without --bpda.
+    let out = gibbon(&[
+        "eval", "--model", &model, "--data", &data, "--n", "4", "--eps", "0.1", "--attack", "fgsm",
+        "--bpda",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("--bpda: nothing to swap"), "{stderr}");
+    assert!(stderr.contains("no non-differentiable or random operation"), "{stderr}");
+    assert!(!stderr.contains("swapped"), "{stderr}");
+}
+
+fn masked(name: &str) -> String {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../gibbon/tests/fixtures/masked"))
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// `gibbon eval` of `model` on 4 images with FGSM and `extra` flags: (exit status ok, stderr,
+/// the result JSON's model arch).
+fn eval_masked(model: &str, extra: &[&str]) -> (bool, String, Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.json");
+    let (data, out) = (mnist(), out_path.to_str().unwrap().to_string());
+    let mut args =
+        vec!["eval", "--model", model, "--data", &data, "--n", "4", "--eps", "0.1", "--out", &out];
+    args.extend(["--attack", "fgsm"]);
+    args.extend(extra);
+    let result = gibbon(&args);
+    let stderr = String::from_utf8_lossy(&result.stderr).to_string();
+    let arch = std::fs::read(&out_path).ok().and_then(|b| {
+        let json: serde_json::Value = serde_json::from_slice(&b).ok()?;
+        json["model"]["arch"].as_str().map(str::to_string)
+    });
+    (result.status.success(), stderr, arch)
+}
+
+#[test]
+fn bpda_auto_swaps_onnx_rounding_and_names_what_torchscript_cannot() {
+    let onnx = masked("tiny_round.onnx");
+    for flags in [&["--bpda"][..], &["--bpda", "auto"]] {
+        let (ok, stderr, arch) = eval_masked(&onnx, flags);
+        assert!(ok, "{stderr}");
+        assert!(stderr.contains("--bpda: swapped Round at "), "{stderr}");
+        assert!(stderr.contains("identity (straight-through)"), "{stderr}");
+        assert!(!stderr.contains("nothing to swap"), "{stderr}");
+        assert!(arch.as_deref().is_some_and(|a| a.starts_with("bpda[")), "{arch:?}");
+    }
+    let (ok, stderr, arch) = eval_masked(&onnx, &[]);
+    assert!(ok && !stderr.contains("swapped"), "{stderr}");
+    assert_eq!(arch, None, "the plain model's result is not a BPDA view's");
+
+    let (ok, stderr, _) = eval_masked(&masked("tiny_round.pt"), &["--bpda"]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("--bpda: nothing to swap"), "{stderr}");
+    assert!(
+        stderr.contains("cannot swap aten::round at tiny_round/code/__torch__.py:9"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("gradient-free attacks (square, rays)"), "{stderr}");
+
+    let (ok, stderr, _) = eval_masked(&masked("tiny_detach.pt"), &["--bpda"]);
+    assert!(ok && stderr.contains("cannot swap aten::detach"), "{stderr}");
+
+    let out =
+        gibbon(&["eval", "--model", &onnx, "--data", &mnist(), "--eps", "0.1", "--bpda", "all"]);
+    assert_user_error(&out, "'all' is not auto");
 }

@@ -11,8 +11,8 @@ use gibbon::threat::{Knowledge, Norm};
 use gibbon::train::Schedule;
 use std::path::PathBuf;
 pub use values::{
-    parse_flag, AttackPlan, DeviceChoice, EpsList, ModelList, Normalization, OptimizerName,
-    TargetChoice,
+    parse_flag, AttackPlan, BpdaMode, DeviceChoice, EpsList, ModelList, Normalization,
+    OptimizerName, TargetChoice,
 };
 
 /// The names of every registered attack, in registry order.
@@ -147,11 +147,19 @@ pub struct ModelArgs {
     /// bits:depth=D, median:size=K, noise:sigma=S, e.g. jpeg:quality=75,bits:depth=3.
     #[arg(long)]
     pub defense: Option<String>,
-    /// Adaptive attack (BPDA, Athalye et al. 2018): gradients pass straight through each
-    /// non-differentiable --defense (its surrogate: the identity for jpeg, bits and median);
-    /// every answer and verdict stays the deployed model's.
-    #[arg(long, requires = "defense")]
-    pub bpda: bool,
+    /// Adaptive attack (BPDA, Athalye et al. 2018), `--bpda` or `--bpda auto`: gradients pass
+    /// straight through everything gibbon can swap, each non-differentiable --defense (its
+    /// surrogate: the identity for jpeg, bits and median) and an ONNX model's Round, Floor,
+    /// Ceil and Sign; every answer and verdict stays the deployed model's. What was swapped
+    /// (and what could not be, e.g. TorchScript rounding) is printed.
+    #[arg(
+        long,
+        value_parser = parse_flag::<BpdaMode>,
+        num_args = 0..=1,
+        default_missing_value = "auto",
+        value_name = "auto"
+    )]
+    pub bpda: Option<BpdaMode>,
 }
 
 #[derive(Args, Debug, Clone)]

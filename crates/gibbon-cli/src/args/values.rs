@@ -71,6 +71,25 @@ impl FromStr for TargetChoice {
     }
 }
 
+/// `--bpda [MODE]`: which non-differentiable pieces get a straight-through gradient. Only
+/// `auto` exists: everything gibbon can swap (the input defenses' surrogates and an ONNX
+/// model's Round, Floor, Ceil and Sign).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BpdaMode {
+    /// Swap everything gibbon can swap.
+    Auto,
+}
+
+impl FromStr for BpdaMode {
+    type Err = GibbonError;
+    fn from_str(s: &str) -> Result<Self, GibbonError> {
+        match s {
+            "auto" => Ok(BpdaMode::Auto),
+            other => Err(GibbonError::invalid("bpda", format!("'{other}' is not auto"))),
+        }
+    }
+}
+
 /// `--device`: `cpu`, `cuda` (the first CUDA device) or `cuda:N`; a CUDA device must exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceChoice(pub Device);

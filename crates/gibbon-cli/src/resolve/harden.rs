@@ -5,7 +5,7 @@ use crate::args::TrainArgs;
 use crate::resolve::usage;
 use anyhow::Result;
 use gibbon::defense::input::{Defended, DefenseChain};
-use gibbon::model::Classifier;
+use gibbon::model::{Classifier, FlaggedOp, OpEffect};
 use gibbon::train::{
     AdversarialTraining, FastFgsmTraining, NoiseTraining, TradesTraining, TrainingDefense,
 };
@@ -85,7 +85,8 @@ pub fn chain_spec(defense: Option<&str>) -> Result<Option<String>> {
 }
 
 /// `model` behind the input-defense chain `defense` (unchanged without one); with `bpda`, its
-/// BPDA view (the same answers, gradients through each defense's surrogate).
+/// BPDA view (the same answers, gradients through each defense's surrogate). What was swapped
+/// is reported by [`report_bpda`].
 pub fn defend(
     model: Box<dyn Classifier>,
     defense: Option<&str>,
@@ -98,15 +99,50 @@ pub fn defend(
     if !bpda {
         return Ok(Box::new(defended));
     }
-    if defended.chain().bpda_applies() {
-        tracing::info!("--bpda: gradients pass straight through the non-differentiable defenses");
-    } else {
-        tracing::warn!(
-            "--bpda: nothing to swap, every defense in '{}' is differentiable",
-            defended.chain()
+    Ok(Box::new(defended.with_bpda()))
+}
+
+/// Prints to stderr what the `--bpda` view `model` swapped (each operator or defense and where
+/// it is, from its graph scan); warns when nothing was swapped, and names the operations
+/// gibbon cannot swap (their gradients stay useless, so gradient-free attacks must decide).
+pub fn report_bpda(model: &dyn Classifier) {
+    let scan = model.graph_scan();
+    let swapped: Vec<&FlaggedOp> = scan.ops.iter().filter(|o| o.swapped).collect();
+    for o in &swapped {
+        eprintln!(
+            "--bpda: swapped {} at {} for {}",
+            o.op,
+            o.location,
+            o.surrogate.as_deref().unwrap_or("a surrogate")
         );
     }
-    Ok(Box::new(defended.with_bpda()))
+    let list = |ops: Vec<&FlaggedOp>| -> String {
+        ops.iter().map(|o| format!("{} at {}", o.op, o.location)).collect::<Vec<_>>().join(", ")
+    };
+    let stuck = list(scan.unswappable().collect());
+    let random = list(scan.ops.iter().filter(|o| o.effect == OpEffect::Random).collect());
+    if swapped.is_empty() {
+        let why = if !scan.inspected {
+            format!("the graph cannot be inspected ({})", scan.source)
+        } else if scan.ops.is_empty() {
+            format!("no non-differentiable or random operation in {}", scan.source)
+        } else {
+            format!("gibbon cannot rewrite what it found in {}", scan.source)
+        };
+        tracing::warn!("--bpda: nothing to swap, gradients are unchanged: {why}");
+    }
+    if !stuck.is_empty() {
+        tracing::warn!(
+            "--bpda: gibbon cannot swap {stuck}: their gradients stay zero or cut in every view; \
+             use gibbon audit / gradient-free attacks (square, rays)"
+        );
+    }
+    if !random.is_empty() {
+        tracing::warn!(
+            "--bpda: {random} draw random numbers, which BPDA does not change: one pass's \
+             gradient is one draw (use --suite rand, EOT over 20 draws, or gibbon audit)"
+        );
+    }
 }
 
 fn describe(chain: &DefenseChain) -> String {

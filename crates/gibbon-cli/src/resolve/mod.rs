@@ -10,12 +10,12 @@ use gibbon::attack::AttackOptions;
 use gibbon::data::Dataset;
 use gibbon::eval::{EvalSettings, RunInfo, TransferSettings};
 use gibbon::model::{
-    load_model_with, Arch, Classifier, ModelSpec, Normalized, QueryLog, RemoteOptions,
+    load_model_with, Arch, Classifier, ModelSpec, Normalized, OnnxModel, QueryLog, RemoteOptions,
 };
 use gibbon::threat::{Goal, Norm, ThreatModel};
 use gibbon::train::{OptimizerKind, TrainConfig};
 mod harden;
-pub use harden::{chain_spec, defend, training_defense};
+pub use harden::{chain_spec, defend, report_bpda, training_defense};
 use tch::Device;
 
 /// A mistake in the command line that clap cannot see (exit code 2).
@@ -58,7 +58,9 @@ pub fn load_data(args: &DataArgs) -> Result<Dataset> {
     Ok(Dataset::load(&args.data, args.split, args.n)?)
 }
 
-/// The model of `--model` with its `--arch`, `--normalize`, `--device` and remote options.
+/// The model of `--model` with its `--arch`, `--normalize`, `--device`, remote options,
+/// `--defense` and `--bpda` (the view that swaps everything gibbon can swap; what it swapped
+/// is printed, see [`report_bpda`]).
 pub fn build_model(args: &ModelArgs, data: &Dataset) -> Result<Box<dyn Classifier>> {
     let remote = RemoteOptions {
         timeout: std::time::Duration::from_millis(args.remote_timeout_ms),
@@ -68,11 +70,18 @@ pub fn build_model(args: &ModelArgs, data: &Dataset) -> Result<Box<dyn Classifie
         ..Default::default()
     };
     let device = args.device.0;
-    let model = load_spec(&args.model, args.arch, args.normalize.as_ref(), device, &remote, data)?;
-    defend(model, args.defense.as_deref(), args.bpda)
+    let bpda = args.bpda.is_some();
+    let model =
+        load_spec(&args.model, args.arch, args.normalize.as_ref(), device, &remote, data, bpda)?;
+    let model = defend(model, args.defense.as_deref(), bpda)?;
+    if bpda {
+        report_bpda(model.as_ref());
+    }
+    Ok(model)
 }
 
-/// Loads the model `spec` (with its architecture, normalization and device) for `data`.
+/// Loads the model `spec` (with its architecture, normalization and device) for `data`; with
+/// `straight_through`, an ONNX model is its straight-through (BPDA) view.
 fn load_spec(
     spec: &ModelSpec,
     arch: Option<Arch>,
@@ -80,9 +89,16 @@ fn load_spec(
     device: Device,
     remote: &RemoteOptions,
     data: &Dataset,
+    straight_through: bool,
 ) -> Result<Box<dyn Classifier>> {
     let classes = data.num_classes().max(2) as i64;
-    let model = load_model_with(spec, arch, &data.sample_shape(), classes, device, remote)?;
+    let shape = data.sample_shape();
+    let model: Box<dyn Classifier> = match spec {
+        ModelSpec::Onnx(path) if straight_through && arch.is_none() => {
+            Box::new(OnnxModel::load(path, &shape, device)?.with_straight_through())
+        }
+        _ => load_model_with(spec, arch, &shape, classes, device, remote)?,
+    };
     match normalize {
         None => Ok(model),
         Some(n) => Ok(Box::new(Normalized::new(model, &n.mean, &n.std)?)),
@@ -104,7 +120,7 @@ pub fn load_model_list(
     let load = |text: &String| -> Result<Box<dyn Classifier>> {
         let spec: ModelSpec = text.parse()?;
         let arch = arch.filter(|_| matches!(spec, ModelSpec::Safetensors(_)));
-        load_spec(&spec, arch, normalize, device, &remote, data)
+        load_spec(&spec, arch, normalize, device, &remote, data, false)
     };
     specs.0.iter().map(|s| load(s).with_context(|| format!("{role} {s}"))).collect()
 }

@@ -24,6 +24,7 @@ pub mod scan;
 pub mod serve;
 mod spec;
 mod torchscript;
+pub mod torchscript_scan;
 pub mod weights;
 
 pub use builtin::{Arch, BuiltinModel};

@@ -1,6 +1,6 @@
 //! TorchScript models (`torch.jit.trace(...).save(...)` or `torch.jit.script`).
 use super::frozen::{self, QueryPath};
-use super::{Classifier, ModelInfo};
+use super::{Classifier, GraphScan, ModelInfo};
 use crate::error::{GibbonError, Result};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -152,5 +152,12 @@ impl Classifier for TorchScriptModel {
             }),
             None => self.logits(x),
         }
+    }
+    /// The operations of concern in the archive's code reachable from `forward` (see
+    /// [`super::torchscript_scan`]). None has a surrogate: gibbon cannot rewrite a TorchScript
+    /// graph, so gradient attacks on a flagged model stay masked and the audit falls back to
+    /// gradient-free attacks.
+    fn graph_scan(&self) -> GraphScan {
+        super::torchscript_scan::scan_archive(&self.bytes)
     }
 }

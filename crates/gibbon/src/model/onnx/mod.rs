@@ -10,10 +10,17 @@
 //! initializers inline or in external data files next to the model, dynamic batch dimensions.
 //! Anything else is a [`GibbonError::Model`] naming the operator, node and opset; a file that is
 //! not a well-formed ONNX model is a [`GibbonError::Format`]. Nothing here panics on file content.
+//!
+//! BPDA: the piecewise-constant operators Round, Floor, Ceil and Sign have a zero input
+//! gradient. [`OnnxModel::with_straight_through`] is the view whose forward pass is the same,
+//! bit for bit, and whose backward pass takes the identity's gradient through them
+//! (straight-through); [`OnnxModel`]'s graph scan lists them and the other operators of
+//! concern (see [`super::scan`]).
 mod graph;
 mod ops;
 mod proto;
 
+use super::scan::{FlaggedOp, GraphScan, OpEffect};
 use super::{Classifier, ModelInfo};
 use crate::error::{GibbonError, Result};
 use graph::{Graph, SUPPORTED_OPSETS};
@@ -28,6 +35,53 @@ pub struct OnnxGraph {
     release: Vec<Vec<usize>>,
     origin: String,
     device: Device,
+    /// Run [`STRAIGHT_THROUGH_OPS`] with the identity's gradient.
+    straight_through: bool,
+}
+
+/// The operators whose gradient the straight-through view replaces by the identity's.
+pub const STRAIGHT_THROUGH_OPS: &[&str] = &["Round", "Floor", "Ceil", "Sign"];
+
+/// Operators with a zero or undefined input gradient that gibbon cannot swap.
+const ZERO_GRADIENT_OPS: &[&str] = &["ArgMax", "ArgMin", "QuantizeLinear"];
+
+/// Random operators: one pass's gradient is one draw.
+const RANDOM_OPS: &[&str] = &[
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Bernoulli",
+    "Multinomial",
+];
+
+/// `value` in the forward pass, the identity's gradient with respect to `x` in the backward
+/// pass: `value.detach() + (x - x.detach())`. `x - x` is exactly zero for finite `x`, so the
+/// forward pass is the plain graph's. Unchanged when `x` needs no gradient or is not a float
+/// tensor of `value`'s shape and type.
+fn straight_through(x: &Tensor, value: &Tensor) -> Result<Tensor> {
+    if !x.requires_grad()
+        || !x.is_floating_point()
+        || x.kind() != value.kind()
+        || x.size() != value.size()
+    {
+        return Ok(value.shallow_clone());
+    }
+    Ok(value.f_detach()?.f_add(&x.f_sub(&x.f_detach()?)?)?)
+}
+
+/// What the scan says about one operator type: its effect and surrogate, or `None` when its
+/// gradient is fine.
+fn op_concern(op: &str) -> Option<(OpEffect, Option<&'static str>)> {
+    if STRAIGHT_THROUGH_OPS.contains(&op) {
+        Some((OpEffect::ZeroGradient, Some("identity (straight-through)")))
+    } else if ZERO_GRADIENT_OPS.contains(&op) {
+        Some((OpEffect::ZeroGradient, None))
+    } else if RANDOM_OPS.contains(&op) {
+        Some((OpEffect::Random, None))
+    } else {
+        None
+    }
 }
 
 impl std::fmt::Debug for OnnxGraph {
@@ -117,7 +171,13 @@ impl OnnxGraph {
         if let Some(first) = unsupported_reasons(&graph).into_iter().next() {
             return Err(GibbonError::model(origin, first));
         }
-        let mut g = OnnxGraph { graph, release: Vec::new(), origin: origin.to_string(), device };
+        let mut g = OnnxGraph {
+            graph,
+            release: Vec::new(),
+            origin: origin.to_string(),
+            device,
+            straight_through: false,
+        };
         g.fold_constants()?;
         g.release = last_uses(&g.graph);
         for (_, t) in g.graph.constants.iter_mut() {
@@ -208,6 +268,38 @@ impl OnnxGraph {
             .collect()
     }
 
+    /// The operators of concern among the nodes that run on every pass (constant-folded ones
+    /// are off the input path), in evaluation order; `swapped` when this graph runs them
+    /// straight-through.
+    pub fn graph_scan(&self) -> GraphScan {
+        let ops = self
+            .graph
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let (effect, surrogate) = op_concern(&n.op_type)?;
+                let location = if n.name.is_empty() {
+                    format!("node #{i} ({})", n.op_type)
+                } else {
+                    n.name.clone()
+                };
+                Some(FlaggedOp {
+                    op: n.op_type.clone(),
+                    effect,
+                    location,
+                    surrogate: surrogate.map(str::to_string),
+                    swapped: self.straight_through && surrogate.is_some(),
+                })
+            })
+            .collect();
+        GraphScan {
+            source: format!("onnx graph ({} nodes)", self.graph.nodes.len()),
+            inspected: true,
+            ops,
+        }
+    }
+
     /// The default-domain opset the file imports.
     pub fn opset(&self) -> i64 {
         self.graph.opset
@@ -246,8 +338,13 @@ impl OnnxGraph {
                 .iter()
                 .map(|s| s.and_then(|s| values[s].as_ref().map(|t| t.shallow_clone())))
                 .collect();
-            let outs =
+            let mut outs =
                 ops::run(node, &ins, self.graph.opset).map_err(|e| self.node_error(node, e))?;
+            if self.straight_through && STRAIGHT_THROUGH_OPS.contains(&node.op_type.as_str()) {
+                if let (Some(Some(x)), Some(y)) = (ins.first(), outs.first_mut()) {
+                    *y = straight_through(x, y)?;
+                }
+            }
             for (slot, t) in node.outputs.iter().zip(outs) {
                 if let Some(s) = slot {
                     values[*s] = Some(t);
@@ -366,6 +463,28 @@ impl OnnxModel {
     pub fn graph(&self) -> &OnnxGraph {
         &self.graph
     }
+
+    /// The straight-through (BPDA) view of the same model, for adaptive attacks: every answer
+    /// is the plain model's, bit for bit, but the input gradient passes through Round, Floor,
+    /// Ceil and Sign as through the identity (`value.detach() + (x - x.detach())`). Its info
+    /// says `bpda[...]`, so its results and streams are not mistaken for the plain model's;
+    /// its graph scan marks those operators as swapped.
+    pub fn with_straight_through(mut self) -> Self {
+        if !self.graph.straight_through {
+            self.graph.straight_through = true;
+            let inner = self.info.arch.clone().unwrap_or_else(|| "onnx".to_string());
+            self.info.arch = Some(format!(
+                "bpda[{inner}: straight-through {}]",
+                STRAIGHT_THROUGH_OPS.join(", ")
+            ));
+        }
+        self
+    }
+
+    /// True for the straight-through view ([`OnnxModel::with_straight_through`]).
+    pub fn straight_through(&self) -> bool {
+        self.graph.straight_through
+    }
 }
 
 impl Classifier for OnnxModel {
@@ -388,6 +507,9 @@ impl Classifier for OnnxModel {
     }
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+    fn graph_scan(&self) -> GraphScan {
+        self.graph.graph_scan()
     }
 }
 

@@ -42,7 +42,7 @@ pub fn known_attributes(op: &str, opset: i64) -> Option<&'static [&'static str]>
         "Add" | "Sub" | "Mul" | "Div" | "Neg" | "Relu" | "Sigmoid" | "Tanh" | "Erf" | "Sqrt"
         | "Exp" | "Log" | "Abs" | "Reciprocal" | "Pow" | "MatMul" | "Max" | "Min" | "Identity"
         | "Shape" | "Clip" | "GlobalAveragePool" | "GlobalMaxPool" | "Expand" | "Where"
-        | "Equal" | "Less" | "Greater" => match op {
+        | "Equal" | "Less" | "Greater" | "Round" | "Floor" | "Ceil" | "Sign" => match op {
             "Shape" if opset >= 15 => &["start", "end"],
             _ => &[],
         },
@@ -875,6 +875,11 @@ pub fn run(node: &Node, values: &[Option<Tensor>], opset: i64) -> R<Vec<Tensor>>
             one(a.get(1)?.f_where_self(&cond, a.get(2)?)?)
         }
         "Neg" => one(x()?.f_neg()?),
+        // ONNX rounds halves to even, as libtorch's round does.
+        "Round" => one(x()?.f_round()?),
+        "Floor" => one(x()?.f_floor()?),
+        "Ceil" => one(x()?.f_ceil()?),
+        "Sign" => one(x()?.f_sign()?),
         "Relu" => one(x()?.f_relu()?),
         "LeakyRelu" => {
             let t = x()?;
@@ -1088,5 +1093,35 @@ pub fn run(node: &Node, values: &[Option<Tensor>], opset: i64) -> R<Vec<Tensor>>
         "ReduceSum" => one(reduce(&a, opset, 13, op)?),
         "ReduceMean" | "ReduceMax" => one(reduce(&a, opset, 18, op)?),
         _ => Err(format!("operator {op} is not supported").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn unary(op: &str, x: &[f32]) -> Vec<f32> {
+        let node = Node {
+            op_type: op.into(),
+            domain: String::new(),
+            name: String::new(),
+            inputs: vec![Some(0)],
+            outputs: vec![Some(1)],
+            attrs: BTreeMap::new(),
+        };
+        assert!(known_attributes(op, 17).is_some_and(|a| a.is_empty()), "{op}");
+        let out = run(&node, &[Some(Tensor::from_slice(x))], 17).unwrap();
+        Vec::<f32>::try_from(&out[0]).unwrap()
+    }
+
+    #[test]
+    fn rounding_operators_follow_onnx() {
+        let x = [0.5, 1.5, 2.5, -0.5, -2.5, 0.4, -1.7, 0.0];
+        // Round: halves to even.
+        assert_eq!(unary("Round", &x), [0.0, 2.0, 2.0, -0.0, -2.0, 0.0, -2.0, 0.0]);
+        assert_eq!(unary("Floor", &x), [0.0, 1.0, 2.0, -1.0, -3.0, 0.0, -2.0, 0.0]);
+        assert_eq!(unary("Ceil", &x), [1.0, 2.0, 3.0, -0.0, -2.0, 1.0, -1.0, 0.0]);
+        assert_eq!(unary("Sign", &x), [1.0, 1.0, 1.0, -1.0, -1.0, 1.0, -1.0, 0.0]);
     }
 }
