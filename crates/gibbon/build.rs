@@ -1,11 +1,13 @@
 //! Build script of the gibbon library: the libtorch rpath (see `build-support/libtorch.rs`) and
 //! the small C++ shim `csrc/frozen_module.cpp`, which gives query-only forward passes an
 //! inference-optimized copy of a TorchScript model (`torch::jit::freeze` +
-//! `optimize_for_inference`, which tch does not expose).
+//! `optimize_for_inference`, which tch does not expose), and `csrc/bpda_rewrite.cpp`, the BPDA
+//! rewrite of a TorchScript graph (straight-through gradients for rounding ops, no `detach`).
 include!("../../build-support/libtorch.rs");
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/frozen_module.cpp");
+    println!("cargo:rerun-if-changed=csrc/bpda_rewrite.cpp");
     let torch = libtorch();
     emit_rpath(torch.as_ref());
     let Some(torch) = torch else {
@@ -23,5 +25,6 @@ fn main() {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", torch.cxx11_abi))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/frozen_module.cpp")
+        .file("csrc/bpda_rewrite.cpp")
         .compile("gibbon_frozen_module");
 }

@@ -96,7 +96,11 @@ pub struct AuditArgs {
     /// BPDA / rescaled logits / EOT / gradient-free stages on its survivors).
     #[arg(long)]
     pub adaptive: bool,
-    /// Exit with code 1 when a check fires (a CI gate).
+    /// The adaptive re-evaluation's attacks instead of the standard (and rand) suite, e.g.
+    /// apgd-ce,square: cheaper, and weaker.
+    #[arg(long, value_delimiter = ',', requires = "adaptive")]
+    pub attacks: Option<Vec<String>>,
+    /// Exit with code 3 when a check fires (a CI gate).
     #[arg(long)]
     pub strict: bool,
     #[command(flatten)]

@@ -4,7 +4,9 @@ use super::write_json;
 use crate::args::AuditArgs;
 use crate::resolve::{build_model, load_data, progress, set_threads, usage};
 use anyhow::Result;
-use gibbon::audit::{adapt, run_checks, AdaptiveReport, AdaptiveViews, AuditReport, AuditSubject};
+use gibbon::audit::{
+    adapt, run_checks, AdaptiveReport, AdaptiveViews, AuditReport, AuditSubject, StagePlan,
+};
 use gibbon::eval::EvalSettings;
 use gibbon::model::Classifier;
 use gibbon::threat::{Norm, ThreatModel};
@@ -110,7 +112,7 @@ fn adaptive(
     let bpda = match model.graph_scan().swappable().next() {
         Some(_) => {
             let mut m = args.model.clone();
-            m.bpda = true;
+            m.bpda = Some(crate::args::BpdaMode::Auto);
             Some(build_model(&m, data)?)
         }
         None => None,
@@ -123,7 +125,11 @@ fn adaptive(
         progress: progress(quiet),
         ..EvalSettings::default()
     };
-    let report = adapt(&views, data, threat, audit, &base)?;
+    let plan = match &args.attacks {
+        Some(a) => StagePlan::Attacks(a.clone()),
+        None => StagePlan::Suites,
+    };
+    let report = adapt(&views, data, threat, audit, &base, &plan)?;
     if !quiet {
         for s in &report.stages {
             eprintln!(

@@ -11,6 +11,7 @@ use gibbon::data::Dataset;
 use gibbon::eval::{EvalSettings, RunInfo, TransferSettings};
 use gibbon::model::{
     load_model_with, Arch, Classifier, ModelSpec, Normalized, OnnxModel, QueryLog, RemoteOptions,
+    TorchScriptModel,
 };
 use gibbon::threat::{Goal, Norm, ThreatModel};
 use gibbon::train::{OptimizerKind, TrainConfig};
@@ -96,6 +97,9 @@ fn load_spec(
     let model: Box<dyn Classifier> = match spec {
         ModelSpec::Onnx(path) if straight_through && arch.is_none() => {
             Box::new(OnnxModel::load(path, &shape, device)?.with_straight_through())
+        }
+        ModelSpec::TorchScript(path) if straight_through && arch.is_none() => {
+            Box::new(TorchScriptModel::load(path, &shape, device)?.with_straight_through()?)
         }
         _ => load_model_with(spec, arch, &shape, classes, device, remote)?,
     };

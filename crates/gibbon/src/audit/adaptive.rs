@@ -16,6 +16,7 @@ use crate::data::Dataset;
 use crate::error::Result;
 use crate::eval::{
     clopper_pearson, evaluate, Candidates, EvalReport, EvalSettings, Examples, RunInfo, Suite,
+    SUITE_EOT_DRAWS, SUITE_RAND_VERDICT_PASSES,
 };
 use crate::model::{Classifier, ModelInfo};
 use crate::threat::{Norm, ThreatModel};
@@ -34,6 +35,16 @@ pub const GRADIENT_FREE_QUERIES: usize = 10_000;
 /// its example is misclassified in a strict majority of this many fresh passes (5 votes let a
 /// lucky iterate of an EOT attack through far too often).
 pub const RANDOM_VERDICT_PASSES: usize = 51;
+
+/// The attacks of the baseline and of the BPDA, rescaled-logits and EOT stages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StagePlan {
+    /// The standard suite (the `rand` suite for EOT): AutoAttack's ensemble, the default.
+    Suites,
+    /// These attacks everywhere (EOT stages add [`SUITE_EOT_DRAWS`] draws and
+    /// [`SUITE_RAND_VERDICT_PASSES`] votes): a cheaper, weaker plan, e.g. for tests.
+    Attacks(Vec<String>),
+}
 
 /// Other views of the audited model that the caller can build.
 pub struct AdaptiveViews<'a> {
@@ -110,9 +121,13 @@ pub fn adapt(
     threat: &ThreatModel,
     audit: &AuditReport,
     base: &EvalSettings,
+    plan: &StagePlan,
 ) -> Result<AdaptiveReport> {
     let run = RunInfo::default();
-    let (standard, mut found) = suite_run(views.model, data, threat, base, Suite::Standard, None)?;
+    let suite_run = |model: &dyn Classifier, suite: Suite, found: Option<&Examples>| {
+        suite_run(model, data, threat, base, suite, found, plan)
+    };
+    let (standard, mut found) = suite_run(views.model, Suite::Standard, None)?;
     let mut source: BTreeMap<usize, String> =
         found.keys().map(|&i| (i, "standard".to_string())).collect();
     let (mut stages, mut skipped) = (Vec::new(), Vec::new());
@@ -137,16 +152,16 @@ pub fn adapt(
                         .push("bpda: no BPDA view of this model (nothing gibbon can swap)".into());
                     continue;
                 };
-                let (r, e) = suite_run(bpda, data, threat, base, Suite::Standard, Some(&found))?;
+                let (r, e) = suite_run(bpda, Suite::Standard, Some(&found))?;
                 (bpda, r, e)
             }
             Remedy::RescaledLogits => {
                 let Some(view) = rescaled.as_ref() else { continue };
-                let (r, e) = suite_run(view, data, threat, base, Suite::Standard, Some(&found))?;
+                let (r, e) = suite_run(view, Suite::Standard, Some(&found))?;
                 (view as &dyn Classifier, r, e)
             }
             Remedy::Eot => {
-                let (r, e) = suite_run(views.model, data, threat, base, Suite::Rand, Some(&found))?;
+                let (r, e) = suite_run(views.model, Suite::Rand, Some(&found))?;
                 (views.model, r, e)
             }
             Remedy::GradientFree => {
@@ -218,7 +233,8 @@ fn remedy_name(r: Remedy) -> &'static str {
     }
 }
 
-/// `suite` on `model`, with `found` (examples of earlier stages) settling their samples first.
+/// `suite` (or the plan's attacks) on `model`, with `found` (examples of earlier stages)
+/// settling their samples first.
 fn suite_run(
     model: &dyn Classifier,
     data: &Dataset,
@@ -226,11 +242,21 @@ fn suite_run(
     base: &EvalSettings,
     suite: Suite,
     found: Option<&Examples>,
+    plan: &StagePlan,
 ) -> Result<(EvalReport, Examples)> {
     let mut threat = threat.clone();
     let mut s = EvalSettings { keep_examples: true, stream: None, ..base.clone() };
     s.candidates = found.map(|f| Candidates { source: "earlier stage".into(), examples: copy(f) });
-    suite.apply(&mut threat, &mut s);
+    match plan {
+        StagePlan::Suites => suite.apply(&mut threat, &mut s),
+        StagePlan::Attacks(a) => {
+            s.attacks = a.clone();
+            if suite == Suite::Rand {
+                s.options.eot = Some(SUITE_EOT_DRAWS);
+                s.verify_passes = SUITE_RAND_VERDICT_PASSES;
+            }
+        }
+    }
     let (report, examples) = evaluate(model, data, &threat, &s, &RunInfo::default())?;
     Ok((report, examples))
 }

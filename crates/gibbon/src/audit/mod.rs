@@ -19,7 +19,7 @@ mod graph_ops;
 pub mod randomness;
 mod unbounded;
 
-pub use adaptive::{adapt, AdaptiveReport, AdaptiveStage, AdaptiveViews};
+pub use adaptive::{adapt, AdaptiveReport, AdaptiveStage, AdaptiveViews, StagePlan};
 pub use gradient_free::GradientFreeBeatsGradient;
 pub use gradients::GradientHealth;
 pub use graph_ops::GraphOps;

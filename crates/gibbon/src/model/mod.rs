@@ -24,6 +24,7 @@ pub mod scan;
 pub mod serve;
 mod spec;
 mod torchscript;
+mod torchscript_bpda;
 pub mod torchscript_scan;
 pub mod weights;
 

@@ -19,6 +19,8 @@ pub struct TorchScriptModel {
     info: ModelInfo,
     bytes: Vec<u8>,
     query_path: OnceLock<Option<QueryPath>>,
+    /// Ops the BPDA rewrite swapped (empty for the model as loaded).
+    swapped: Vec<String>,
 }
 
 impl TorchScriptModel {
@@ -72,7 +74,68 @@ impl TorchScriptModel {
             info,
             bytes,
             query_path: OnceLock::new(),
+            swapped: Vec::new(),
         })
+    }
+
+    /// The BPDA view ([`super::torchscript_bpda`]): the same answers bit for bit (checked on
+    /// probe inputs), gradients straight through every rounding op and `detach`. A model with
+    /// nothing to rewrite comes back unchanged (its [`Self::swapped`] is empty).
+    pub fn with_straight_through(self) -> Result<Self> {
+        let rewrite = super::torchscript_bpda::rewrite(&self.bytes, &self.info.path)?;
+        for op in &rewrite.refused {
+            tracing::warn!("{}: BPDA cannot rewrite {op}; its gradient stays masked", self.info.path);
+        }
+        if rewrite.swapped.is_empty() {
+            return Ok(self);
+        }
+        let origin = self.info.path.clone();
+        let mut module =
+            CModule::load_data_on_device(&mut std::io::Cursor::new(&rewrite.bytes), self.device)
+                .map_err(|e| {
+                    GibbonError::model(&origin, format!("BPDA rewrite: {}", first_line(&e)))
+                })?;
+        module.set_eval();
+        for (_, p) in
+            module.named_parameters().map_err(|e| GibbonError::model(&origin, first_line(&e)))?
+        {
+            let _ = p.set_requires_grad(false);
+        }
+        let mut probe_shape = vec![2 * super::TILE_ROWS];
+        probe_shape.extend(&self.input_shape);
+        // A fixed probe in [0, 1]: 97 levels, so rounding ops see values on both sides of every
+        // step of a coarse quantizer.
+        let count: i64 = probe_shape.iter().product();
+        let probe = (Tensor::arange(count, (Kind::Float, self.device)) * 37.0)
+            .remainder(97.0)
+            .f_div_scalar(96.0)?
+            .view(probe_shape.as_slice());
+        let want = tch::no_grad(|| self.module.forward_ts(&[&probe]))
+            .map_err(|e| GibbonError::model(&origin, first_line(&e)))?;
+        let got = tch::no_grad(|| module.forward_ts(&[&probe])).map_err(|e| {
+            GibbonError::model(&origin, format!("BPDA rewrite: {}", first_line(&e)))
+        })?;
+        if !got.equal(&want) {
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            return Err(GibbonError::model(
+                &origin,
+                format!(
+                    "the BPDA rewrite changes the model's answers (by up to {diff:.3e}); refused"
+                ),
+            ));
+        }
+        let mut info = self.info.clone();
+        info.arch = Some(format!(
+            "bpda[torchscript: {}]({})",
+            summarize(&rewrite.swapped),
+            info.arch.clone().unwrap_or_default()
+        ));
+        Ok(TorchScriptModel { module, info, swapped: rewrite.swapped, ..self })
+    }
+
+    /// Ops the BPDA rewrite swapped, one entry per rewritten node (empty for a plain model).
+    pub fn swapped(&self) -> &[String] {
+        &self.swapped
     }
 
     /// True when query-only passes run the inference-optimized copy (building it if needed);
@@ -110,6 +173,18 @@ impl TorchScriptModel {
             })
             .as_ref()
     }
+}
+
+/// `aten::round ×2, aten::detach ×1`.
+fn summarize(ops: &[String]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for op in ops {
+        match counts.iter_mut().find(|(o, _)| o == op) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((op.clone(), 1)),
+        }
+    }
+    counts.iter().map(|(o, c)| format!("{o} x{c}")).collect::<Vec<_>>().join(", ")
 }
 
 fn first_line(e: &tch::TchError) -> String {
@@ -154,10 +229,13 @@ impl Classifier for TorchScriptModel {
         }
     }
     /// The operations of concern in the archive's code reachable from `forward` (see
-    /// [`super::torchscript_scan`]). None has a surrogate: gibbon cannot rewrite a TorchScript
-    /// graph, so gradient attacks on a flagged model stay masked and the audit falls back to
-    /// gradient-free attacks.
+    /// [`super::torchscript_scan`]); the rounding ops and `detach` have a surrogate (the BPDA
+    /// rewrite, [`TorchScriptModel::with_straight_through`]), marked swapped in that view.
     fn graph_scan(&self) -> GraphScan {
-        super::torchscript_scan::scan_archive(&self.bytes)
+        let mut scan = super::torchscript_scan::scan_archive(&self.bytes);
+        for op in scan.ops.iter_mut() {
+            op.swapped = op.surrogate.is_some() && self.swapped.contains(&op.op);
+        }
+        scan
     }
 }

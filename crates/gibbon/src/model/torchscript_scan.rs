@@ -15,11 +15,30 @@
 //! data flow: a flagged call in a reachable function may in rare cases act on a tensor off the
 //! input path (a buffer), which the audit's gradient checks then tell apart.
 //!
-//! gibbon cannot rewrite a TorchScript graph, so no flagged op has a surrogate: gradient attacks
-//! on such a model stay masked, and the audit falls back to gradient-free attacks.
+//! The out-of-place piecewise-constant ops (`round`, `floor`, `ceil`, `trunc`, `fix`, `sign`)
+//! and `detach` have a surrogate: gibbon's BPDA view rewrites them in the graph
+//! ([`super::torchscript_bpda`]). The others (in-place variants, `argmax`, quantization) have
+//! none: gradient attacks stay masked there, and the audit falls back to gradient-free attacks.
 use super::scan::{FlaggedOp, GraphScan, OpEffect};
 use std::io::Read;
 use std::ops::Range;
+
+/// The surrogate of the ops the TorchScript rewrite swaps.
+pub const REWRITE_SURROGATE: &str = "identity (straight-through, TorchScript graph rewrite)";
+
+/// The ops (`aten::NAME`) that [`super::torchscript_bpda`] rewrites.
+pub fn rewritable(op: &str) -> bool {
+    matches!(
+        op,
+        "aten::round"
+            | "aten::floor"
+            | "aten::ceil"
+            | "aten::trunc"
+            | "aten::fix"
+            | "aten::sign"
+            | "aten::detach"
+    )
+}
 
 /// At most this many bytes of code are read from one archive (a guard against zip bombs).
 const MAX_CODE_BYTES: u64 = 64 << 20;
@@ -287,10 +306,10 @@ fn scan_files(files: &[CodeFile]) -> GraphScan {
         for n in lines.clone() {
             for (op, effect) in flagged_calls(&file.lines[n]) {
                 ops.push(FlaggedOp {
-                    op,
                     effect,
                     location: format!("{}:{}", file.record, n + 1),
-                    surrogate: None,
+                    surrogate: rewritable(&op).then(|| REWRITE_SURROGATE.to_string()),
+                    op,
                     swapped: false,
                 });
             }
