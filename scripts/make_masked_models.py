@@ -216,6 +216,20 @@ class TinyDetach(nn.Module):
         return logits + 0.0 * torch.flatten(x, 1).sum(dim=1, keepdim=True)
 
 
+class TinyRoundInplace(nn.Module):
+    """In-place round_ (x*7 rounded in place, /7) then the tiny MLP: an op gibbon's TorchScript
+    BPDA rewrite refuses (in-place), so the audit must fall back to gradient-free attacks."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        q = x * 7.0
+        q = torch.round_(q) / 7.0
+        return self.net(q)
+
+
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
@@ -456,6 +470,8 @@ def make_tiny(out_dir, hidden):
         ("tiny_round", freeze(TinyRound(mlp)), "torch.round(x*7)/7, then the MLP", True, "Round"),
         ("tiny_detach", freeze(TinyDetach(mlp)), "gradient killer: z = x.detach(); "
          "mlp(z) + 0.0 * flatten(x,1).sum(1, keepdim=True); input gradient exactly 0", False, None),
+        ("tiny_round_inplace", freeze(TinyRoundInplace(mlp)), "torch.round_(x*7)/7 (in place), "
+         "then the MLP", False, None),
     ]
     manifest = {
         "what": "tiny masked-model fixtures for gibbon's Rust unit tests (scripts/make_masked_models.py --tiny-fixtures)",

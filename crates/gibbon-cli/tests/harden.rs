@@ -323,7 +323,7 @@ fn eval_masked(model: &str, extra: &[&str]) -> (bool, String, Option<String>) {
 }
 
 #[test]
-fn bpda_auto_swaps_onnx_rounding_and_names_what_torchscript_cannot() {
+fn bpda_auto_swaps_onnx_and_torchscript_rounding_and_names_what_it_cannot() {
     let onnx = masked("tiny_round.onnx");
     for flags in [&["--bpda"][..], &["--bpda", "auto"]] {
         let (ok, stderr, arch) = eval_masked(&onnx, flags);
@@ -337,17 +337,21 @@ fn bpda_auto_swaps_onnx_rounding_and_names_what_torchscript_cannot() {
     assert!(ok && !stderr.contains("swapped"), "{stderr}");
     assert_eq!(arch, None, "the plain model's result is not a BPDA view's");
 
-    let (ok, stderr, _) = eval_masked(&masked("tiny_round.pt"), &["--bpda"]);
+    for (file, op) in [("tiny_round.pt", "aten::round"), ("tiny_detach.pt", "aten::detach")] {
+        let (ok, stderr, arch) = eval_masked(&masked(file), &["--bpda"]);
+        assert!(ok, "{stderr}");
+        assert!(stderr.contains(&format!("--bpda: swapped {op} at ")), "{file}: {stderr}");
+        assert!(!stderr.contains("nothing to swap"), "{file}: {stderr}");
+        assert!(arch.as_deref().is_some_and(|a| a.starts_with("bpda[torchscript")), "{arch:?}");
+    }
+    let (ok, stderr, _) = eval_masked(&masked("tiny_round_inplace.pt"), &["--bpda"]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("--bpda: nothing to swap"), "{stderr}");
     assert!(
-        stderr.contains("cannot swap aten::round at tiny_round/code/__torch__.py:9"),
+        stderr.contains("cannot swap aten::round_ at tiny_round_inplace/code/"),
         "{stderr}"
     );
     assert!(stderr.contains("gradient-free attacks (square, rays)"), "{stderr}");
-
-    let (ok, stderr, _) = eval_masked(&masked("tiny_detach.pt"), &["--bpda"]);
-    assert!(ok && stderr.contains("cannot swap aten::detach"), "{stderr}");
 
     let out =
         gibbon(&["eval", "--model", &onnx, "--data", &mnist(), "--eps", "0.1", "--bpda", "all"]);

@@ -6,7 +6,7 @@
 mod support;
 
 use gibbon::model::scan::{GraphScan, OpEffect};
-use gibbon::model::torchscript_scan::scan_archive;
+use gibbon::model::torchscript_scan::{scan_archive, REWRITE_SURROGATE};
 use gibbon::model::{Classifier, OnnxModel, TorchScriptModel};
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -68,11 +68,11 @@ fn torchscript_masked_fixtures_are_flagged_with_their_code_line() {
     assert_eq!(op.location, "tiny_round/code/__torch__.py:9");
     assert_eq!(
         (op.surrogate.as_deref(), op.swapped),
-        (None, false),
-        "TorchScript is not rewritten"
+        (Some(REWRITE_SURROGATE), false),
+        "the BPDA rewrite can swap it; this view does not"
     );
-    assert_eq!(round.unswappable().count(), 1);
-    assert_eq!(round.swappable().count(), 0);
+    assert_eq!(round.unswappable().count(), 0);
+    assert_eq!(round.swappable().count(), 1);
 
     let detach = torchscript("tiny_detach.pt").graph_scan();
     assert_eq!(ops(&detach), [("aten::detach", OpEffect::Detached)], "{detach:?}");
@@ -162,4 +162,40 @@ fn onnx_straight_through_view_answers_bit_for_bit_with_a_nonzero_gradient() {
     // The plain model has no straight-through op: the view changes nothing.
     let mlp_bpda = onnx("tiny_plain.onnx").with_straight_through();
     assert!(mlp_bpda.graph_scan().ops.is_empty());
+}
+
+/// The TorchScript BPDA rewrite (C++ shim): the rounding and the gradient killer get the
+/// identity's gradient, answers stay bit for bit; an in-place round is refused, not rewritten.
+#[test]
+fn torchscript_bpda_rewrite_answers_bit_for_bit_and_passes_the_gradient() {
+    let x = formula_input();
+    let plain_mlp = torchscript("tiny_plain.pt");
+    for (file, op) in [("tiny_round.pt", "aten::round"), ("tiny_detach.pt", "aten::detach")] {
+        let plain = torchscript(file);
+        let bpda = torchscript(file).with_straight_through().unwrap();
+        assert_eq!(bpda.swapped(), [op], "{file}");
+        assert!(bpda.info().arch.as_deref().unwrap().starts_with("bpda[torchscript: "), "{file}");
+        assert!(bpda.logits(&x).unwrap().equal(&plain.logits(&x).unwrap()), "{file}: logits");
+        let xg = x.detach().set_requires_grad(true);
+        let on_graph = bpda.logits_padded(&xg).unwrap().detach();
+        assert!(on_graph.equal(&plain.logits(&x).unwrap()), "{file}: logits with autograd");
+        assert_eq!(abs_sum(&ce_grad(&plain, &x)), 0.0, "{file}: the plain gradient is masked");
+        let g = ce_grad(&bpda, &x);
+        assert!(abs_sum(&g) > 0.0, "{file}: the BPDA gradient passes");
+        // Straight through: the MLP's own gradient at the input the MLP sees.
+        let seen = if op == "aten::round" { (&x * 7.0).round() / 7.0 } else { x.shallow_clone() };
+        let want = ce_grad(&plain_mlp, &seen);
+        assert!((&g - &want).abs().max().double_value(&[]) < 1e-6, "{file}: gradient");
+        let scan = bpda.graph_scan();
+        assert!(scan.ops.iter().all(|o| o.swapped), "{file}: {scan:?}");
+        assert!(scan.swappable().next().is_none() && scan.unswappable().next().is_none());
+    }
+    let inplace = torchscript("tiny_round_inplace.pt");
+    let scan = inplace.graph_scan();
+    assert_eq!(ops(&scan), [("aten::round_", OpEffect::ZeroGradient)], "{scan:?}");
+    assert!(scan.ops[0].surrogate.is_none());
+    let same = inplace.with_straight_through().unwrap();
+    assert!(same.swapped().is_empty() && same.info().arch.is_none());
+    let got = same.logits(&x).unwrap();
+    assert!(got.allclose(&expected_logits("tiny_round.pt"), 1e-5, 1e-5, false), "{got}");
 }

@@ -29,6 +29,9 @@ const DEFAULT_N: usize = 200;
 pub fn run(args: AuditArgs, quiet: bool) -> Result<()> {
     set_threads(args.model.threads)?;
     let threat = audit_threat(&args)?;
+    for name in args.attacks.iter().flatten() {
+        gibbon::attack::check_norm(name, threat.norm)?;
+    }
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
     let n = args.data.n.unwrap_or(DEFAULT_N).min(data.len());

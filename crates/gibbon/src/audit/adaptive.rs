@@ -127,7 +127,9 @@ pub fn adapt(
     let suite_run = |model: &dyn Classifier, suite: Suite, found: Option<&Examples>| {
         suite_run(model, data, threat, base, suite, found, plan)
     };
-    let (standard, mut found) = suite_run(views.model, Suite::Standard, None)?;
+    let (standard, kept) = suite_run(views.model, Suite::Standard, None)?;
+    // Examples are kept for every attacked sample; only the broken ones are evidence.
+    let mut found: Examples = broken_examples(&standard, kept);
     let mut source: BTreeMap<usize, String> =
         found.keys().map(|&i| (i, "standard".to_string())).collect();
     let (mut stages, mut skipped) = (Vec::new(), Vec::new());
@@ -222,6 +224,16 @@ pub fn adapt(
         broken_by,
         verdict_passes: passes,
     })
+}
+
+/// The examples of `report`'s broken samples.
+fn broken_examples(report: &EvalReport, mut kept: Examples) -> Examples {
+    report
+        .per_sample
+        .iter()
+        .filter(|r| r.broken_by.is_some())
+        .filter_map(|r| kept.remove(&r.index).map(|x| (r.index, x)))
+        .collect()
 }
 
 fn remedy_name(r: Remedy) -> &'static str {

@@ -84,7 +84,10 @@ impl TorchScriptModel {
     pub fn with_straight_through(self) -> Result<Self> {
         let rewrite = super::torchscript_bpda::rewrite(&self.bytes, &self.info.path)?;
         for op in &rewrite.refused {
-            tracing::warn!("{}: BPDA cannot rewrite {op}; its gradient stays masked", self.info.path);
+            tracing::warn!(
+                "{}: BPDA cannot rewrite {op}; its gradient stays masked",
+                self.info.path
+            );
         }
         if rewrite.swapped.is_empty() {
             return Ok(self);
