@@ -66,8 +66,14 @@ fn strict_audit_passes_an_honest_model_and_gates_a_masked_one() {
 
 #[test]
 fn adaptive_audit_rewrites_torchscript_rounding_and_never_reports_more_robustness() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("audit.html");
+    let html_s = html.to_str().unwrap();
     let (code, stderr, json) =
-        audit(&masked("tiny_round.pt"), &["--adaptive", "--attacks", "apgd-ce"]);
+        audit(&masked("tiny_round.pt"), &["--adaptive", "--attacks", "apgd-ce", "--html", html_s]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("Gradient-masking audit: graph_ops, gradients"), "{page}");
+    assert!(page.contains("Standard suite versus adaptive re-evaluation"));
     assert_eq!(code, Some(0), "{stderr}");
     let a = &json["adaptive"];
     let stages = a["stages"].as_array().unwrap();
@@ -75,7 +81,7 @@ fn adaptive_audit_rewrites_torchscript_rounding_and_never_reports_more_robustnes
     assert!(stages[0]["view"].as_str().unwrap().starts_with("bpda[torchscript"), "{a}");
     let (std, adapt) = (a["standard"]["robust"].as_u64(), a["adaptive"]["robust"].as_u64());
     assert!(adapt <= std, "{a}");
-    assert!(stderr.contains("standard suite: robust"), "{stderr}");
+    assert!(stderr.contains("baseline (apgd-ce): robust"), "{stderr}");
 }
 
 #[test]
@@ -98,4 +104,21 @@ fn bad_audit_input_is_one_error_line_and_exit_2() {
     }
     let missing = gibbon(&["audit", "--model", "/nonexistent.pt", "--data", &data, "--eps", "0.1"]);
     assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn eval_with_audit_adds_the_findings_to_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("eval.json");
+    let (model, data) = (masked("tiny_round.pt"), mnist());
+    let args = ["eval", "--model", &model, "--data", &data, "--n", "40", "--eps", "0.1"];
+    let result = gibbon(
+        &[&args[..], &["--attack", "fgsm", "--audit", "--out", out.to_str().unwrap()]].concat(),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(stderr.contains("gradient masking suspected"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let fired = json["audit"]["fired"].as_array().unwrap();
+    assert!(fired.contains(&"gradients".into()), "{json}");
 }

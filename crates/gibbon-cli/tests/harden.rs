@@ -347,10 +347,7 @@ fn bpda_auto_swaps_onnx_and_torchscript_rounding_and_names_what_it_cannot() {
     let (ok, stderr, _) = eval_masked(&masked("tiny_round_inplace.pt"), &["--bpda"]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("--bpda: nothing to swap"), "{stderr}");
-    assert!(
-        stderr.contains("cannot swap aten::round_ at tiny_round_inplace/code/"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot swap aten::round_ at tiny_round_inplace/code/"), "{stderr}");
     assert!(stderr.contains("gradient-free attacks (square, rays)"), "{stderr}");
 
     let out =

@@ -103,6 +103,9 @@ pub struct AuditArgs {
     /// Exit with code 3 when a check fires (a CI gate).
     #[arg(long)]
     pub strict: bool,
+    /// Also write the audit as an HTML page here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
     /// Write the JSON result here.
@@ -266,6 +269,10 @@ pub struct EvalArgs {
     /// Write the JSON result here (per-sample records stream to OUT.partial.jsonl meanwhile).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also run the gradient-masking audit (`gibbon audit`'s checks, on the first
+    /// min(n, 200) samples) and add it to the result as `audit`; warns when a check fired.
+    #[arg(long)]
+    pub audit: bool,
 }
 
 #[derive(Args, Debug)]

@@ -72,6 +72,22 @@ pub fn run(args: AuditArgs, quiet: bool) -> Result<()> {
         audit,
         adaptive,
     };
+    if let Some(path) = &args.html {
+        let page =
+            gibbon::report::HtmlReport::new(format!("gibbon audit: {}", out.audit.model.path))
+                .intro(format!(
+                    "{} {} eps {} on the first {} samples ({} classified correctly). Command: {}",
+                    out.audit.model.arch.as_deref().unwrap_or(&out.audit.model.kind),
+                    out.audit.threat.norm,
+                    out.audit.threat.eps,
+                    out.audit.n,
+                    out.audit.correct,
+                    out.command
+                ));
+        let page = gibbon::audit::html_sections(page, &out.audit, out.adaptive.as_ref());
+        let page = page.add_json("The audit as JSON", &serde_json::to_value(&out)?);
+        page.write(path)?;
+    }
     match &args.out {
         Some(path) => write_json(path, &out)?,
         None => println!("{}", serde_json::to_string_pretty(&out)?),
@@ -148,8 +164,12 @@ fn adaptive(
             eprintln!("  skipped: {s}");
         }
         let (a, b) = (&report.standard, &report.adaptive);
+        let baseline = match &args.attacks {
+            Some(list) => format!("baseline ({})", list.join(", ")),
+            None => "standard suite".to_string(),
+        };
         eprintln!(
-            "standard suite: robust {:.4} (95% CI {:.4}-{:.4}); adaptive: robust {:.4} (95% CI \
+            "{baseline}: robust {:.4} (95% CI {:.4}-{:.4}); adaptive: robust {:.4} (95% CI \
              {:.4}-{:.4}) on n={}",
             a.robust_accuracy,
             a.ci95[0],

@@ -6,6 +6,7 @@ use crate::resolve::{
     set_threads,
 };
 use anyhow::Result;
+use gibbon::audit::{run_checks, AuditSubject};
 use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, robustness_curve, EvalSettings};
 use gibbon::model::Classifier;
@@ -27,8 +28,29 @@ pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
     }
     let stream = args.out.as_ref().filter(|_| !args.run.no_resume).map(|o| partial_path(o));
     s.stream = stream.clone();
-    let (report, _) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
+    let (mut report, _) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
     print_summary(&report);
+    if args.audit {
+        let n = report.n.min(200);
+        let mut subject = AuditSubject::new(model.as_ref(), &data, &threat, n, args.run.seed)?;
+        subject.batch_size = args.run.batch_size;
+        let audit = run_checks(&subject, |_| {})?;
+        for f in audit.findings.iter().filter(|f| f.fired) {
+            tracing::warn!("audit: {} fired: {}", f.check, f.verdict);
+        }
+        if audit.clean() {
+            eprintln!(
+                "audit: no sign of gradient masking ({} checks on n={n})",
+                audit.findings.len()
+            );
+        } else {
+            tracing::warn!(
+                "audit: this robust accuracy may be false (gradient masking suspected); run \
+                 gibbon audit --adaptive for the adaptive number"
+            );
+        }
+        report.audit = Some(audit);
+    }
     match &args.out {
         Some(out) => {
             write_json(out, &report)?;
