@@ -102,6 +102,8 @@ fn bad_audit_input_is_one_error_line_and_exit_2() {
         assert!(stderr.lines().filter(|l| l.starts_with("error")).count() == 1, "{stderr}");
         assert!(stderr.contains(needle), "'{needle}' not in {stderr}");
     }
+    let eot0 = gibbon(&["eval", "--model", &model, "--data", &data, "--eps", "0.1", "--eot", "0"]);
+    assert_eq!(eot0.status.code(), Some(2), "{}", String::from_utf8_lossy(&eot0.stderr));
     let missing = gibbon(&["audit", "--model", "/nonexistent.pt", "--data", &data, "--eps", "0.1"]);
     assert_eq!(missing.status.code(), Some(2));
 }

@@ -228,3 +228,32 @@ fn a_bpda_stage_breaks_through_bit_depth_reduction() {
     assert!(r.adaptive.robust + 5 < r.standard.robust, "{r:?}");
     assert_eq!(r.broken_by.get("bpda").copied().unwrap_or(0), r.stages[0].newly_broken);
 }
+
+fn cosine(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.flatten(0, -1), b.flatten(0, -1));
+    (a.dot(&b) / (a.norm() * b.norm())).double_value(&[])
+}
+
+/// `--eot N`: the view's gradient is the mean over draws (two calls agree far better than two
+/// single draws do); its answers without autograd stay single passes of the deployed model.
+#[test]
+fn the_eot_view_averages_gradients_and_answers_as_deployed() {
+    use gibbon::model::EotView;
+    let data = support::mnist(8);
+    let idx: Vec<usize> = (0..8).collect();
+    let (x, y) = (data.batch(&idx, Device::Cpu), data.labels_of(&idx, Device::Cpu));
+    let ce = |z: &Tensor| z.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::None, -100, 0.0);
+    let plain = masked(Masking::Noise);
+    let (p1, p2) = (
+        plain.loss_and_input_grad(&x, &ce).unwrap().2,
+        plain.loss_and_input_grad(&x, &ce).unwrap().2,
+    );
+    let eot = EotView::new(masked(Masking::Noise), 32).unwrap();
+    let (e1, e2) =
+        (eot.loss_and_input_grad(&x, &ce).unwrap().2, eot.loss_and_input_grad(&x, &ce).unwrap().2);
+    let (single, averaged) = (cosine(&p1, &p2), cosine(&e1, &e2));
+    assert!(averaged > single + 0.2, "cosine of two gradients: EOT {averaged}, one draw {single}");
+    assert!(!eot.logits(&x).unwrap().equal(&eot.logits(&x).unwrap()), "one pass per answer");
+    assert!(eot.info().arch.as_deref().unwrap().starts_with("eot[32]"));
+    assert!(EotView::new(masked(Masking::None), 0).is_err());
+}

@@ -167,6 +167,11 @@ pub struct ModelArgs {
         value_name = "auto"
     )]
     pub bpda: Option<BpdaMode>,
+    /// Expectation over Transformation (Athalye et al. 2018) for every gradient attack: the
+    /// gradient of the mean logits of N passes of a randomized model; verdicts take at least 5
+    /// votes, as in the rand suite (which APGD's own 20 draws are replaced by).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub eot: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -20,6 +20,7 @@ pub fn run(args: AttackArgs, quiet: bool) -> Result<()> {
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
     let mut s = eval_settings(&args.threat, &args.run, args.data.n, quiet, &mut threat)?;
+    crate::resolve::apply_eot(&args.model, &mut s);
     s.keep_examples = true;
     let (report, examples) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
     print_summary(&report);

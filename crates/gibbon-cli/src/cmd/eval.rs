@@ -22,6 +22,7 @@ pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
     let mut s = eval_settings(&args.threat, &args.run, args.data.n, quiet, &mut threat)?;
+    crate::resolve::apply_eot(&args.model, &mut s);
     let eps = eps_values(&args.threat);
     if eps.len() > 1 {
         return curve(&args, model.as_ref(), &data, &threat, eps, &s);

@@ -10,8 +10,8 @@ use gibbon::attack::AttackOptions;
 use gibbon::data::Dataset;
 use gibbon::eval::{EvalSettings, RunInfo, TransferSettings};
 use gibbon::model::{
-    load_model_with, Arch, Classifier, ModelSpec, Normalized, OnnxModel, QueryLog, RemoteOptions,
-    TorchScriptModel,
+    load_model_with, Arch, Classifier, EotView, ModelSpec, Normalized, OnnxModel, QueryLog,
+    RemoteOptions, TorchScriptModel,
 };
 use gibbon::threat::{Goal, Norm, ThreatModel};
 use gibbon::train::{OptimizerKind, TrainConfig};
@@ -78,7 +78,10 @@ pub fn build_model(args: &ModelArgs, data: &Dataset) -> Result<Box<dyn Classifie
     if bpda {
         report_bpda(model.as_ref());
     }
-    Ok(model)
+    match args.eot {
+        Some(draws) => Ok(Box::new(EotView::new(model, draws as usize)?)),
+        None => Ok(model),
+    }
 }
 
 /// Loads the model `spec` (with its architecture, normalization and device) for `data`; with
@@ -220,6 +223,17 @@ pub fn eval_settings(
         suite.apply(model_threat, &mut s);
     }
     Ok(s)
+}
+
+/// `--eot N`: the model is an [`EotView`] (see [`build_model`]), so APGD's own draws are off
+/// (one gradient of the view is already N passes) and verdicts take at least the rand suite's
+/// votes.
+pub fn apply_eot(model: &ModelArgs, settings: &mut EvalSettings) {
+    if model.eot.is_some() {
+        settings.options.eot = None;
+        settings.verify_passes =
+            settings.verify_passes.max(gibbon::eval::SUITE_RAND_VERDICT_PASSES);
+    }
 }
 
 /// The minimum-norm attack of a curve over ε: `--min-norm-attack`, or fab for linf and l2.

@@ -16,6 +16,7 @@
 //! in the last bits (about 1e-6); see README "Determinism". The determinism tests check this
 //! under every `ATEN_CPU_CAPABILITY` / `ONEDNN_MAX_CPU_ISA` the machine supports.
 mod builtin;
+mod eot;
 pub mod frozen;
 pub mod onnx;
 mod query;
@@ -29,6 +30,7 @@ pub mod torchscript_scan;
 pub mod weights;
 
 pub use builtin::{Arch, BuiltinModel};
+pub use eot::EotView;
 pub use onnx::OnnxModel;
 pub use query::{
     LabelModel, LabelOracle, LabelsOf, Oracle, PredictionsOf, QueryLog, ScoreModel, ScoreOracle,
