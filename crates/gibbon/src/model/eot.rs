@@ -35,7 +35,8 @@ impl<M: Classifier> EotView<M> {
     fn expected(&self, x: &Tensor, pass: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         let mut sum = pass(x)?;
         for _ in 1..self.draws {
-            sum = sum + pass(x)?;
+            // Out of place: the last op's backward may need its own output (a softmax).
+            sum = sum.f_add(&pass(x)?)?;
         }
         Ok(sum / self.draws as f64)
     }
