@@ -2,7 +2,7 @@
 //! attacks"; AutoAttack's own argument for running Square last): when random search with a
 //! small query budget breaks samples that APGD-CE with 100 steps could not, the gradient
 //! is not showing the way.
-use super::{AuditSubject, Check, Finding, Remedy};
+use super::{AuditSubject, Check, Finding};
 use crate::attack::AttackOptions;
 use crate::error::Result;
 use serde_json::json;
@@ -38,13 +38,7 @@ impl Check for GradientFreeBeatsGradient {
             |name: &str| report.per_attack.iter().find(|a| a.name == name).map_or(0, |a| a.broken);
         let (gradient, free) = (broken_by("apgd-ce"), broken_by("square"));
         let fired = free >= MIN_EXTRA && free as f64 >= MIN_EXTRA_RATIO * (gradient.max(1) as f64);
-        let mut remedies = Vec::new();
-        if fired {
-            if subject.model.graph_scan().swappable().next().is_some() {
-                remedies.push(Remedy::Bpda);
-            }
-            remedies.push(Remedy::GradientFree);
-        }
+        let remedies = if fired { subject.unusable_gradient_remedies() } else { Vec::new() };
         let verdict = format!(
             "at {} = {}: APGD-CE broke {gradient}, then Square ({SQUARE_QUERIES} queries) broke \
              {free} more{}",

@@ -71,13 +71,7 @@ impl Check for GradientHealth {
         let (f_unusable, f_saturated) = (fraction(n_unusable, m), fraction(n_saturated, m));
         let dead = f_unusable > MAX_FRACTION;
         let saturated = f_saturated > MAX_FRACTION;
-        let mut remedies = Vec::new();
-        if dead {
-            if subject.model.graph_scan().swappable().next().is_some() {
-                remedies.push(Remedy::Bpda);
-            }
-            remedies.push(Remedy::GradientFree);
-        }
+        let mut remedies = if dead { subject.unusable_gradient_remedies() } else { Vec::new() };
         if saturated {
             remedies.push(Remedy::RescaledLogits);
         }

@@ -20,7 +20,7 @@ impl Check for GraphOps {
         "does the forward pass contain non-differentiable, gradient-cutting or random operations?"
     }
     fn run(&self, subject: &AuditSubject) -> Result<Finding> {
-        let scan = subject.model.graph_scan();
+        let scan = subject.graph_scan();
         let active: Vec<_> = scan.ops.iter().filter(|o| !o.swapped).collect();
         let mut remedies = Vec::new();
         if scan.swappable().next().is_some() {

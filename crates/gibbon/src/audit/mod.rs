@@ -31,7 +31,7 @@ use crate::data::Dataset;
 use crate::error::{GibbonError, Result};
 use crate::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
 use crate::eval::{SUITE_EOT_DRAWS, SUITE_RAND_VERDICT_PASSES};
-use crate::model::{Classifier, ModelInfo};
+use crate::model::{Classifier, GraphScan, ModelInfo};
 use crate::threat::ThreatModel;
 use serde::Serialize;
 use std::cell::OnceCell;
@@ -100,6 +100,7 @@ pub struct AuditSubject<'a> {
     pub seed: u64,
     clean: OnceCell<CleanSet>,
     randomized: OnceCell<bool>,
+    scan: OnceCell<GraphScan>,
 }
 
 /// The correctly classified samples among the first `n`: what the checks measure on.
@@ -134,6 +135,7 @@ impl<'a> AuditSubject<'a> {
             seed,
             clean: OnceCell::new(),
             randomized: OnceCell::new(),
+            scan: OnceCell::new(),
         })
     }
 
@@ -159,6 +161,22 @@ impl<'a> AuditSubject<'a> {
             .to_device(device);
         let set = CleanSet { x: x.index_select(0, &keep), y: y.index_select(0, &keep), indices };
         Ok(self.clean.get_or_init(|| set))
+    }
+
+    /// The model's graph scan, read once (a TorchScript scan reads the whole archive).
+    pub fn graph_scan(&self) -> &GraphScan {
+        self.scan.get_or_init(|| self.model.graph_scan())
+    }
+
+    /// The remedies when gradients are unusable: BPDA if the graph has ops gibbon can swap,
+    /// and gradient-free attacks in any case.
+    pub fn unusable_gradient_remedies(&self) -> Vec<Remedy> {
+        let mut remedies = Vec::new();
+        if self.graph_scan().swappable().next().is_some() {
+            remedies.push(Remedy::Bpda);
+        }
+        remedies.push(Remedy::GradientFree);
+        remedies
     }
 
     /// True when repeated forward passes of the same inputs differ (computed once, by

@@ -2,7 +2,7 @@
 //! as large as the whole input box, any input can be moved to any other, so a gradient attack
 //! that works must misclassify every sample. When samples survive, the attack's gradients are
 //! not leading it anywhere, and its numbers at the real radius mean nothing.
-use super::{AuditSubject, Check, Finding, Remedy};
+use super::{AuditSubject, Check, Finding};
 use crate::attack::AttackOptions;
 use crate::error::Result;
 use crate::eval::box_diameter;
@@ -43,13 +43,7 @@ impl Check for UnboundedAttack {
         let survivors = report.per_sample.iter().filter(|r| r.robust).count();
         let surviving = super::fraction(survivors, correct);
         let fired = surviving > MAX_SURVIVING;
-        let mut remedies = Vec::new();
-        if fired {
-            if subject.model.graph_scan().swappable().next().is_some() {
-                remedies.push(Remedy::Bpda);
-            }
-            remedies.push(Remedy::GradientFree);
-        }
+        let remedies = if fired { subject.unusable_gradient_remedies() } else { Vec::new() };
         let verdict = format!(
             "PGD-{STEPS} at {} = {} (the box diameter) left {survivors} of {correct} samples \
              robust{}",
