@@ -53,7 +53,7 @@ fn strict_audit_passes_an_honest_model_and_gates_a_masked_one() {
     let (code, stderr, json) = audit(&masked("tiny_plain.pt"), &["--strict"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(fired(&json).is_empty(), "{json}");
-    assert_eq!(json["audit"]["findings"].as_array().unwrap().len(), 5);
+    assert_eq!(json["audit"]["findings"].as_array().unwrap().len(), gibbon::audit::CHECKS.len());
     assert!(stderr.contains("no sign of gradient masking"), "{stderr}");
 
     let (code, stderr, json) = audit(&masked("tiny_round.pt"), &["--strict"]);
@@ -91,6 +91,8 @@ fn bad_audit_input_is_one_error_line_and_exit_2() {
         (vec!["--eps", "-0.1"], "eps"),
         (vec!["--eps", "0.1", "--attacks", "apgd-ce"], "--adaptive"),
         (vec!["--eps", "0.1", "--adaptive", "--attacks", "nope"], "nope"),
+        (vec!["--eps", "0.1", "--surrogate", "/work/x.pt"], "--adaptive"),
+        (vec!["--eps", "0.1", "--adaptive", "--surrogate", "/nonexistent.pt"], "nonexistent"),
         (vec![], "--eps"),
     ] {
         let mut full = vec!["audit", "--model", &model, "--data", &data, "--n", "8"];
@@ -109,13 +111,19 @@ fn bad_audit_input_is_one_error_line_and_exit_2() {
 }
 
 #[test]
-fn eval_with_audit_adds_the_findings_to_its_result() {
+fn eval_with_audit_adds_the_findings_to_its_result_and_its_page() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("eval.json");
+    let html = dir.path().join("eval.html");
     let (model, data) = (masked("tiny_round.pt"), mnist());
     let args = ["eval", "--model", &model, "--data", &data, "--n", "40", "--eps", "0.1"];
     let result = gibbon(
-        &[&args[..], &["--attack", "fgsm", "--audit", "--out", out.to_str().unwrap()]].concat(),
+        &[
+            &args[..],
+            &["--attack", "fgsm", "--audit", "--out", out.to_str().unwrap()],
+            &["--html", html.to_str().unwrap()],
+        ]
+        .concat(),
     );
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(result.status.success(), "{stderr}");
@@ -123,4 +131,14 @@ fn eval_with_audit_adds_the_findings_to_its_result() {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let fired = json["audit"]["fired"].as_array().unwrap();
     assert!(fired.contains(&"gradients".into()), "{json}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("Gradient-masking audit") && page.contains("FIRED"), "{page}");
+    for f in json["audit"]["findings"].as_array().unwrap() {
+        assert!(page.contains(f["check"].as_str().unwrap()), "{} missing", f["check"]);
+    }
+    assert!(page.contains(&format!("{:.4}", json["robust_accuracy"].as_f64().unwrap())));
+    // A curve has no page: a clear error, not a silently missing file.
+    let curve =
+        gibbon(&[&args[..7], &["--eps", "0.1,0.2", "--html", html.to_str().unwrap()]].concat());
+    assert_eq!(curve.status.code(), Some(2), "{}", String::from_utf8_lossy(&curve.stderr));
 }

@@ -9,7 +9,7 @@
 mod support;
 
 use gibbon::audit::{
-    self, adapt, AdaptiveViews, AuditReport, AuditSubject, Finding, Remedy, StagePlan,
+    self, adapt, AdaptiveViews, AuditReport, AuditSubject, Finding, Remedy, StagePlan, WorkCounts,
 };
 use gibbon::data::Dataset;
 use gibbon::defense::input::Defended;
@@ -25,6 +25,32 @@ enum Masking {
     Saturate,
     Detach,
     Noise,
+    /// Forward exactly the honest model; the input gradient's sign flipped on a fixed random
+    /// half of the pixels (`x.detach() + (r·x - (r·x).detach())`, r = ±1): nonzero, finite,
+    /// and pointing nowhere in particular.
+    Scramble,
+    /// The input plus a faint high-frequency ripple with a fixed random phase per pixel,
+    /// `x + 0.02·sin(1000·x + φ)`, before the network: a shattered gradient (Athalye et al.
+    /// 2018), large and jumping in sign.
+    Shatter,
+}
+
+/// A fixed pattern of uniform numbers in [0, 1) over one MNIST image, from a small LCG (no
+/// global RNG).
+fn pattern(seed: u64) -> Tensor {
+    let mut state = seed;
+    let v: Vec<f32> = (0..784)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect();
+    Tensor::from_slice(&v).view([1, 1, 28, 28])
+}
+
+/// A fixed ±1 pattern over one MNIST image.
+fn scramble_signs() -> Tensor {
+    pattern(0x2545_f491).ge(0.5).to_kind(tch::Kind::Float) * 2.0 - 1.0
 }
 
 /// The reference model behind one kind of masking.
@@ -49,6 +75,14 @@ impl Classifier for Masked {
             Masking::Saturate => Ok(self.inner.forward(x)? * 1e4),
             Masking::Detach => self.inner.forward(&(x.detach() + x * 0.0)),
             Masking::Noise => self.inner.forward(&(x + x.randn_like() * 0.2)),
+            Masking::Shatter => {
+                let phase = pattern(0x9e37_79b9) * (2.0 * std::f64::consts::PI);
+                self.inner.forward(&(x + (x * 1000.0 + phase).sin() * 0.02))
+            }
+            Masking::Scramble => {
+                let rx = x * scramble_signs();
+                self.inner.forward(&(x.detach() + (&rx - rx.detach())))
+            }
         }
     }
     fn input_shape(&self) -> &[i64] {
@@ -79,7 +113,17 @@ fn finding(name: &str, model: &dyn Classifier, data: &Dataset, eps: f64) -> Find
 #[test]
 fn the_registry_lists_every_check_once() {
     let names: Vec<&str> = audit::CHECKS.iter().map(|c| c.name()).collect();
-    for want in ["graph_ops", "randomness", "gradients", "unbounded", "gradient_free"] {
+    let all = [
+        "graph_ops",
+        "randomness",
+        "gradients",
+        "landscape",
+        "unbounded",
+        "more_work",
+        "gradient_free",
+    ];
+    assert_eq!(names, all, "cheap checks first");
+    for want in all {
         assert_eq!(names.iter().filter(|&&n| n == want).count(), 1, "{want} in {names:?}");
         assert!(!audit::check(want).unwrap().question().is_empty());
     }
@@ -148,6 +192,56 @@ fn gradient_free_beating_apgd_fires_on_rounding_not_on_the_honest_model() {
     assert!(f.evidence["square_broken_after_apgd"].as_u64().unwrap() >= 3);
 }
 
+#[test]
+fn the_landscape_flags_a_gradient_that_points_nowhere() {
+    let data = support::mnist(30);
+    for m in [Masking::None, Masking::Saturate] {
+        let f = finding("landscape", &masked(m), &data, 0.3);
+        assert!(!f.fired, "{m:?}: {}", f.verdict);
+        assert!(f.evidence["gradient_beats_random"].as_f64().unwrap() > 0.9, "{m:?}: {f:?}");
+        let jag = f.evidence["median_jaggedness"].as_f64().unwrap();
+        assert!(jag < 1.5, "{m:?}: a ReLU network is near linear near its input: {jag}");
+    }
+    let f = finding("landscape", &masked(Masking::Scramble), &data, 0.3);
+    assert!(f.fired, "{}", f.verdict);
+    assert!(f.evidence["gradient_beats_random"].as_f64().unwrap() < 0.5, "{f:?}");
+    assert!(f.remedies.contains(&Remedy::GradientFree));
+    let f = finding("landscape", &masked(Masking::Shatter), &data, 0.3);
+    assert!(f.fired, "{}", f.verdict);
+    let jag = f.evidence["median_jaggedness"].as_f64().unwrap();
+    assert!(jag > 2.0, "a shattered gradient makes the local landscape jagged: {f:?}");
+    // The scrambled gradient is not zero: the gradient check cannot see it.
+    assert!(!finding("gradients", &masked(Masking::Scramble), &data, 0.3).fired);
+}
+
+#[test]
+fn more_work_fires_when_less_work_breaks_more_or_more_steps_keep_breaking() {
+    let counts = |single_step, few_steps, many_steps| WorkCounts {
+        correct: 100,
+        single_step,
+        few_steps,
+        many_steps,
+    };
+    // An honest model: FGSM < PGD-10 <= PGD-100, small gain from the long run.
+    assert!(!counts(60, 80, 84).more_work_hurts() && !counts(60, 80, 84).not_converged());
+    assert!(!counts(6, 12, 12).more_work_hurts() && !counts(6, 12, 12).not_converged());
+    // Less work broke more: by a clear margin only (3 samples or 3%).
+    assert!(counts(40, 30, 36).more_work_hurts());
+    assert!(counts(10, 50, 46).more_work_hurts());
+    assert!(!counts(10, 50, 47).more_work_hurts());
+    // More steps keep breaking: more than 10% of the correct samples.
+    assert!(counts(5, 10, 21).not_converged() && !counts(5, 10, 20).not_converged());
+    let small = WorkCounts { correct: 20, single_step: 0, few_steps: 0, many_steps: 4 };
+    assert!(!small.not_converged(), "at least 5 samples");
+    // On the honest model the check runs the three evaluations and stays quiet.
+    let data = support::mnist(30);
+    let f = finding("more_work", &masked(Masking::None), &data, 0.1);
+    assert!(!f.fired, "{}", f.verdict);
+    let (few, many) =
+        (f.evidence["pgd_few_broken"].as_u64(), f.evidence["pgd_many_broken"].as_u64());
+    assert!(many >= few, "{f:?}");
+}
+
 /// An audit report that asks for exactly `remedies` (the plan's stages are tested one by one;
 /// which checks ask for which remedy is tested above).
 fn asking_for(
@@ -192,16 +286,28 @@ fn rescaled_logits_recover_the_honest_number_under_saturation() {
     let base = EvalSettings { n: Some(24), ..EvalSettings::default() };
     let honest = masked(Masking::None);
     let nothing = asking_for(&honest, &data, &t, &[]);
-    let truth =
-        adapt(&AdaptiveViews { model: &honest, bpda: None }, &data, &t, &nothing, &base, &apgd())
-            .unwrap();
+    let truth = adapt(
+        &AdaptiveViews { model: &honest, bpda: None, surrogate: None },
+        &data,
+        &t,
+        &nothing,
+        &base,
+        &apgd(),
+    )
+    .unwrap();
     assert!(truth.stages.is_empty());
     assert_eq!(truth.standard.robust, truth.adaptive.robust);
     let saturated = masked(Masking::Saturate);
     let ask = asking_for(&saturated, &data, &t, &[Remedy::RescaledLogits]);
-    let r =
-        adapt(&AdaptiveViews { model: &saturated, bpda: None }, &data, &t, &ask, &base, &apgd())
-            .unwrap();
+    let r = adapt(
+        &AdaptiveViews { model: &saturated, bpda: None, surrogate: None },
+        &data,
+        &t,
+        &ask,
+        &base,
+        &apgd(),
+    )
+    .unwrap();
     assert_eq!(r.stages.len(), 1);
     assert!(r.stages[0].view.starts_with("rescaled[T="), "{}", r.stages[0].view);
     assert!(r.adaptive.robust <= truth.adaptive.robust + 1, "{r:?} vs {truth:?}");
@@ -219,19 +325,79 @@ fn a_bpda_stage_breaks_through_bit_depth_reduction() {
     let bpda =
         Defended::new(support::reference_model("std"), spec.parse().unwrap()).unwrap().with_bpda();
     let ask = asking_for(&plain, &data, &t, &[Remedy::Bpda]);
-    let none = adapt(&AdaptiveViews { model: &plain, bpda: None }, &data, &t, &ask, &base, &apgd())
-        .unwrap();
+    let none = adapt(
+        &AdaptiveViews { model: &plain, bpda: None, surrogate: None },
+        &data,
+        &t,
+        &ask,
+        &base,
+        &apgd(),
+    )
+    .unwrap();
     assert!(none.stages.is_empty() && none.skipped.len() == 1, "{none:?}");
-    let views = AdaptiveViews { model: &plain, bpda: Some(&bpda) };
+    let views = AdaptiveViews { model: &plain, bpda: Some(&bpda), surrogate: None };
     let r = adapt(&views, &data, &t, &ask, &base, &apgd()).unwrap();
     assert!(r.stages[0].remedy == Remedy::Bpda && r.stages[0].newly_broken > 0, "{r:?}");
     assert!(r.adaptive.robust + 5 < r.standard.robust, "{r:?}");
     assert_eq!(r.broken_by.get("bpda").copied().unwrap_or(0), r.stages[0].newly_broken);
 }
 
+/// Longer attacks find what a short plan missed: APGD-CE with 2 steps, then the more-iterations
+/// stage with five times as many.
+#[test]
+fn a_more_iterations_stage_finds_what_short_attacks_missed() {
+    let data = support::mnist(24);
+    let t = threat(0.1);
+    let mut base = EvalSettings { n: Some(24), ..EvalSettings::default() };
+    base.options.steps = Some(2);
+    let honest = masked(Masking::None);
+    let ask = asking_for(&honest, &data, &t, &[Remedy::MoreIterations]);
+    let r = adapt(
+        &AdaptiveViews { model: &honest, bpda: None, surrogate: None },
+        &data,
+        &t,
+        &ask,
+        &base,
+        &apgd(),
+    )
+    .unwrap();
+    assert_eq!(r.stages.len(), 1, "{r:?}");
+    assert_eq!(r.stages[0].remedy, Remedy::MoreIterations);
+    assert!(r.stages[0].newly_broken > 0, "{r:?}");
+    assert_eq!(r.adaptive.robust + r.stages[0].newly_broken, r.standard.robust, "{r:?}");
+}
+
+/// The mean over samples of the cosine between two gradients `[B, ...]`.
+/// Transfer from a differentiable surrogate breaks a gradient-killed model (same decisions as
+/// the surrogate) down to the surrogate's own number; without a surrogate the stage is skipped
+/// and said so.
+#[test]
+fn a_transfer_stage_breaks_a_gradient_killed_model_from_its_surrogate() {
+    let data = support::mnist(24);
+    let t = threat(0.1);
+    let base = EvalSettings { n: Some(24), ..EvalSettings::default() };
+    let (honest, killed) = (masked(Masking::None), masked(Masking::Detach));
+    let nothing = asking_for(&honest, &data, &t, &[]);
+    let views = AdaptiveViews { model: &honest, bpda: None, surrogate: None };
+    let truth = adapt(&views, &data, &t, &nothing, &base, &apgd()).unwrap();
+    let ask = asking_for(&killed, &data, &t, &[Remedy::Transfer]);
+    let alone = AdaptiveViews { model: &killed, bpda: None, surrogate: None };
+    let r = adapt(&alone, &data, &t, &ask, &base, &apgd()).unwrap();
+    assert!(r.stages.is_empty() && r.skipped[0].contains("--surrogate"), "{r:?}");
+    let views = AdaptiveViews { model: &killed, bpda: None, surrogate: Some(&honest) };
+    let r = adapt(&views, &data, &t, &ask, &base, &apgd()).unwrap();
+    assert_eq!(r.stages[0].remedy, Remedy::Transfer);
+    assert!(r.standard.robust >= truth.standard.robust + 5, "masked: {r:?} vs {truth:?}");
+    assert!(r.adaptive.robust <= truth.adaptive.robust, "{r:?} vs {truth:?}");
+    assert_eq!(r.broken_by.get("transfer").copied(), Some(r.stages[0].newly_broken), "{r:?}");
+}
+
 fn cosine(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.flatten(0, -1), b.flatten(0, -1));
-    (a.dot(&b) / (a.norm() * b.norm())).double_value(&[])
+    let (a, b) = (a.flatten(1, -1), b.flatten(1, -1));
+    let dot = (&a * &b).sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Float);
+    let norms = a.norm_scalaropt_dim(2, [1i64].as_slice(), false)
+        * b.norm_scalaropt_dim(2, [1i64].as_slice(), false);
+    (dot / norms.clamp_min(1e-12)).mean(tch::Kind::Float).double_value(&[])
 }
 
 /// `--eot N`: the view's gradient is the mean over draws (two calls agree far better than two
@@ -244,14 +410,16 @@ fn the_eot_view_averages_gradients_and_answers_as_deployed() {
     let (x, y) = (data.batch(&idx, Device::Cpu), data.labels_of(&idx, Device::Cpu));
     let ce = |z: &Tensor| z.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::None, -100, 0.0);
     let plain = masked(Masking::Noise);
-    let (p1, p2) = (
-        plain.loss_and_input_grad(&x, &ce).unwrap().2,
-        plain.loss_and_input_grad(&x, &ce).unwrap().2,
-    );
+    let grad = |m: &dyn Classifier| m.loss_and_input_grad(&x, &ce).unwrap().2;
+    // Four pairs of each, per-sample cosines: the statistic does not hang on one lucky draw.
+    let pairs = 4;
     let eot = EotView::new(masked(Masking::Noise), 32).unwrap();
-    let (e1, e2) =
-        (eot.loss_and_input_grad(&x, &ce).unwrap().2, eot.loss_and_input_grad(&x, &ce).unwrap().2);
-    let (single, averaged) = (cosine(&p1, &p2), cosine(&e1, &e2));
+    let (mut single, mut averaged) = (0.0, 0.0);
+    for _ in 0..pairs {
+        single += cosine(&grad(&plain), &grad(&plain)) / pairs as f64;
+        averaged += cosine(&grad(&eot), &grad(&eot)) / pairs as f64;
+    }
+    assert!(averaged > 0.85, "two EOT-32 gradients agree: cosine {averaged}");
     assert!(averaged > single + 0.2, "cosine of two gradients: EOT {averaged}, one draw {single}");
     assert!(!eot.logits(&x).unwrap().equal(&eot.logits(&x).unwrap()), "one pass per answer");
     assert!(eot.info().arch.as_deref().unwrap().starts_with("eot[32]"));

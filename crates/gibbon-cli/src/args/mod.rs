@@ -100,6 +100,11 @@ pub struct AuditArgs {
     /// apgd-ce,square: cheaper, and weaker.
     #[arg(long, value_delimiter = ',', requires = "adaptive")]
     pub attacks: Option<Vec<String>>,
+    /// A differentiable model of the same task (e.g. the network without its defense) for the
+    /// adaptive plan's transfer stage: examples crafted on it are judged on --model. Loaded
+    /// like --model (the same --arch and --normalize apply; no defense, BPDA or EOT).
+    #[arg(long, value_parser = parse_flag::<ModelSpec>, requires = "adaptive")]
+    pub surrogate: Option<ModelSpec>,
     /// Exit with code 3 when a check fires (a CI gate).
     #[arg(long)]
     pub strict: bool,
@@ -278,6 +283,10 @@ pub struct EvalArgs {
     /// min(n, 200) samples) and add it to the result as `audit`; warns when a check fired.
     #[arg(long)]
     pub audit: bool,
+    /// Also write the evaluation as an HTML page here (headline numbers, attack by attack,
+    /// and the audit's checks with --audit).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

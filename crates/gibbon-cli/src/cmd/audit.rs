@@ -34,6 +34,15 @@ pub fn run(args: AuditArgs, quiet: bool) -> Result<()> {
     }
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
+    // Loaded before the checks run, so a bad --surrogate fails at once.
+    let surrogate = match &args.surrogate {
+        Some(spec) => {
+            let mut m = args.model.clone();
+            (m.model, m.defense, m.bpda, m.eot) = (spec.clone(), None, None, None);
+            Some(build_model(&m, &data)?)
+        }
+        None => None,
+    };
     let n = args.data.n.unwrap_or(DEFAULT_N).min(data.len());
     let mut subject = AuditSubject::new(model.as_ref(), &data, &threat, n, args.run.seed)?;
     subject.batch_size = args.run.batch_size;
@@ -62,7 +71,10 @@ pub fn run(args: AuditArgs, quiet: bool) -> Result<()> {
         }
     }
     let adaptive = match args.adaptive {
-        true => Some(adaptive(&args, model.as_ref(), &data, &threat, &audit, n, quiet)?),
+        true => {
+            let views = (model.as_ref(), surrogate.as_deref());
+            Some(adaptive(&args, views, &data, &threat, &audit, n, quiet)?)
+        }
         false => None,
     };
     let fired = !audit.clean();
@@ -118,10 +130,11 @@ fn audit_threat(args: &AuditArgs) -> Result<ThreatModel> {
     Ok(threat)
 }
 
-/// The adaptive re-evaluation, with a BPDA view when the graph has ops gibbon can swap.
+/// The adaptive re-evaluation of `model`, with a BPDA view when the graph has ops gibbon can
+/// swap, and the user's surrogate for the transfer stage.
 fn adaptive(
     args: &AuditArgs,
-    model: &dyn Classifier,
+    (model, surrogate): (&dyn Classifier, Option<&dyn Classifier>),
     data: &gibbon::data::Dataset,
     threat: &ThreatModel,
     audit: &AuditReport,
@@ -136,7 +149,7 @@ fn adaptive(
         }
         None => None,
     };
-    let views = AdaptiveViews { model, bpda: bpda.as_deref() };
+    let views = AdaptiveViews { model, bpda: bpda.as_deref(), surrogate };
     let base = EvalSettings {
         n: Some(n),
         batch_size: args.run.batch_size,

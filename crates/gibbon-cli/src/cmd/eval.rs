@@ -25,6 +25,11 @@ pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
     crate::resolve::apply_eot(&args.model, &mut s);
     let eps = eps_values(&args.threat);
     if eps.len() > 1 {
+        if args.html.is_some() {
+            return Err(crate::resolve::usage(
+                "--html writes one evaluation's page; give one --eps (a curve is JSON only)",
+            ));
+        }
         return curve(&args, model.as_ref(), &data, &threat, eps, &s);
     }
     let stream = args.out.as_ref().filter(|_| !args.run.no_resume).map(|o| partial_path(o));
@@ -51,6 +56,10 @@ pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
             );
         }
         report.audit = Some(audit);
+    }
+    if let Some(path) = &args.html {
+        gibbon::report::evaluation_page(&report).write(path)?;
+        eprintln!("wrote {}", path.display());
     }
     match &args.out {
         Some(out) => {

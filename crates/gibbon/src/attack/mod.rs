@@ -52,6 +52,7 @@ pub use registry::{
 };
 pub use simba::{dct2, dct_matrix, idct2, Simba, SimbaBasis, SimbaConfig, SIMBA_QUERIES};
 pub use square::{Square, SquareConfig, SquareSchedule, SQUARE_P_INIT, SQUARE_QUERIES};
+pub(crate) use stepped::steepest_direction;
 pub use stepped::{StartPoint, SteppedAttack, SteppedConfig};
 
 use crate::error::{GibbonError, Result};

@@ -167,7 +167,7 @@ pub(super) fn start_point(
 }
 
 /// The steepest-ascent direction of unit size in `norm` (sparse for L1).
-pub(super) fn steepest_direction(norm: Norm, grad: &Tensor) -> Tensor {
+pub(crate) fn steepest_direction(norm: Norm, grad: &Tensor) -> Tensor {
     match norm {
         Norm::Linf => grad.sign(),
         Norm::L2 => {

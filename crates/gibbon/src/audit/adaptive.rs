@@ -6,12 +6,16 @@
 //! 2. Each remedy is one stage, run only on the samples still robust (the examples found so far
 //!    settle the others as candidates): BPDA (the caller's BPDA view), rescaled logits
 //!    ([`RescaledLogits`]: the standard suite on logits / T, same decisions), EOT (the `rand`
-//!    suite), gradient-free (Square with [`GRADIENT_FREE_QUERIES`] queries, then RayS for L∞).
+//!    suite), more iterations (APGD-CE and APGD-T with [`MORE_ITERATIONS_FACTOR`] times their
+//!    steps), transfer (examples crafted on the user's differentiable surrogate, judged on the
+//!    deployed model), gradient-free (Square with [`GRADIENT_FREE_QUERIES`] queries, then RayS
+//!    for L∞).
 //! 3. Every example from every stage is re-verified on the deployed model inside the threat
 //!    model (an evaluation with no attacks and the examples as candidates; randomized models by
 //!    [`RANDOM_VERDICT_PASSES`] votes), and a sample counts as robust only if the standard suite
 //!    and that verification both leave it robust: "adaptive: Y ≤ X".
 use super::{AuditReport, Remedy};
+use crate::attack::APGD_STEPS;
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::eval::{
@@ -27,6 +31,9 @@ use tch::{Device, Tensor};
 
 mod rescaled;
 pub use rescaled::RescaledLogits;
+
+/// The more-iterations stage runs APGD-CE and APGD-T with this many times their steps.
+pub const MORE_ITERATIONS_FACTOR: usize = 5;
 
 /// Square's queries per sample in the gradient-free stage: twice AutoAttack's 5,000.
 pub const GRADIENT_FREE_QUERIES: usize = 10_000;
@@ -52,6 +59,9 @@ pub struct AdaptiveViews<'a> {
     pub model: &'a dyn Classifier,
     /// Its BPDA view (same forward pass, straight-through gradients), when one exists.
     pub bpda: Option<&'a dyn Classifier>,
+    /// A differentiable surrogate of the same task (the user's own, e.g. the undefended
+    /// network), for the transfer stage.
+    pub surrogate: Option<&'a dyn Classifier>,
 }
 
 /// One stage of the adaptive plan.
@@ -166,6 +176,18 @@ pub fn adapt(
                 let (r, e) = suite_run(views.model, Suite::Rand, Some(&found))?;
                 (views.model, r, e)
             }
+            Remedy::MoreIterations => {
+                let (r, e) = more_iterations(views.model, data, threat, base, &found, plan)?;
+                (views.model, r, e)
+            }
+            Remedy::Transfer => {
+                let Some(surrogate) = views.surrogate else {
+                    skipped.push("transfer: no surrogate model (--surrogate MODEL)".into());
+                    continue;
+                };
+                let (r, e) = transfer(surrogate, views.model, data, threat, base, &found, plan)?;
+                (surrogate, r, e)
+            }
             Remedy::GradientFree => {
                 let (r, e) = gradient_free(views.model, data, threat, base, &found)?;
                 (views.model, r, e)
@@ -241,6 +263,8 @@ fn remedy_name(r: Remedy) -> &'static str {
         Remedy::Bpda => "bpda",
         Remedy::Eot => "eot",
         Remedy::RescaledLogits => "rescaled_logits",
+        Remedy::MoreIterations => "more_iterations",
+        Remedy::Transfer => "transfer",
         Remedy::GradientFree => "gradient_free",
     }
 }
@@ -271,6 +295,81 @@ fn suite_run(
     }
     let (report, examples) = evaluate(model, data, &threat, &s, &RunInfo::default())?;
     Ok((report, examples))
+}
+
+/// APGD-CE then APGD-T (or the plan's attacks) with [`MORE_ITERATIONS_FACTOR`] times their
+/// default steps, on what earlier stages left robust.
+fn more_iterations(
+    model: &dyn Classifier,
+    data: &Dataset,
+    threat: &ThreatModel,
+    base: &EvalSettings,
+    found: &Examples,
+    plan: &StagePlan,
+) -> Result<(EvalReport, Examples)> {
+    let mut threat = threat.clone();
+    let mut s = EvalSettings {
+        keep_examples: true,
+        stream: None,
+        candidates: Some(Candidates { source: "earlier stage".into(), examples: copy(found) }),
+        ..base.clone()
+    };
+    s.attacks = match plan {
+        StagePlan::Suites => vec!["apgd-ce".into(), "apgd-t".into()],
+        StagePlan::Attacks(a) => a.clone(),
+    };
+    let steps = s.options.steps.unwrap_or(APGD_STEPS).max(threat.budget.steps);
+    s.options.steps = Some(steps * MORE_ITERATIONS_FACTOR);
+    threat.budget.steps = steps * MORE_ITERATIONS_FACTOR;
+    evaluate(model, data, &threat, &s, &RunInfo::default())
+}
+
+/// The attacks crafting on the surrogate: MI-FGSM then PGD, both running their whole budget
+/// and returning their most adversarial iterate (barely adversarial examples transfer poorly).
+pub const TRANSFER_ATTACKS: [&str; 2] = ["mifgsm", "pgd"];
+
+/// Examples crafted on `surrogate` (white box, [`TRANSFER_ATTACKS`] or the plan's attacks) for
+/// the samples earlier stages left robust, then judged on the deployed `model` alone: the
+/// returned report is that verification, so "newly broken" counts only examples that fool the
+/// deployed model.
+fn transfer(
+    surrogate: &dyn Classifier,
+    model: &dyn Classifier,
+    data: &Dataset,
+    threat: &ThreatModel,
+    base: &EvalSettings,
+    found: &Examples,
+    plan: &StagePlan,
+) -> Result<(EvalReport, Examples)> {
+    let mut craft = EvalSettings {
+        keep_examples: true,
+        stream: None,
+        candidates: Some(Candidates { source: "earlier stage".into(), examples: copy(found) }),
+        verify_passes: 1,
+        ..base.clone()
+    };
+    craft.attacks = match plan {
+        StagePlan::Suites => TRANSFER_ATTACKS.iter().map(|a| a.to_string()).collect(),
+        StagePlan::Attacks(a) => a.clone(),
+    };
+    craft.options.full_budget = true;
+    craft.options.eot = None;
+    let (crafted, mut kept) = evaluate(surrogate, data, threat, &craft, &RunInfo::default())?;
+    let fresh: Examples = crafted
+        .per_sample
+        .iter()
+        .filter(|r| r.broken_by.is_some() && !found.contains_key(&r.index))
+        .filter_map(|r| kept.remove(&r.index).map(|x| (r.index, x)))
+        .collect();
+    let judge = EvalSettings {
+        attacks: Vec::new(),
+        keep_examples: false,
+        stream: None,
+        candidates: Some(Candidates { source: "transfer".into(), examples: copy(&fresh) }),
+        ..base.clone()
+    };
+    let (report, _) = evaluate(model, data, threat, &judge, &RunInfo::default())?;
+    Ok((report, fresh))
 }
 
 /// Square with [`GRADIENT_FREE_QUERIES`] queries, then RayS (L∞) on what survives.

@@ -16,6 +16,8 @@ pub mod adaptive;
 mod gradient_free;
 mod gradients;
 mod graph_ops;
+mod landscape;
+mod more_work;
 pub mod randomness;
 mod unbounded;
 
@@ -23,6 +25,8 @@ pub use adaptive::{adapt, AdaptiveReport, AdaptiveStage, AdaptiveViews, StagePla
 pub use gradient_free::GradientFreeBeatsGradient;
 pub use gradients::GradientHealth;
 pub use graph_ops::GraphOps;
+pub use landscape::LossLandscape;
+pub use more_work::{MoreWork, WorkCounts};
 pub use randomness::Randomness;
 pub use unbounded::UnboundedAttack;
 
@@ -48,6 +52,13 @@ pub enum Remedy {
     /// Saturated softmax: attack a view whose logits are divided by a temperature (same
     /// decisions, usable cross-entropy gradients), where the scale-free DLR loss is not enough.
     RescaledLogits,
+    /// The attacks had not converged: the gradient attacks again with
+    /// [`adaptive::MORE_ITERATIONS_FACTOR`] times their steps.
+    MoreIterations,
+    /// Gradients are unusable: examples crafted on a differentiable surrogate of the user's
+    /// (`--surrogate`), judged on the deployed model (Papernot et al. 2017; Carlini et al.
+    /// 2019, section 5.6).
+    Transfer,
     /// Gradients are unusable and cannot be fixed: score- and decision-based attacks with a
     /// larger budget.
     GradientFree,
@@ -81,8 +92,15 @@ pub trait Check {
 }
 
 /// Every check, in the order they run (cheap ones first). One line per check.
-pub static CHECKS: &[&(dyn Check + Sync)] =
-    &[&GraphOps, &Randomness, &GradientHealth, &UnboundedAttack, &GradientFreeBeatsGradient];
+pub static CHECKS: &[&(dyn Check + Sync)] = &[
+    &GraphOps,
+    &Randomness,
+    &GradientHealth,
+    &LossLandscape,
+    &UnboundedAttack,
+    &MoreWork,
+    &GradientFreeBeatsGradient,
+];
 
 /// What is audited: a model (as deployed), data, the threat model, and how many samples.
 pub struct AuditSubject<'a> {
@@ -169,12 +187,13 @@ impl<'a> AuditSubject<'a> {
     }
 
     /// The remedies when gradients are unusable: BPDA if the graph has ops gibbon can swap,
-    /// and gradient-free attacks in any case.
+    /// and transfer and gradient-free attacks in any case.
     pub fn unusable_gradient_remedies(&self) -> Vec<Remedy> {
         let mut remedies = Vec::new();
         if self.graph_scan().swappable().next().is_some() {
             remedies.push(Remedy::Bpda);
         }
+        remedies.push(Remedy::Transfer);
         remedies.push(Remedy::GradientFree);
         remedies
     }
@@ -193,7 +212,10 @@ impl<'a> AuditSubject<'a> {
     /// (no stream, no progress bar): the checks that run attacks use it, so every number they
     /// report is a verified evaluation. On a randomized model the gradient attacks average
     /// [`SUITE_EOT_DRAWS`] draws and verdicts take [`SUITE_RAND_VERDICT_PASSES`] votes, as in
-    /// the `rand` suite, so the checks measure the gradient, not the luck of one draw.
+    /// the `rand` suite, and the stepped attacks (FGSM, PGD) run every step and return their
+    /// lowest-margin iterate instead of stopping at the first iterate one lucky pass
+    /// misclassifies (which the votes then reject), so the checks measure the gradient, not
+    /// the luck of one draw.
     pub fn evaluate(
         &self,
         threat: &ThreatModel,
@@ -203,6 +225,7 @@ impl<'a> AuditSubject<'a> {
         let randomized = self.randomized()?;
         if randomized {
             options.eot = Some(SUITE_EOT_DRAWS);
+            options.full_budget = true;
         }
         let settings = EvalSettings {
             verify_passes: if randomized { SUITE_RAND_VERDICT_PASSES } else { 1 },

@@ -32,8 +32,9 @@ impl Check for UnboundedAttack {
         let mut threat = subject.threat.clone();
         let dim = subject.model.input_shape().iter().product::<i64>() as usize;
         threat.eps = box_diameter(&threat, dim);
+        // PGD takes its steps from the threat model's budget.
+        threat.budget.steps = STEPS;
         let options = AttackOptions {
-            steps: Some(STEPS),
             random_start: Some(false),
             restarts: Some(1),
             ..AttackOptions::default()

@@ -8,10 +8,14 @@
 //!   file with the pictures embedded as data URIs.
 //! - [`examples`]: the adversarial examples of an evaluation as `adversarial.npy`,
 //!   `labels.npy` and PNG triptychs ([`write_examples`]).
+//! - [`evaluation`]: one evaluation as a page, with its audit when it was audited
+//!   ([`evaluation_page`]).
+pub mod evaluation;
 pub mod examples;
 pub mod html;
 pub mod png_image;
 
+pub use evaluation::evaluation_page;
 pub use examples::write_examples;
 pub use html::{ExampleCard, HtmlReport, SummaryTable};
 pub use png_image::{
