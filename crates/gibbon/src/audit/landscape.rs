@@ -194,6 +194,10 @@ impl LossLandscape {
         uninformative: bool,
         jagged: bool,
     ) -> String {
+        if live == 0 {
+            return "no sample has a nonzero finite gradient to follow (see the gradients check)"
+                .to_string();
+        }
         let jag = jaggedness.map_or("flat".to_string(), |j| format!("{j:.2}"));
         let mut verdict = format!(
             "an ε step along the gradient beat {RANDOM_DIRECTIONS} random steps on {beats} of \
