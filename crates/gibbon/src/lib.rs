@@ -6,6 +6,7 @@
 //! as [`train`]) and how their inputs are preprocessed, [`report`] how the result is shown. The `gibbon` binary (crate `gibbon-cli`) is a thin layer on top.
 pub mod attack;
 pub mod audit;
+pub mod certify;
 pub mod data;
 pub mod defense;
 pub mod error;

@@ -64,6 +64,44 @@ pub enum Command {
     /// Gradient-masking audit: run every check (see --help) and, with --adaptive, re-evaluate
     /// with the attacks the fired checks call for: "standard suite X vs adaptive Y".
     Audit(AuditArgs),
+    /// Randomized smoothing (Cohen et al. 2019): per-sample certified L2 radius (or abstain)
+    /// and certified accuracy against radius, as JSON (resumable).
+    Certify(CertifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CertifyArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Noise standard deviation σ (input units).
+    #[arg(long, allow_hyphen_values = true)]
+    pub sigma: f64,
+    /// Estimation draws per sample (the paper's n; --n is the number of samples).
+    #[arg(long, default_value_t = gibbon::certify::SMOOTHING_N)]
+    pub draws: usize,
+    /// Selection draws per sample (the paper's n0).
+    #[arg(long, default_value_t = gibbon::certify::SMOOTHING_N0)]
+    pub selection_draws: usize,
+    /// Failure probability α of each certificate.
+    #[arg(long, default_value_t = gibbon::certify::SMOOTHING_ALPHA, allow_hyphen_values = true)]
+    pub alpha: f64,
+    /// Noisy copies per forward pass.
+    #[arg(long, default_value_t = 1000)]
+    pub noise_batch: usize,
+    /// Radii of the certified-accuracy curve.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.0, 0.25, 0.5, 0.75, 1.0])]
+    pub radii: Vec<f64>,
+    /// Seed of the counter-based noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not resume from, or write, the per-sample stream file (OUT.partial.jsonl).
+    #[arg(long)]
+    pub no_resume: bool,
+    /// Write the JSON result here (per-sample records stream to OUT.partial.jsonl meanwhile).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// The help of `gibbon audit`, listing every registered check.

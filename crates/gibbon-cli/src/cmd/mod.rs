@@ -2,6 +2,7 @@
 //! (`crate::args`), turns them into library values (`crate::resolve`) and calls the library.
 mod attack;
 mod audit;
+mod certify;
 mod demo;
 mod eval;
 mod inspect;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Transfer(a) => transfer::run(a, cli.quiet),
         Command::Tradeoff(a) => tradeoff::run(a, cli.quiet),
         Command::Audit(a) => audit::run(a, cli.quiet),
+        Command::Certify(a) => certify::run(a, cli.quiet),
     }
 }
 

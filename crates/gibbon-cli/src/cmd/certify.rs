@@ -1,0 +1,216 @@
+//! `gibbon certify`: randomized smoothing's CERTIFY for each sample, the certified accuracy
+//! curve, as JSON. Each sample's certificate is appended to OUT.partial.jsonl as it is made
+//! (the first line records the configuration), and a rerun with the same configuration
+//! resumes from it.
+use super::write_json;
+use crate::args::CertifyArgs;
+use crate::resolve::{build_model, load_data, progress, set_threads, usage};
+use anyhow::{Context, Result};
+use gibbon::certify::{certified_accuracy, Certificate, Smoothed, SmoothingConfig};
+use gibbon::model::{Classifier, ModelInfo};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::Device;
+
+/// One sample's certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SampleCertificate {
+    index: usize,
+    label: i64,
+    #[serde(flatten)]
+    certificate: Certificate,
+    correct: bool,
+    seconds: f64,
+}
+
+/// The JSON of `gibbon certify`.
+#[derive(Serialize)]
+struct CertifyReport {
+    gibbon_version: &'static str,
+    command: String,
+    model: ModelInfo,
+    data: String,
+    config: SmoothingConfig,
+    n: usize,
+    abstained: usize,
+    /// `[radius, certified accuracy]` pairs.
+    certified_accuracy: Vec<(f64, f64)>,
+    /// Noisy forward rows per second over the samples certified in this run.
+    draws_per_second: Option<f64>,
+    resumed: usize,
+    per_sample: Vec<SampleCertificate>,
+}
+
+/// Certifies the first `--n` samples and writes the report.
+pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
+    set_threads(args.model.threads)?;
+    let config = SmoothingConfig {
+        sigma: args.sigma,
+        n0: args.selection_draws,
+        n: args.draws,
+        alpha: args.alpha,
+        batch: args.noise_batch,
+        seed: args.seed,
+    };
+    config.validate()?;
+    if let Some(r) = args.radii.iter().find(|r| !r.is_finite() || **r < 0.0) {
+        return Err(usage(format!("--radii: {r} is not a finite radius >= 0")));
+    }
+    let data = load_data(&args.data)?;
+    let model = build_model(&args.model, &data)?;
+    let smoothed = Smoothed::new(model.as_ref(), config.clone())?;
+    let stream = args.out.as_ref().filter(|_| !args.no_resume).map(|o| partial_path(o));
+    let mut done = match &stream {
+        Some(p) => resume(p, &config, model.info())?,
+        None => BTreeMap::new(),
+    };
+    let resumed = done.len();
+    let mut sink = match &stream {
+        Some(p) => Some(open_stream(p, &config, model.info(), resumed == 0)?),
+        None => None,
+    };
+    let bar = bar(data.len(), progress(quiet));
+    let started = Instant::now();
+    let mut certified_here = 0;
+    for i in 0..data.len() {
+        bar.inc(1);
+        if done.contains_key(&i) {
+            continue;
+        }
+        let t0 = Instant::now();
+        let x = data.try_batch(&[i], Device::Cpu)?.squeeze_dim(0);
+        let label = data.try_labels_of(&[i], Device::Cpu)?.int64_value(&[0]);
+        let certificate = smoothed.certify(&x, i)?;
+        let correct = certificate.class == Some(label);
+        let record = SampleCertificate {
+            index: i,
+            label,
+            certificate,
+            correct,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        if let Some(f) = sink.as_mut() {
+            writeln!(f, "{}", serde_json::to_string(&record)?)?;
+            f.flush()?;
+        }
+        done.insert(i, record);
+        certified_here += 1;
+    }
+    bar.finish_and_clear();
+    let per_sample: Vec<SampleCertificate> = done.into_values().collect();
+    let pairs: Vec<(Certificate, i64)> =
+        per_sample.iter().map(|s| (s.certificate, s.label)).collect();
+    let rows = certified_here * (config.n0 + config.n);
+    let seconds = started.elapsed().as_secs_f64();
+    let report = CertifyReport {
+        gibbon_version: gibbon::VERSION,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        model: model.info().clone(),
+        data: args.data.data.to_string(),
+        n: per_sample.len(),
+        abstained: per_sample.iter().filter(|s| s.certificate.class.is_none()).count(),
+        certified_accuracy: certified_accuracy(&pairs, &args.radii),
+        draws_per_second: (certified_here > 0 && seconds > 0.0).then(|| rows as f64 / seconds),
+        resumed,
+        config,
+        per_sample,
+    };
+    if !quiet {
+        eprintln!("certified accuracy (σ = {}, n = {}):", report.config.sigma, report.config.n);
+        for (r, a) in &report.certified_accuracy {
+            eprintln!("  radius {r:>6.3}: {a:.4}");
+        }
+        eprintln!("abstained on {} of {}", report.abstained, report.n);
+    }
+    match &args.out {
+        Some(out) => {
+            write_json(out, &report)?;
+            if let Some(p) = stream {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(())
+}
+
+fn bar(n: usize, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(n as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "certify {bar:30} {pos}/{len} samples, {elapsed} elapsed, eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The stream's first line: what its certificates were made with.
+#[derive(Serialize, Deserialize, PartialEq)]
+struct StreamHeader {
+    config: SmoothingConfig,
+    model_sha256: String,
+}
+
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial.jsonl");
+    out.with_file_name(name)
+}
+
+/// The certificates of an earlier run with the same configuration and model.
+fn resume(
+    path: &Path,
+    config: &SmoothingConfig,
+    model: &ModelInfo,
+) -> Result<BTreeMap<usize, SampleCertificate>> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(BTreeMap::new()) };
+    let mut lines = text.lines();
+    let Some(first) = lines.next() else { return Ok(BTreeMap::new()) };
+    let header: StreamHeader = serde_json::from_str(first)
+        .with_context(|| format!("{}: not a certify stream (first line)", path.display()))?;
+    let want = StreamHeader { config: config.clone(), model_sha256: model.sha256.clone() };
+    if header != want {
+        return Err(usage(format!(
+            "{} was written with another model or configuration; delete it or pass --no-resume",
+            path.display()
+        )));
+    }
+    let mut done = BTreeMap::new();
+    // A line cut short by a kill is dropped (it is certified again).
+    for rec in lines.filter_map(|l| serde_json::from_str::<SampleCertificate>(l).ok()) {
+        done.insert(rec.index, rec);
+    }
+    Ok(done)
+}
+
+fn open_stream(
+    path: &Path,
+    config: &SmoothingConfig,
+    model: &ModelInfo,
+    fresh: bool,
+) -> Result<std::fs::File> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(!fresh)
+        .write(true)
+        .truncate(fresh)
+        .open(path)
+        .with_context(|| format!("{}", path.display()))?;
+    let cut_short = !fresh
+        && std::fs::read(path).map(|b| b.last().is_some_and(|&c| c != b'\n')).unwrap_or(false);
+    if cut_short {
+        // A kill mid-line: end that line, so the next record starts on its own.
+        writeln!(f)?;
+    }
+    if fresh {
+        let header = StreamHeader { config: config.clone(), model_sha256: model.sha256.clone() };
+        writeln!(f, "{}", serde_json::to_string(&header)?)?;
+    }
+    Ok(f)
+}

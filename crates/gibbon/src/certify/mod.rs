@@ -1,0 +1,12 @@
+//! Certificates: lower bounds on robustness, to set beside the attacks' upper bounds.
+//!
+//! An attack that finds an example proves a sample is not robust; a certificate proves that no
+//! example exists within a radius (here with a stated probability). [`smoothing`] is randomized
+//! smoothing (Cohen, Rosenfeld & Kolter 2019): the certified L2 radius of the classifier that
+//! answers the majority class of the base model under Gaussian input noise.
+pub mod smoothing;
+
+pub use smoothing::{
+    certified_accuracy, Certificate, Smoothed, SmoothingConfig, SMOOTHING_ALPHA, SMOOTHING_N,
+    SMOOTHING_N0,
+};
