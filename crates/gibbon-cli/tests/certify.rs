@@ -42,8 +42,11 @@ fn run(extra: &[&str]) -> Output {
 fn certificates_are_bounded_and_a_resumed_run_equals_a_fresh_one() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cert.json");
-    let o = run(&["--out", out.to_str().unwrap()]);
+    let html = dir.path().join("cert.html");
+    let o = run(&["--out", out.to_str().unwrap(), "--html", html.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("Certified accuracy") && page.contains("data:image/svg+xml;base64,"));
     let fresh: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let samples = fresh["per_sample"].as_array().unwrap();
     assert_eq!(samples.len(), 3);

@@ -102,6 +102,9 @@ pub struct CertifyArgs {
     /// Write the JSON result here (per-sample records stream to OUT.partial.jsonl meanwhile).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write an HTML page here: the certified-accuracy curve as a table and a plot.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// The help of `gibbon audit`, listing every registered check.

@@ -105,6 +105,7 @@ enum Section {
     Table { heading: String, table: SummaryTable },
     Examples { heading: String, note: String, cards: Vec<RenderedCard> },
     Json { heading: String, json: String },
+    Figure { heading: String, note: String, data_uri: String },
 }
 
 impl Section {
@@ -112,7 +113,8 @@ impl Section {
         match self {
             Section::Table { heading, .. }
             | Section::Examples { heading, .. }
-            | Section::Json { heading, .. } => heading,
+            | Section::Json { heading, .. }
+            | Section::Figure { heading, .. } => heading,
         }
     }
 }
@@ -161,6 +163,25 @@ impl HtmlReport {
     ) -> Self {
         let cards = cards.into_iter().map(render_card).collect();
         self.sections.push(Section::Examples { heading: heading.into(), note: note.into(), cards });
+        self
+    }
+
+    /// Adds a section showing an SVG picture (a plot), embedded as a data URI so that its
+    /// markup never mixes with the page's, with a `note` (plain text, may be empty) above it.
+    pub fn add_figure(
+        mut self,
+        heading: impl Into<String>,
+        note: impl Into<String>,
+        svg: &str,
+    ) -> Self {
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.encode(svg.as_bytes());
+        let data_uri = format!("data:image/svg+xml;base64,{data}");
+        self.sections.push(Section::Figure {
+            heading: heading.into(),
+            note: note.into(),
+            data_uri,
+        });
         self
     }
 
@@ -222,6 +243,15 @@ impl HtmlReport {
                 Section::Table { heading, table } => render_table(&mut out, &id, heading, table),
                 Section::Examples { heading, note, cards } => {
                     render_examples(&mut out, &id, heading, note, cards)
+                }
+                Section::Figure { heading, note, data_uri } => {
+                    let _ = writeln!(out, "<section id=\"{id}\">\n<h2>{}</h2>", escape(heading));
+                    push_paragraphs(&mut out, note, "note");
+                    let _ = writeln!(
+                        out,
+                        "<img class=\"figure\" alt=\"{}\" src=\"{data_uri}\">\n</section>",
+                        escape(heading)
+                    );
                 }
                 Section::Json { heading, json } => {
                     let _ = write!(
