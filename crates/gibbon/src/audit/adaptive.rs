@@ -13,7 +13,10 @@
 //! 3. Every example from every stage is re-verified on the deployed model inside the threat
 //!    model (an evaluation with no attacks and the examples as candidates; randomized models by
 //!    [`RANDOM_VERDICT_PASSES`] votes), and a sample counts as robust only if the standard suite
-//!    and that verification both leave it robust: "adaptive: Y ≤ X".
+//!    and that verification both leave it robust: "adaptive: Y ≤ X". On a randomized model the
+//!    standard suite's verdicts are single passes that a lucky draw passes, so there every
+//!    example (the standard suite's included) is judged by the votes alone, and Y can be above
+//!    X: the standard suite over-counted.
 use super::{AuditReport, Remedy};
 use crate::attack::APGD_STEPS;
 use crate::data::Dataset;
@@ -214,6 +217,7 @@ pub fn adapt(
         });
     }
     let random = audit.remedies.contains(&Remedy::Eot);
+    let with_example: std::collections::BTreeSet<usize> = found.keys().copied().collect();
     let passes = if random { RANDOM_VERDICT_PASSES } else { 1 };
     let verify = EvalSettings {
         attacks: Vec::new(),
@@ -227,7 +231,15 @@ pub fn adapt(
     let mut broken_by = BTreeMap::new();
     let mut robust = 0;
     for (s, v) in standard.per_sample.iter().zip(&checked.per_sample) {
-        if s.robust && v.robust {
+        // A randomized model: the standard suite's own verdict is one pass, which a lucky
+        // draw passes; every example it found is judged again by the votes instead (a broken
+        // verdict without a kept example stands).
+        let by_votes = random && s.clean_pred == s.label;
+        let robust_here = match by_votes {
+            true => v.robust && (s.robust || with_example.contains(&s.index)),
+            false => s.robust && v.robust,
+        };
+        if robust_here {
             robust += 1;
         } else if s.clean_pred == s.label {
             let by = if v.robust { "standard".to_string() } else { source[&s.index].clone() };
