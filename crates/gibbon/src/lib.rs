@@ -14,6 +14,7 @@ pub mod eval;
 pub mod model;
 pub mod random;
 pub mod report;
+pub mod tensor;
 pub mod threat;
 /// The training defenses under their earlier path (`gibbon::train`).
 pub use defense::training as train;

@@ -1,59 +1,54 @@
 //! Attacks. One file per attack; each implements [`Attack`] and is registered once in
 //! [`REGISTRY`] (`registry.rs`), which declares its name, what it sees of the model, the norms
-//! it supports and whether it searches for the minimum norm. To add an attack: write
-//! `myattack.rs` with a type implementing [`Attack`] (its rows run on the shared pool,
-//! `pool.rs`, or on its family's driver), add `mod myattack;` below and one line to
-//! [`REGISTRY`]; the CLI help and the contract test (`tests/contract.rs`) read the registry.
+//! it supports and whether it searches for the minimum norm. The CLI help, the norm and
+//! knowledge checks of an evaluation and the contract test (`tests/contract.rs`) read the
+//! registry.
+//!
+//! The attacks live in one folder per family, each with its driver:
+//! - `gradient/`: input-gradient attacks; the stepped engine (`stepped.rs`: FGSM, BIM, PGD,
+//!   MI-FGSM, DI-FGSM are configurations of it), APGD and FAB on the shared pool;
+//! - `min_norm/`: minimum-norm attacks (DeepFool, C&W) on the finisher in `min_norm/mod.rs`;
+//! - `score/`: score-only attacks (Square, SimBA, NES) against a score oracle;
+//! - `decision/`: label-only searches (HopSkipJump, Boundary, RayS) implementing
+//!   `decision::Search`, run by the one driver in `decision/mod.rs`.
+//!
+//! Every family runs its rows on the one take / refill / retire pool (`pool.rs`). To add an
+//! attack: write `FAMILY/myattack.rs`, declare it in `FAMILY/mod.rs`, and add one line to
+//! [`REGISTRY`].
 //!
 //! An attack pulls samples from a [`SampleSource`] and hands each finished sample to a sink as
 //! an [`AttackRecord`]. It never decides the verdict: the evaluation's verifier re-checks every
 //! returned example (norm, box, finiteness, and a fresh forward pass).
-mod apgd;
-mod apgd_eot;
-mod apgd_l1;
-mod bim;
-mod boundary;
-mod cw;
 mod decision;
-mod deepfool;
-mod difgsm;
-mod fab;
-mod fgsm;
+mod gradient;
 mod host;
-mod hsj;
 mod loss;
-mod mifgsm;
 mod min_norm;
-mod nes;
-mod pgd;
 pub(crate) mod pool;
-mod rays;
 mod registry;
-mod simba;
-mod square;
-mod stepped;
+mod score;
 
-pub use apgd::{dlr_loss, Apgd, ApgdConfig, ApgdLoss};
-pub use bim::Bim;
-pub use boundary::{Boundary, BoundaryConfig, BOUNDARY_QUERIES};
-pub use cw::{Cw, CwConfig, CW_STEPS};
-pub use deepfool::{DeepFool, DeepFoolConfig, DEEPFOOL_STEPS};
-pub use difgsm::DiFgsm;
-pub use fab::{project_hyperplane_box, Fab, FabConfig, FabVariant, FAB_STEPS};
-pub use fgsm::Fgsm;
-pub use hsj::{Hsj, HsjConfig, HSJ_INITIAL_EVALS, HSJ_MAX_EVALS, HSJ_QUERIES};
+pub use decision::boundary::{Boundary, BoundaryConfig, BOUNDARY_QUERIES};
+pub use decision::hsj::{Hsj, HsjConfig, HSJ_INITIAL_EVALS, HSJ_MAX_EVALS, HSJ_QUERIES};
+pub use decision::rays::{Rays, RaysConfig, RAYS_QUERIES};
+pub use gradient::apgd::{dlr_loss, Apgd, ApgdConfig, ApgdLoss};
+pub use gradient::bim::Bim;
+pub use gradient::difgsm::DiFgsm;
+pub use gradient::fab::{project_hyperplane_box, Fab, FabConfig, FabVariant, FAB_STEPS};
+pub use gradient::fgsm::Fgsm;
+pub use gradient::mifgsm::MiFgsm;
+pub use gradient::pgd::{Pgd, PGD_RESTARTS};
+pub(crate) use gradient::stepped::steepest_direction;
+pub use gradient::stepped::{StartPoint, SteppedAttack, SteppedConfig};
 pub use loss::{cross_entropy_objective, margin, success_mask};
-pub use mifgsm::MiFgsm;
-pub use nes::{Nes, NesConfig, NES_QUERIES, NES_SAMPLES, NES_SIGMA};
-pub use pgd::{Pgd, PGD_RESTARTS};
-pub use rays::{Rays, RaysConfig, RAYS_QUERIES};
+pub use min_norm::cw::{Cw, CwConfig, CW_STEPS};
+pub use min_norm::deepfool::{DeepFool, DeepFoolConfig, DEEPFOOL_STEPS};
 pub use registry::{
     build_attack, check_norm, registration, AttackInfo, Registration, APGD_STEPS, REGISTRY,
 };
-pub use simba::{dct2, dct_matrix, idct2, Simba, SimbaBasis, SimbaConfig, SIMBA_QUERIES};
-pub use square::{Square, SquareConfig, SquareSchedule, SQUARE_P_INIT, SQUARE_QUERIES};
-pub(crate) use stepped::steepest_direction;
-pub use stepped::{StartPoint, SteppedAttack, SteppedConfig};
+pub use score::nes::{Nes, NesConfig, NES_QUERIES, NES_SAMPLES, NES_SIGMA};
+pub use score::simba::{dct2, dct_matrix, idct2, Simba, SimbaBasis, SimbaConfig, SIMBA_QUERIES};
+pub use score::square::{Square, SquareConfig, SquareSchedule, SQUARE_P_INIT, SQUARE_QUERIES};
 
 use crate::error::{GibbonError, Result};
 use crate::model::Classifier;
@@ -135,47 +130,6 @@ impl Chunk {
                 x0: x[i * d..(i + 1) * d].to_vec(),
             })
             .collect())
-    }
-}
-
-/// `n` flattened samples of shape `shape` from `values`, as one batch tensor on `device`.
-pub(crate) fn batch_tensor(values: &[f32], n: usize, shape: &[i64], device: tch::Device) -> Tensor {
-    let mut full = vec![n as i64];
-    full.extend(shape);
-    sample_tensor(values, &full, device)
-}
-
-/// One flattened sample from `values` as a tensor of shape `shape` on `device`.
-pub(crate) fn sample_tensor(values: &[f32], shape: &[i64], device: tch::Device) -> Tensor {
-    Tensor::from_slice(values).view(shape).to_device(device)
-}
-
-/// A sample seen as `c` channels of `h × w` (leading dimensions are channels; 1-D inputs are a
-/// single row), for query attacks that work on host vectors.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Layout {
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-}
-
-impl Layout {
-    /// The layout of one sample of `shape`.
-    pub fn of(shape: &[i64]) -> Layout {
-        let dims: Vec<usize> = shape.iter().map(|&v| v.max(1) as usize).collect();
-        match dims.len() {
-            0 => Layout { c: 1, h: 1, w: 1 },
-            1 => Layout { c: 1, h: 1, w: dims[0] },
-            n => Layout { c: dims[..n - 2].iter().product(), h: dims[n - 2], w: dims[n - 1] },
-        }
-    }
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        self.c * self.h * self.w
-    }
-    /// Flat index of channel `c`, row `i`, column `j`.
-    pub fn at(&self, c: usize, i: usize, j: usize) -> usize {
-        (c * self.h + i) * self.w + j
     }
 }
 

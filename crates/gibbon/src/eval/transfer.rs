@@ -22,13 +22,13 @@
 //! Each cell carries a 95% Clopper-Pearson interval. The white-box success of a surrogate (its
 //! examples evaluated on itself) uses the same definition, so a surrogate that is also a target
 //! has that number on its diagonal.
-use super::clean::choose_targets;
+use super::clean::CleanPass;
 use super::verify::check_contained;
 use super::{clopper_pearson, run_in_batches, DataInfo, RecordBatch, RunInfo};
-use crate::attack::{build_attack, AttackContext, AttackOptions};
+use crate::attack::{build_attack, Attack, AttackContext, AttackOptions};
 use crate::data::Dataset;
 use crate::error::{GibbonError, Result};
-use crate::model::{Classifier, LabelModel, ModelInfo, PredictionsOf, ScoreModel, ScoresOf};
+use crate::model::{Classifier, LabelModel, ModelInfo, PredictionsOf};
 use crate::threat::{Goal, TargetSelection, ThreatModel};
 use serde::Serialize;
 use std::time::Instant;
@@ -262,31 +262,6 @@ fn short_names<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<String> {
     }
 }
 
-/// A surrogate's clean predictions and (targeted goals) target classes, from its scores.
-fn clean_pass(
-    model: &dyn ScoreModel,
-    data: &Dataset,
-    n: usize,
-    batch_size: usize,
-    goal: Goal,
-) -> Result<(Vec<i64>, Vec<Option<i64>>)> {
-    let labels = &data.labels()[..n];
-    let mut preds = Vec::with_capacity(n);
-    let mut targets = Vec::with_capacity(n);
-    for start in (0..n).step_by(batch_size) {
-        let idx: Vec<usize> = (start..(start + batch_size).min(n)).collect();
-        let scores = model.scores(&data.try_batch(&idx, model.device())?)?;
-        preds.extend(Vec::<i64>::try_from(scores.argmax(-1, false))?);
-        targets.extend(choose_targets(
-            &scores,
-            &labels[start..start + idx.len()],
-            goal,
-            model.num_classes(),
-        )?);
-    }
-    Ok((preds, targets))
-}
-
 /// Counts for one cell.
 #[derive(Clone, Copy, Default)]
 struct Tally {
@@ -321,8 +296,61 @@ pub fn transfer_matrix(
     settings: &TransferSettings,
     run: &RunInfo,
 ) -> Result<TransferMatrix> {
-    threat.validate()?;
     let started = Instant::now();
+    let n = check_inputs(surrogates, targets, data, threat, settings)?;
+    let attack = build_attack(&settings.attack, threat, &settings.options)?;
+    let params = attack.params();
+    let honoured = params.get("full_budget") == Some(&serde_json::Value::Bool(true));
+    if settings.options.full_budget && !honoured {
+        tracing::warn!(
+            "{} has no full-budget mode: it stops each sample at its first success on the \
+             surrogate, which transfers worse (fgsm, bim, pgd, mifgsm and difgsm run their whole \
+             budget)",
+            attack.name()
+        );
+    }
+    let (target_results, target_clean) = clean_targets(targets, data, n, settings)?;
+    let mut surrogate_results = Vec::with_capacity(surrogates.len());
+    let mut matrix = Vec::with_capacity(surrogates.len());
+    let mut per_sample = Vec::new();
+    for &surrogate in surrogates {
+        let crafting = Crafting { attack: attack.as_ref(), data, n, threat, settings };
+        let outcome = crafting.run(surrogate, targets, &target_clean)?;
+        surrogate_results.push(outcome.result);
+        matrix.push(outcome.row);
+        per_sample.push(outcome.samples);
+    }
+    Ok(TransferMatrix {
+        gibbon_version: crate::VERSION.to_string(),
+        command: run.command.clone(),
+        seed: settings.seed,
+        device: format!("{:?}", surrogates[0].device()).to_lowercase(),
+        data: DataInfo { spec: run.data_spec.clone(), split: run.split.clone(), n },
+        threat: threat.clone(),
+        attack: TransferAttack {
+            name: attack.name().to_string(),
+            params,
+            full_budget: settings.options.full_budget && honoured,
+        },
+        n,
+        surrogates: surrogate_results,
+        targets: target_results,
+        matrix,
+        per_sample: settings.per_sample.then_some(per_sample),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Checks the settings, that every model takes the data's input shape and that all share one
+/// label space with the data's labels; returns how many samples the run evaluates.
+fn check_inputs(
+    surrogates: &[&dyn Classifier],
+    targets: &[&dyn Classifier],
+    data: &Dataset,
+    threat: &ThreatModel,
+    settings: &TransferSettings,
+) -> Result<usize> {
+    threat.validate()?;
     if surrogates.is_empty() {
         return Err(GibbonError::invalid("surrogates", "give at least one surrogate model"));
     }
@@ -364,42 +392,75 @@ pub fn transfer_matrix(
             "label {l} of sample {i} is out of range for models with {classes} classes"
         )));
     }
-    let attack = build_attack(&settings.attack, threat, &settings.options)?;
-    let params = attack.params();
-    let honoured = params.get("full_budget") == Some(&serde_json::Value::Bool(true));
-    if settings.options.full_budget && !honoured {
-        tracing::warn!(
-            "{} has no full-budget mode: it stops each sample at its first success on the \
-             surrogate, which transfers worse (fgsm, bim, pgd, mifgsm and difgsm run their whole \
-             budget)",
-            attack.name()
-        );
-    }
+    Ok(n)
+}
 
-    // Clean predictions of every target, by label queries only.
-    let mut target_results = Vec::with_capacity(targets.len());
-    let mut target_clean = Vec::with_capacity(targets.len());
+/// Clean predictions of every target, by label queries only: the targets' results and their
+/// predictions per sample.
+fn clean_targets(
+    targets: &[&dyn Classifier],
+    data: &Dataset,
+    n: usize,
+    settings: &TransferSettings,
+) -> Result<(Vec<TargetResult>, Vec<Vec<i64>>)> {
+    let labels = &data.labels()[..n];
+    let mut results = Vec::with_capacity(targets.len());
+    let mut clean = Vec::with_capacity(targets.len());
     for m in targets {
         let mut preds = Vec::with_capacity(n);
         for start in (0..n).step_by(settings.batch_size) {
             let idx: Vec<usize> = (start..(start + settings.batch_size).min(n)).collect();
             preds.extend(predictions(&PredictionsOf(*m), &data.try_batch(&idx, m.device())?)?);
         }
-        target_results.push(TargetResult {
+        results.push(TargetResult {
             model: m.info().clone(),
             clean_accuracy: accuracy(&preds, labels),
             clean_preds: settings.per_sample.then(|| preds.clone()),
         });
-        target_clean.push(preds);
+        clean.push(preds);
     }
+    Ok((results, clean))
+}
 
-    let mut surrogate_results = Vec::with_capacity(surrogates.len());
-    let mut matrix = Vec::with_capacity(surrogates.len());
-    let mut per_sample = Vec::new();
-    for &surrogate in surrogates {
-        let surrogate_started = Instant::now();
-        let (own_clean, chosen) =
-            clean_pass(&ScoresOf(surrogate), data, n, settings.batch_size, threat.goal)?;
+/// What one run of the attack shares across surrogates.
+struct Crafting<'a> {
+    attack: &'a dyn Attack,
+    data: &'a Dataset,
+    n: usize,
+    threat: &'a ThreatModel,
+    settings: &'a TransferSettings,
+}
+
+/// What crafting on one surrogate gives: its result, its row of the matrix, its samples.
+struct SurrogateOutcome {
+    result: SurrogateResult,
+    row: Vec<TransferCell>,
+    samples: Vec<TransferSample>,
+}
+
+/// The tallies of one surrogate's examples, filled batch by batch.
+struct SurrogateTally {
+    white_box: Tally,
+    cells: Vec<Tally>,
+    samples: Vec<TransferSample>,
+    crafted: usize,
+    queries: u64,
+}
+
+impl Crafting<'_> {
+    /// Crafts on `surrogate` and has every target classify the examples (`target_clean`: the
+    /// targets' clean predictions).
+    fn run(
+        &self,
+        surrogate: &dyn Classifier,
+        targets: &[&dyn Classifier],
+        target_clean: &[Vec<i64>],
+    ) -> Result<SurrogateOutcome> {
+        let (n, threat, settings) = (self.n, self.threat, self.settings);
+        let started = Instant::now();
+        let labels = &self.data.labels()[..n];
+        let clean = CleanPass::run(surrogate, self.data, n, threat.goal, settings.batch_size)?;
+        let (own_clean, chosen) = (clean.pred, clean.targets);
         // Craft only where some cell (or the white-box rate) has the sample in its denominator.
         let order: Vec<usize> = (0..n)
             .filter(|&i| match chosen[i] {
@@ -413,14 +474,16 @@ pub fn transfer_matrix(
             seed: settings.seed,
             batch_size: settings.batch_size,
         };
-        let mut white_box = Tally::default();
-        let mut cells = vec![Tally::default(); targets.len()];
-        let mut samples: Vec<TransferSample> = Vec::new();
-        let mut crafted = 0usize;
-        let mut queries = 0u64;
+        let mut tally = SurrogateTally {
+            white_box: Tally::default(),
+            cells: vec![Tally::default(); targets.len()],
+            samples: Vec::new(),
+            crafted: 0,
+            queries: 0,
+        };
         let on_batch = |batch: RecordBatch| -> Result<()> {
             let RecordBatch { records, indices: idx, x, x_adv } = batch;
-            let norms = check_inside(threat, &idx, &x, &x_adv, attack.name(), surrogate)?;
+            let norms = check_inside(threat, &idx, &x, &x_adv, self.attack.name(), surrogate)?;
             let own_adv = predictions(&PredictionsOf(surrogate), &x_adv)?;
             let mut adv_preds = Vec::with_capacity(targets.len());
             for m in targets {
@@ -428,14 +491,14 @@ pub fn transfer_matrix(
             }
             for (j, rec) in records.into_iter().enumerate() {
                 let i = rec.index;
-                queries += rec.queries;
-                crafted += 1;
-                white_box.add(labels[i], chosen[i], own_clean[i], own_adv[j]);
-                for (t, cell) in cells.iter_mut().enumerate() {
+                tally.queries += rec.queries;
+                tally.crafted += 1;
+                tally.white_box.add(labels[i], chosen[i], own_clean[i], own_adv[j]);
+                for (t, cell) in tally.cells.iter_mut().enumerate() {
                     cell.add(labels[i], chosen[i], target_clean[t][i], adv_preds[t][j]);
                 }
                 if settings.per_sample {
-                    samples.push(TransferSample {
+                    tally.samples.push(TransferSample {
                         index: i,
                         label: labels[i],
                         target: chosen[i],
@@ -447,55 +510,36 @@ pub fn transfer_matrix(
             }
             Ok(())
         };
-        run_in_batches(attack.as_ref(), &ctx, data, &order, &chosen, settings.progress, on_batch)?;
-        if crafted != order.len() {
+        run_in_batches(self.attack, &ctx, self.data, &order, &chosen, settings.progress, on_batch)?;
+        if tally.crafted != order.len() {
             return Err(GibbonError::Internal(format!(
-                "{} returned {crafted} examples for {} samples",
-                attack.name(),
+                "{} returned {} examples for {} samples",
+                self.attack.name(),
+                tally.crafted,
                 order.len()
             )));
         }
-        let white_box = TransferCell::new(white_box.successes, white_box.n);
-        let row: Vec<TransferCell> =
-            cells.iter().map(|c| TransferCell::new(c.successes, c.n)).collect();
-        let seconds = surrogate_started.elapsed().as_secs_f64();
+        let white_box = TransferCell::new(tally.white_box.successes, tally.white_box.n);
+        let row = tally.cells.iter().map(|c| TransferCell::new(c.successes, c.n)).collect();
+        let seconds = started.elapsed().as_secs_f64();
         tracing::info!(
-            "surrogate {}: {crafted} examples in {seconds:.1}s, white-box success {}",
+            "surrogate {}: {} examples in {seconds:.1}s, white-box success {}",
             surrogate.info().path,
+            tally.crafted,
             white_box.success_rate.map_or("n/a".into(), |r| format!("{r:.4}"))
         );
-        surrogate_results.push(SurrogateResult {
+        let result = SurrogateResult {
             model: surrogate.info().clone(),
             clean_accuracy: accuracy(&own_clean, labels),
             white_box,
-            crafted,
-            queries,
+            crafted: tally.crafted,
+            queries: tally.queries,
             seconds,
             clean_preds: settings.per_sample.then_some(own_clean),
-        });
-        matrix.push(row);
-        samples.sort_by_key(|r| r.index);
-        per_sample.push(samples);
+        };
+        tally.samples.sort_by_key(|r| r.index);
+        Ok(SurrogateOutcome { result, row, samples: tally.samples })
     }
-    Ok(TransferMatrix {
-        gibbon_version: crate::VERSION.to_string(),
-        command: run.command.clone(),
-        seed: settings.seed,
-        device: format!("{:?}", surrogates[0].device()).to_lowercase(),
-        data: DataInfo { spec: run.data_spec.clone(), split: run.split.clone(), n },
-        threat: threat.clone(),
-        attack: TransferAttack {
-            name: attack.name().to_string(),
-            params,
-            full_budget: settings.options.full_budget && honoured,
-        },
-        n,
-        surrogates: surrogate_results,
-        targets: target_results,
-        matrix,
-        per_sample: settings.per_sample.then_some(per_sample),
-        seconds: started.elapsed().as_secs_f64(),
-    })
 }
 
 fn accuracy(preds: &[i64], labels: &[i64]) -> f64 {

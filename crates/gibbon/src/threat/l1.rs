@@ -23,7 +23,7 @@ pub fn project_l1_ball_box(x: &Tensor, candidate: &Tensor, eps: f64, bounds: Inp
     let lo_box = (-&x64 + bounds.lo).clamp_max(0.0);
     let hi_box = (-&x64 + bounds.hi).clamp_min(0.0);
     let b = x.size()[0];
-    let shape = super::per_sample_view(x);
+    let shape = crate::tensor::per_sample_view(x);
     let delta_at = |lambda: &Tensor| {
         let l = lambda.view(shape.as_slice());
         let soft = d.sign() * (d.abs() - l).clamp_min(0.0);

@@ -21,7 +21,8 @@ pub fn project_l2_ball_box(x: &Tensor, candidate: &Tensor, eps: f64, bounds: Inp
     let x64 = x.to_kind(Kind::Double);
     let d = candidate.to_kind(Kind::Double) - &x64;
     let at = |t: &Tensor| {
-        (&x64 + &d * t.view(super::per_sample_view(x).as_slice())).clamp(bounds.lo, bounds.hi)
+        (&x64 + &d * t.view(crate::tensor::per_sample_view(x).as_slice()))
+            .clamp(bounds.lo, bounds.hi)
     };
     let b = x.size()[0];
     let ones = Tensor::ones([b], (Kind::Double, x.device()));

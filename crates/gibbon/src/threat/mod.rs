@@ -21,14 +21,6 @@ use tch::{Kind, Tensor};
 /// Tolerance on the perturbation norm used by the verifier (absolute, in input units).
 pub const NORM_TOLERANCE: f64 = 1e-6;
 
-/// `[B, 1, 1, ...]` for a batch `x` of shape `[B, ...]`: the shape that broadcasts one value per
-/// sample over the sample's dimensions.
-pub fn per_sample_view(x: &Tensor) -> Vec<i64> {
-    let mut shape = vec![x.size()[0]];
-    shape.extend(std::iter::repeat_n(1, x.dim() - 1));
-    shape
-}
-
 /// How far rounding the projected point back to `kind` can move its norm: the projection aims
 /// this much inside the ball so the stored (e.g. float32) example still passes the verifier.
 pub(crate) fn rounding_margin(kind: Kind, x: &Tensor, bounds: InputBox, norm: Norm) -> f64 {
@@ -334,26 +326,3 @@ impl ThreatModel {
         self.norm.per_sample(&(x_adv.to_kind(Kind::Double) - x.to_kind(Kind::Double)))
     }
 }
-
-/// Applies an elementwise function to a batch `[B, ...]` so that every row's result is
-/// bit-identical whatever the batch size. libtorch evaluates elementwise transcendental functions
-/// (tanh, exp, ...) over the flattened tensor in SIMD blocks with a scalar tail, so a row whose
-/// length is not a multiple of the block width would be computed partly by one code path or the
-/// other depending on how many rows precede it. Rows are padded with zeros to a multiple of
-/// [`ROW_ALIGNMENT`] values, mapped, and cut back.
-pub fn rowwise_elementwise(x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
-    let shape = x.size();
-    let b = shape.first().copied().unwrap_or(1);
-    let flat = x.reshape([b, -1]);
-    let d = flat.size()[1];
-    let padded = (d + ROW_ALIGNMENT - 1) / ROW_ALIGNMENT * ROW_ALIGNMENT;
-    if padded == d {
-        return f(x);
-    }
-    let wide = flat.constant_pad_nd([0, padded - d]);
-    f(&wide).narrow(1, 0, d).reshape(shape.as_slice())
-}
-
-/// Row length (in values) that [`rowwise_elementwise`] pads to: a multiple of every SIMD block
-/// libtorch's CPU kernels use.
-pub const ROW_ALIGNMENT: i64 = 64;

@@ -98,7 +98,7 @@ pub(crate) fn pgd_final_iterate(
             Norm::Linf => grad.sign(),
             _ => {
                 let n = Norm::L2.per_sample(&grad).to_kind(Kind::Float).clamp_min(1e-12);
-                &grad / n.view(crate::threat::per_sample_view(x).as_slice())
+                &grad / n.view(crate::tensor::per_sample_view(x).as_slice())
             }
         };
         x_adv = threat.project(x, &(x_adv.detach() + dir * alpha));

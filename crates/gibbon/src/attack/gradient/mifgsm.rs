@@ -7,7 +7,7 @@
 //! L∞ steps along sign(g), L2 along g/‖g‖₂; every iterate is projected onto ball ∩ box.
 use super::pgd::check_alpha;
 use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
-use super::AttackOptions;
+use crate::attack::AttackOptions;
 use crate::error::Result;
 use crate::threat::ThreatModel;
 
@@ -28,7 +28,7 @@ impl MiFgsm {
 }
 
 /// The stepped configuration shared by MI-FGSM and DI-FGSM (`diversity` set for the latter).
-pub(super) fn momentum_config(
+pub(in crate::attack) fn momentum_config(
     name: &'static str,
     threat: &ThreatModel,
     options: &AttackOptions,

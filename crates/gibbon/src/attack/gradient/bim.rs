@@ -5,7 +5,7 @@
 //! the boundary), no random start, one run.
 use super::pgd::check_alpha;
 use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
-use super::AttackOptions;
+use crate::attack::AttackOptions;
 use crate::error::Result;
 use crate::threat::ThreatModel;
 

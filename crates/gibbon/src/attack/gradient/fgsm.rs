@@ -3,7 +3,7 @@
 //! (sign for L∞, normalised gradient for L2), from the clean input, projected onto the box.
 use super::pgd::check_alpha;
 use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
-use super::AttackOptions;
+use crate::attack::AttackOptions;
 use crate::error::Result;
 use crate::threat::ThreatModel;
 

@@ -47,16 +47,16 @@
 //! directions tried, 0 for the start point); an unbroken sample uses exactly its budget (default
 //! 10,000 queries per sample, the paper's untargeted ImageNet limit). Directions, their order and
 //! signs depend only on (seed, sample, pass), so results do not depend on the batch size.
-use super::check_norm;
-use super::host::{argmax, log_sum_exp, reaches_goal};
-use super::pool::drive;
-use super::{
-    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, Chunk,
-    HostRun, HostSample, Layout, SampleSource,
+use crate::attack::check_norm;
+use crate::attack::host::{argmax, log_sum_exp, reaches_goal};
+use crate::attack::pool::drive;
+use crate::attack::{
+    Attack, AttackContext, AttackOptions, AttackRecord, Chunk, HostRun, HostSample, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
 use crate::random::RngKey;
+use crate::tensor::{batch_tensor, sample_tensor, Layout};
 use crate::threat::{Norm, ThreatModel};
 use std::cell::RefCell;
 use tch::{Device, Kind, Tensor};

@@ -10,7 +10,7 @@
 //! steps along sign(∇), L2 along ∇/‖∇‖₂, L1 along the sign of the top 1% gradient coordinates
 //! (sparse steepest ascent); every iterate is projected exactly onto ball ∩ box.
 use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
-use super::AttackOptions;
+use crate::attack::AttackOptions;
 use crate::error::{GibbonError, Result};
 use crate::threat::ThreatModel;
 
@@ -50,7 +50,7 @@ impl Pgd {
     }
 }
 
-pub(super) fn check_alpha(alpha: f64) -> Result<()> {
+pub(in crate::attack) fn check_alpha(alpha: f64) -> Result<()> {
     if !alpha.is_finite() || alpha <= 0.0 {
         return Err(GibbonError::invalid("alpha", format!("{alpha} must be finite and > 0")));
     }

@@ -11,6 +11,11 @@
 //!
 //! Every point returned as a success was itself evaluated by a forward pass here or in the
 //! attack (the exact float32 tensor), so no success is claimed without being observed.
+//!
+//! The family's attacks: [`deepfool`] and [`cw`].
+pub(in crate::attack) mod cw;
+pub(in crate::attack) mod deepfool;
+
 use super::loss::success_mask;
 use super::pool::{drive, Pooled};
 use super::{AttackContext, AttackRecord, Chunk, SampleSource};

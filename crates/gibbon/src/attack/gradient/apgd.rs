@@ -22,13 +22,14 @@
 //! inside the wrong class, not a lucky estimate on the expected boundary; see
 //! [`super::apgd_eot`]); further runs go only to samples still unbroken.
 use super::apgd_l1::{self, check_interval, phase_at, project_rows};
-use super::loss::{class_ranking, confident_success, margin};
-use super::pool::{drive, row_set, Keep, Pooled, RowSet};
 use super::stepped::{start_point, steepest_direction, StartPoint};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
+use crate::attack::loss::{class_ranking, confident_success, margin};
+use crate::attack::pool::{drive, row_set, Keep, Pooled, RowSet};
+use crate::attack::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::random::{stacked, RngKey};
-use crate::threat::{per_sample_view, Goal, Norm, ThreatModel};
+use crate::tensor::per_sample_view;
+use crate::threat::{Goal, Norm, ThreatModel};
 use tch::{Kind, Tensor};
 
 /// The loss APGD ascends.
@@ -166,43 +167,43 @@ pub fn dlr_loss(logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>) -> T
 }
 
 fn ce_loss(logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>) -> Tensor {
-    super::loss::cross_entropy_objective(logits, labels, targets)
+    crate::attack::loss::cross_entropy_objective(logits, labels, targets)
 }
 
 /// The working state of every row (one sample at its own iteration and run).
-pub(super) struct Rows {
-    pub(super) indices: Vec<usize>,
-    pub(super) step: Vec<usize>,
-    pub(super) restart: Vec<usize>,
-    pub(super) queries: Vec<u64>,
-    pub(super) since_check: Vec<usize>,
-    pub(super) interval: Vec<usize>,
-    pub(super) increases: Vec<usize>,
-    pub(super) reduced_last_check: Vec<bool>,
-    pub(super) x0: Tensor,
-    pub(super) labels: Tensor,
+pub(in crate::attack) struct Rows {
+    pub(in crate::attack) indices: Vec<usize>,
+    pub(in crate::attack) step: Vec<usize>,
+    pub(in crate::attack) restart: Vec<usize>,
+    pub(in crate::attack) queries: Vec<u64>,
+    pub(in crate::attack) since_check: Vec<usize>,
+    pub(in crate::attack) interval: Vec<usize>,
+    pub(in crate::attack) increases: Vec<usize>,
+    pub(in crate::attack) reduced_last_check: Vec<bool>,
+    pub(in crate::attack) x0: Tensor,
+    pub(in crate::attack) labels: Tensor,
     /// Targets of the loss (APGD-T's current target, or the goal's target).
-    pub(super) loss_targets: Option<Tensor>,
+    pub(in crate::attack) loss_targets: Option<Tensor>,
     /// Targets of the goal (success test), for targeted goals.
-    pub(super) goal_targets: Option<Tensor>,
+    pub(in crate::attack) goal_targets: Option<Tensor>,
     /// Classes by decreasing clean logit (APGD-T).
-    pub(super) ranking: Option<Tensor>,
-    pub(super) x_adv: Tensor,
-    pub(super) x_prev: Tensor,
-    pub(super) step_size: Tensor,
-    pub(super) prev_loss: Tensor,
-    pub(super) loss_best: Tensor,
-    pub(super) loss_best_last_check: Tensor,
-    pub(super) x_best_loss: Tensor,
-    pub(super) grad_best: Tensor,
-    pub(super) best_margin: Tensor,
-    pub(super) x_best_margin: Tensor,
+    pub(in crate::attack) ranking: Option<Tensor>,
+    pub(in crate::attack) x_adv: Tensor,
+    pub(in crate::attack) x_prev: Tensor,
+    pub(in crate::attack) step_size: Tensor,
+    pub(in crate::attack) prev_loss: Tensor,
+    pub(in crate::attack) loss_best: Tensor,
+    pub(in crate::attack) loss_best_last_check: Tensor,
+    pub(in crate::attack) x_best_loss: Tensor,
+    pub(in crate::attack) grad_best: Tensor,
+    pub(in crate::attack) best_margin: Tensor,
+    pub(in crate::attack) x_best_margin: Tensor,
     /// EOT: most draws an iterate fooled, and that iterate.
     best_fooled: Tensor,
     x_best_fooled: Tensor,
     /// L1: fraction of coordinates a step moves, and the last checkpoint's L0 size.
-    pub(super) topk: Tensor,
-    pub(super) sp_old: Tensor,
+    pub(in crate::attack) topk: Tensor,
+    pub(in crate::attack) sp_old: Tensor,
 }
 
 row_set!(Rows {

@@ -21,10 +21,10 @@
 //! smallest adversarial norm found even above ε, and unless [`AttackOptions::minimize`] is set a
 //! sample leaves the batch as soon as it is broken within ε. Each forward pass counts as one
 //! query per row (the backward passes for the Jacobian reuse it).
-use super::loss::{class_ranking, success_mask};
-use super::pool::{drive, row_set, Keep, RowSet};
 use super::stepped::StartPoint;
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
+use crate::attack::loss::{class_ranking, success_mask};
+use crate::attack::pool::{drive, row_set, Keep, RowSet};
+use crate::attack::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::random::{stacked, RngKey};
 use crate::threat::{Goal, InputBox, Norm, ThreatModel};
@@ -387,7 +387,7 @@ impl Fab {
         let size = threat.norm.per_sample(&dir).clamp_min(1e-12);
         let radius: Vec<f64> = info.iter().map(|i| i.best_norm.min(threat.eps) * 0.5).collect();
         let radius = Tensor::from_slice(&radius).to_device(device);
-        let view = crate::threat::per_sample_view(x0);
+        let view = crate::tensor::per_sample_view(x0);
         let delta = dir.to_kind(Kind::Double) * (radius / size).view(view.as_slice());
         let moved = (x0.to_kind(Kind::Double) + delta)
             .clamp(threat.bounds.lo, threat.bounds.hi)
@@ -542,7 +542,7 @@ impl Fab {
         let (next, improved) = self.decide(ctx, runs, r, &lin)?;
         let n = r.info.len();
         let device = r.x0.device();
-        let view = crate::threat::per_sample_view(&r.x0);
+        let view = crate::tensor::per_sample_view(&r.x0);
         let mask_of = |want: Next| {
             let v: Vec<bool> = next.iter().map(|&a| a == want).collect();
             Tensor::from_slice(&v).to_device(device).view(view.as_slice())

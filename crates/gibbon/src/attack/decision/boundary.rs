@@ -2,7 +2,7 @@
 //! Reliable Attacks Against Black-Box Machine Learning Models"), L2, untargeted and targeted.
 //!
 //! A decision-based minimum-norm attack: it sees predicted labels only (a [`LabelOracle`]). From
-//! an adversarial start point (see [`super::decision`]: uniform noise or an earlier sample,
+//! an adversarial start point (see [`super`]: uniform noise or an earlier sample,
 //! bisected towards the clean input to 10⁻³ of the segment) it walks along the boundary: every
 //! step draws a Gaussian direction orthogonal to `x0 - x`, scales it to `spherical_step·‖x0 - x‖`
 //! and projects back onto the sphere around `x0` (the orthogonal step), then moves
@@ -17,12 +17,12 @@
 //! step 0.01, source step 0.01, step adaptation 1.5, statistics every 10 steps. Queries: one per
 //! step, two every 10th step. Budget: [`BOUNDARY_QUERIES`] = 25,000 queries per sample by default
 //! (Foolbox's 25,000 steps take about 27,500), `threat.budget.queries` overrides it; no sample
-//! ever exceeds it. The minimum-norm contract of [`super::min_norm`] decides what is returned;
+//! ever exceeds it. The minimum-norm contract of [`crate::attack::min_norm`] decides what is returned;
 //! without `minimize` a sample stops as soon as it holds an adversarial point within ε.
-use super::check_norm;
-use super::decision::{self, Search, Settings, Space, StartSearch, StartStatus, Subject};
-use super::host::l2_norm;
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::{Search, Settings, Space, StartSearch, StartStatus, Subject};
+use crate::attack::check_norm;
+use crate::attack::host::l2_norm;
+use crate::attack::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
 use crate::error::Result;
 use crate::model::{LabelOracle, PredictionsOf, QueryLog};
 use crate::threat::ThreatModel;
@@ -104,7 +104,7 @@ impl Boundary {
         check_norm("boundary", threat.norm)?;
         let settings =
             Settings { name: "boundary", threat, seed, batch_size, minimize: self.config.minimize };
-        decision::run(&BoundarySearch { config: &self.config }, oracle, &settings, source, sink)
+        super::run(&BoundarySearch { config: &self.config }, oracle, &settings, source, sink)
     }
 }
 

@@ -22,15 +22,16 @@
 //! ([`rowwise_elementwise`]) so results do not depend on the batch size.
 //! One forward/backward pass per Adam step (one query).
 //!
-//! The ε of the threat model caps what is returned (see [`super::min_norm`]): without
+//! The ε of the threat model caps what is returned (see [`super`]): without
 //! `minimize`, a sample stops at the first adversarial point inside the ε-ball; with it, the
 //! whole budget runs and the smallest adversarial point is refined by bisection.
-use super::check_norm;
-use super::loss::{margin, success_mask};
-use super::min_norm::{cat, drive_min_norm, Finisher, Found, Refining, Sample};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
+use super::{cat, drive_min_norm, Finisher, Found, Refining, Sample};
+use crate::attack::check_norm;
+use crate::attack::loss::{margin, success_mask};
+use crate::attack::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::error::{GibbonError, Result};
-use crate::threat::{per_sample_view, rowwise_elementwise, ThreatModel};
+use crate::tensor::{per_sample_view, rowwise_elementwise};
+use crate::threat::ThreatModel;
 use tch::{Kind, Tensor};
 
 /// C&W parameters.

@@ -14,7 +14,7 @@
 //! The first ray is all +1 for untargeted goals (as in the paper) and is queried before any flip.
 //! While no ray reaches the goal, further first rays are tried, one query each (its point at the
 //! box width, a corner of the box): random signs (up to 100) and rays towards earlier samples of
-//! the run with another label (see [`super::decision`]). Targeted goals try rays towards earlier
+//! the run with another label (see [`super`]). Targeted goals try rays towards earlier
 //! samples of the target class first (nearest first), then all +1 and random signs. The ray
 //! towards a point is +1 where the point is larger than `x0`, -1 where smaller, and towards the
 //! nearer box face where equal. If every first ray fails, the hierarchical search flips blocks of
@@ -23,10 +23,10 @@
 //! Budget: [`RAYS_QUERIES`] = 10,000 queries per sample by default (the paper's query limit),
 //! `threat.budget.queries` overrides it; no sample ever exceeds it. Early stopping as in the
 //! paper: without `minimize` a sample stops as soon as `r*` (hence the best point's norm) is at
-//! most ε. The minimum-norm contract of [`super::min_norm`] decides what is returned.
-use super::check_norm;
-use super::decision::{self, Search, Settings, Space, Subject, NOISE_TRIES};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+//! most ε. The minimum-norm contract of [`crate::attack::min_norm`] decides what is returned.
+use super::{Search, Settings, Space, Subject, NOISE_TRIES};
+use crate::attack::check_norm;
+use crate::attack::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
 use crate::error::Result;
 use crate::model::{LabelOracle, PredictionsOf, QueryLog};
 use crate::threat::ThreatModel;
@@ -84,7 +84,7 @@ impl Rays {
         check_norm("rays", threat.norm)?;
         let settings =
             Settings { name: "rays", threat, seed, batch_size, minimize: self.config.minimize };
-        decision::run(&RaysSearch { config: &self.config }, oracle, &settings, source, sink)
+        super::run(&RaysSearch { config: &self.config }, oracle, &settings, source, sink)
     }
 }
 
@@ -117,7 +117,7 @@ struct RaysSearch<'a> {
 enum Initial {
     /// All +1 (the paper's first ray).
     Ones,
-    /// Towards earlier sample `k` of the run (see [`super::decision`]).
+    /// Towards earlier sample `k` of the run (see [`super`]).
     Gallery(usize),
     /// Random signs, draw `k`.
     Random(usize),

@@ -30,12 +30,17 @@
 //! The budget is queries per sample; `threat.budget.steps` and `restarts` are not used (one run
 //! per sample). All randomness is drawn per sample from [`RngKey`] (seed, dataset index, iteration, stream),
 //! so per-sample results do not depend on the batch size or on how rounds are scheduled.
+pub(in crate::attack) mod boundary;
+pub(in crate::attack) mod hsj;
+pub(in crate::attack) mod rays;
+
 use super::host::reaches_goal;
 use super::pool::drive;
-use super::{batch_tensor, sample_tensor, AttackRecord, Chunk, HostRun, HostSample, SampleSource};
+use super::{AttackRecord, Chunk, HostRun, HostSample, SampleSource};
 use crate::error::{GibbonError, Result};
 use crate::model::LabelOracle;
 use crate::random::RngKey;
+use crate::tensor::{batch_tensor, sample_tensor};
 use crate::threat::{Norm, ThreatModel};
 use std::cell::RefCell;
 use std::collections::HashMap;

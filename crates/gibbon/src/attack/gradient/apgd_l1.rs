@@ -151,7 +151,12 @@ pub fn checkpoint(
 impl Apgd {
     /// L1 checkpoints (see [`super::apgd_l1`]): every row whose phase interval is up gets the
     /// sparsity and step-size rule; returns the rows that go back to their best point.
-    pub(super) fn checkpoints_l1(&self, r: &mut Rows, mults: &[f64], eps: f64) -> Tensor {
+    pub(in crate::attack) fn checkpoints_l1(
+        &self,
+        r: &mut Rows,
+        mults: &[f64],
+        eps: f64,
+    ) -> Tensor {
         let checked: Vec<bool> = (r.since_check.iter_mut().zip(&r.step).zip(&r.interval))
             .map(|((since, &step), &interval)| {
                 if step == 0 {
@@ -175,7 +180,7 @@ impl Apgd {
 
     /// Rows whose next iteration starts an L1 phase continue from their best point projected
     /// onto the phase's ball, with the search state of a fresh run.
-    pub(super) fn enter_phases(&self, threat: &ThreatModel, r: &mut Rows) {
+    pub(in crate::attack) fn enter_phases(&self, threat: &ThreatModel, r: &mut Rows) {
         let steps = self.config.steps;
         let rows: Vec<i64> = (0..r.indices.len())
             .filter(|&i| starts_phase(steps, r.step[i]))

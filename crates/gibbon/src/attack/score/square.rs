@@ -32,17 +32,17 @@
 //! first success (AttackRecord::step is the iteration, 0 for the start point) and freed rows
 //! are refilled from the source. Square positions, signs and orientations come from the
 //! counter-based generator per (seed, sample, iteration), so results do not depend on the batch.
-use super::check_norm;
-use super::host::l2_norm;
-use super::loss::{confident_success, cross_entropy_objective, margin};
-use super::pool::drive;
-use super::{
-    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, Chunk,
-    HostRun, HostSample, Layout, SampleSource,
+use crate::attack::check_norm;
+use crate::attack::host::l2_norm;
+use crate::attack::loss::{confident_success, cross_entropy_objective, margin};
+use crate::attack::pool::drive;
+use crate::attack::{
+    Attack, AttackContext, AttackOptions, AttackRecord, Chunk, HostRun, HostSample, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
 use crate::random::RngKey;
+use crate::tensor::{batch_tensor, sample_tensor, Layout};
 use crate::threat::{rounding_margin, Norm, ThreatModel};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};

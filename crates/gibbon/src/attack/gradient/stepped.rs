@@ -10,12 +10,13 @@
 //! With [`SteppedConfig::full_budget`] (for transfer attacks) rows do not leave at their first
 //! success: every row runs all steps of all restarts and returns its best iterate, which is then
 //! the most confidently adversarial point found rather than one barely across the boundary.
-use super::loss::{confident_success, cross_entropy_objective, margin};
-use super::pool::{drive, row_set, Keep, RowSet};
-use super::{AttackContext, AttackRecord, Chunk, SampleSource};
+use crate::attack::loss::{confident_success, cross_entropy_objective, margin};
+use crate::attack::pool::{drive, row_set, Keep, RowSet};
+use crate::attack::{AttackContext, AttackRecord, Chunk, SampleSource};
 use crate::error::Result;
 use crate::random::{stacked, RngKey};
-use crate::threat::{per_sample_view, Norm, ThreatModel};
+use crate::tensor::per_sample_view;
+use crate::threat::{Norm, ThreatModel};
 use tch::{Kind, Tensor};
 
 /// Parameters of a stepped attack.
@@ -38,11 +39,11 @@ pub struct SteppedConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diversity: Option<f64>,
     /// Take every step of every restart even after success and return the lowest-margin iterate
-    /// (see [`super::AttackOptions::full_budget`]). Shown in `params` only when set.
+    /// (see [`crate::attack::AttackOptions::full_budget`]). Shown in `params` only when set.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub full_budget: bool,
     /// A sample stops early only when its logit margin is below -κ (see
-    /// [`super::AttackOptions::confidence`]). Shown in `params` only when set.
+    /// [`crate::attack::AttackOptions::confidence`]). Shown in `params` only when set.
     #[serde(skip_serializing_if = "is_zero")]
     pub confidence: f64,
 }
@@ -75,7 +76,7 @@ pub struct SteppedAttack {
     pub config: SteppedConfig,
 }
 
-impl super::Attack for SteppedAttack {
+impl crate::attack::Attack for SteppedAttack {
     fn name(&self) -> &'static str {
         self.name
     }
@@ -130,7 +131,7 @@ row_set!(Rows {
 const L1_STEP_FRACTION: f64 = 0.01;
 
 /// The start point of a restart: the clean input or a random point of the ball (per key).
-pub(super) fn start_point(
+pub(in crate::attack) fn start_point(
     threat: &ThreatModel,
     x0: &Tensor,
     keys: &[RngKey],
@@ -190,7 +191,7 @@ pub(crate) fn steepest_direction(norm: Norm, grad: &Tensor) -> Tensor {
 /// DI-FGSM's input transform (Xie et al. 2019), per sample and shape-preserving: with
 /// probability `p` the image is shrunk to a random size in [0.9·H, H] × [0.9·W, W] (nearest
 /// neighbour) and zero-padded back to H × W at a random offset. Randomness comes from `keys`.
-pub(super) fn input_diversity(x: &Tensor, keys: &[RngKey], p: f64) -> Result<Tensor> {
+pub(in crate::attack) fn input_diversity(x: &Tensor, keys: &[RngKey], p: f64) -> Result<Tensor> {
     if x.dim() != 4 {
         return Err(crate::error::GibbonError::invalid(
             "attack",

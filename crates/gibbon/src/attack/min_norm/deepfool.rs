@@ -16,15 +16,16 @@
 //! One forward pass per step (counted as one query) and one backward pass per candidate class.
 //! Defaults as in the paper, torchattacks and Foolbox: 50 steps, overshoot 0.02, 10 candidates.
 //!
-//! The ε of the threat model caps what is returned (see [`super::min_norm`]): the first
+//! The ε of the threat model caps what is returned (see [`super`]): the first
 //! adversarial iterate is returned when it lies in the ε-ball (unless `minimize`); with
 //! `minimize`, the segment from the clean input to it is bisected to remove the overshoot.
-use super::check_norm;
-use super::loss::success_mask;
-use super::min_norm::{cat, drive_min_norm, Finisher, Found, Refining, Sample};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
+use super::{cat, drive_min_norm, Finisher, Found, Refining, Sample};
+use crate::attack::check_norm;
+use crate::attack::loss::success_mask;
+use crate::attack::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::error::{GibbonError, Result};
-use crate::threat::{per_sample_view, Goal, Norm, ThreatModel};
+use crate::tensor::per_sample_view;
+use crate::threat::{Goal, Norm, ThreatModel};
 use tch::{Kind, Tensor};
 
 /// DeepFool's default number of steps.

@@ -9,7 +9,7 @@
 //!   iterate that fooled the most draws, the margin-best, the loss-best and the last iterate by
 //!   a *fresh* estimate (another set of draws; most draws fooled, then lowest mean margin): the
 //!   best of 100 noisy estimates is biased towards luck, a fresh one is not.
-use super::loss::{margin, success_mask};
+use crate::attack::loss::{margin, success_mask};
 use crate::error::Result;
 use crate::model::Classifier;
 use tch::{Kind, Tensor};

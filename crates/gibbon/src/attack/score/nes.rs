@@ -25,16 +25,16 @@
 //! (AttackRecord::step counts the PGD steps before it); an unbroken sample returns its
 //! lowest-loss iterate. Noise depends only on (seed, sample, iteration), so results do not
 //! depend on the batch size.
-use super::check_norm;
-use super::host::{argmax, l2_norm, log_sum_exp, reaches_goal, sign};
-use super::pool::drive;
-use super::{
-    batch_tensor, sample_tensor, Attack, AttackContext, AttackOptions, AttackRecord, Chunk,
-    HostRun, HostSample, SampleSource,
+use crate::attack::check_norm;
+use crate::attack::host::{argmax, l2_norm, log_sum_exp, reaches_goal, sign};
+use crate::attack::pool::drive;
+use crate::attack::{
+    Attack, AttackContext, AttackOptions, AttackRecord, Chunk, HostRun, HostSample, SampleSource,
 };
 use crate::error::{GibbonError, Result};
 use crate::model::{QueryLog, ScoreOracle, ScoresOf};
 use crate::random::RngKey;
+use crate::tensor::{batch_tensor, sample_tensor};
 use crate::threat::{Norm, ThreatModel};
 use tch::{Device, Kind, Tensor};
 

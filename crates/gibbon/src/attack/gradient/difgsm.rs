@@ -10,7 +10,7 @@
 //! the untransformed input. Image inputs `[C, H, W]` only.
 use super::mifgsm::momentum_config;
 use super::stepped::SteppedAttack;
-use super::AttackOptions;
+use crate::attack::AttackOptions;
 use crate::error::Result;
 use crate::threat::ThreatModel;
 

@@ -2,7 +2,7 @@
 //! Decision-Based Attack"), L2 and L∞ (the threat model's norm), untargeted and targeted.
 //!
 //! A decision-based minimum-norm attack: it sees predicted labels only (a [`LabelOracle`]). From
-//! an adversarial start point (see [`super::decision`]: uniform noise or an earlier sample,
+//! an adversarial start point (see [`super`]: uniform noise or an earlier sample,
 //! bisected towards the clean input) every iteration `k = 1, 2, ...`
 //! 1. estimates the direction of the boundary's normal at the current boundary point `x_b` from
 //!    `n_k = min(100·√k, 10,000)` probes `x_b + δ·u` (u uniform on the L2 sphere, from Gaussian
@@ -23,15 +23,13 @@
 //! overrides it), about ART's 50 iterations. A gradient estimate is shortened so that the step
 //! search and the bisection after it still fit in the budget (the expected ⌈log₂(1/θ)⌉ + 2
 //! queries); a sample stops when not even that is left. Every query is charged to its sample
-//! and no sample ever exceeds its budget. The minimum-norm contract of [`super::min_norm`] decides
+//! and no sample ever exceeds its budget. The minimum-norm contract of [`crate::attack::min_norm`] decides
 //! what is returned; without `minimize` a sample stops as soon as it holds an adversarial point
 //! within ε.
-use super::check_norm;
-use super::decision::{
-    self, Bisection, Path, Search, Settings, Space, StartSearch, StartStatus, Subject,
-};
-use super::host::{l2_norm, normalize, sign};
-use super::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
+use super::{Bisection, Path, Search, Settings, Space, StartSearch, StartStatus, Subject};
+use crate::attack::check_norm;
+use crate::attack::host::{l2_norm, normalize, sign};
+use crate::attack::{Attack, AttackContext, AttackOptions, AttackRecord, SampleSource};
 use crate::error::Result;
 use crate::model::{LabelOracle, PredictionsOf, QueryLog};
 use crate::threat::{Norm, ThreatModel};
@@ -116,7 +114,7 @@ impl Hsj {
         check_norm("hsj", threat.norm)?;
         let settings =
             Settings { name: "hsj", threat, seed, batch_size, minimize: self.config.minimize };
-        decision::run(&HsjSearch { config: &self.config }, oracle, &settings, source, sink)
+        super::run(&HsjSearch { config: &self.config }, oracle, &settings, source, sink)
     }
 }
 
