@@ -96,7 +96,7 @@ pub fn run(args: AuditArgs, quiet: bool) -> Result<()> {
                     out.audit.correct,
                     out.command
                 ));
-        let page = gibbon::audit::html_sections(page, &out.audit, out.adaptive.as_ref());
+        let page = gibbon::report::audit_sections(page, &out.audit, out.adaptive.as_ref());
         let page = page.add_json("The audit as JSON", &serde_json::to_value(&out)?);
         page.write(path)?;
     }

@@ -6,9 +6,9 @@ use crate::resolve::{
     set_threads,
 };
 use anyhow::Result;
-use gibbon::audit::{run_checks, AuditSubject};
+use gibbon::audit::{run_checks, AuditReport, AuditSubject};
 use gibbon::data::Dataset;
-use gibbon::eval::{evaluate, robustness_curve, EvalSettings};
+use gibbon::eval::{evaluate, robustness_curve, EvalReport, EvalSettings};
 use gibbon::model::Classifier;
 use gibbon::threat::ThreatModel;
 use std::path::{Path, PathBuf};
@@ -34,20 +34,21 @@ pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
     }
     let stream = args.out.as_ref().filter(|_| !args.run.no_resume).map(|o| partial_path(o));
     s.stream = stream.clone();
-    let (mut report, _) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
+    let (report, _) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
     print_summary(&report);
+    let mut audit = None;
     if args.audit {
         let n = report.n.min(200);
         let mut subject = AuditSubject::new(model.as_ref(), &data, &threat, n, args.run.seed)?;
         subject.batch_size = args.run.batch_size;
-        let audit = run_checks(&subject, |_| {})?;
-        for f in audit.findings.iter().filter(|f| f.fired) {
+        let checks = run_checks(&subject, |_| {})?;
+        for f in checks.findings.iter().filter(|f| f.fired) {
             tracing::warn!("audit: {} fired: {}", f.check, f.verdict);
         }
-        if audit.clean() {
+        if checks.clean() {
             eprintln!(
                 "audit: no sign of gradient masking ({} checks on n={n})",
-                audit.findings.len()
+                checks.findings.len()
             );
         } else {
             tracing::warn!(
@@ -55,22 +56,35 @@ pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
                  gibbon audit --adaptive for the adaptive number"
             );
         }
-        report.audit = Some(audit);
+        audit = Some(checks);
     }
     if let Some(path) = &args.html {
-        gibbon::report::evaluation_page(&report).write(path)?;
+        gibbon::report::evaluation_page(&report, audit.as_ref()).write(path)?;
         eprintln!("wrote {}", path.display());
     }
+    let result = Evaluated { report: &report, audit: audit.as_ref() };
     match &args.out {
         Some(out) => {
-            write_json(out, &report)?;
+            write_json(out, &result)?;
             if let Some(p) = stream {
                 let _ = std::fs::remove_file(p);
             }
         }
-        None => println!("{}", serde_json::to_string_pretty(&report)?),
+        None => println!("{}", serde_json::to_string_pretty(&result)?),
     }
     Ok(())
+}
+
+/// The result JSON of `gibbon eval`: the evaluation's fields, and `audit` when `--audit` ran
+/// (docs/result-schema.md).
+#[derive(serde::Serialize)]
+struct Evaluated<'a> {
+    #[serde(flatten)]
+    report: &'a EvalReport,
+    /// The gradient-masking audit of the evaluated model: a robust accuracy is only as good as
+    /// the gradients the attacks used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit: Option<&'a AuditReport>,
 }
 
 /// `eval` with several ε: a robustness curve (JSON: gibbon::eval::CurveReport).

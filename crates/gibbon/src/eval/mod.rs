@@ -221,10 +221,6 @@ pub struct EvalReport {
     pub resumed: usize,
     /// Wall time of this run.
     pub seconds: f64,
-    /// The gradient-masking audit of the evaluated model (`gibbon eval --audit`), when run:
-    /// a robust accuracy is only as good as the gradients the attacks used.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub audit: Option<crate::audit::AuditReport>,
 }
 
 /// What the caller says about the run, for provenance.
@@ -299,7 +295,6 @@ pub fn evaluate(
         per_sample,
         resumed,
         seconds: started.elapsed().as_secs_f64(),
-        audit: None,
     };
     Ok((report, examples))
 }

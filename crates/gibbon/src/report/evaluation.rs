@@ -3,14 +3,16 @@
 //! (`gibbon eval --audit`), the gradient-masking audit's checks next to them, so that a reader
 //! sees in one place whether the robust accuracy can be trusted.
 use super::html::{HtmlReport, SummaryTable};
+use crate::audit::AuditReport;
 use crate::eval::EvalReport;
 
 fn columns(names: &[&str]) -> SummaryTable {
     SummaryTable::new(names.iter().map(|s| s.to_string()).collect())
 }
 
-/// The page for `report` (write it with [`HtmlReport::write`]).
-pub fn evaluation_page(report: &EvalReport) -> HtmlReport {
+/// The page for `report` and, when the evaluation was audited, its `audit` (write it with
+/// [`HtmlReport::write`]).
+pub fn evaluation_page(report: &EvalReport, audit: Option<&AuditReport>) -> HtmlReport {
     let model = report.model.arch.as_deref().unwrap_or(&report.model.kind);
     let mut intro = format!(
         "{} ({model}) on {} samples of {}, threat model {} ε = {}. Every adversarial example \
@@ -23,7 +25,7 @@ pub fn evaluation_page(report: &EvalReport) -> HtmlReport {
         report.threat.eps,
         report.command
     );
-    if report.audit.is_none() {
+    if audit.is_none() {
         intro.push_str(
             "\n\nThis evaluation was not audited for gradient masking (gibbon eval --audit): \
              a high robust accuracy may come from gradients that hide the examples.",
@@ -51,8 +53,8 @@ pub fn evaluation_page(report: &EvalReport) -> HtmlReport {
         .intro(intro)
         .add_table("Clean and robust accuracy", headline)
         .add_table("The plan, attack by attack (each runs on the samples still robust)", attacks);
-    if let Some(audit) = &report.audit {
-        page = crate::audit::html_sections(page, audit, None);
+    if let Some(audit) = audit {
+        page = super::audit::audit_sections(page, audit, None);
     }
     page
 }

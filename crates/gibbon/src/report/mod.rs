@@ -10,11 +10,14 @@
 //!   `labels.npy` and PNG triptychs ([`write_examples`]).
 //! - [`evaluation`]: one evaluation as a page, with its audit when it was audited
 //!   ([`evaluation_page`]).
+//! - [`audit`]: the gradient-masking audit as sections of a page ([`audit_sections`]).
+pub mod audit;
 pub mod evaluation;
 pub mod examples;
 pub mod html;
 pub mod png_image;
 
+pub use audit::audit_sections;
 pub use evaluation::evaluation_page;
 pub use examples::write_examples;
 pub use html::{ExampleCard, HtmlReport, SummaryTable};
