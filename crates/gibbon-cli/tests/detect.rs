@@ -173,6 +173,37 @@ fn the_adaptive_attack_beats_the_non_adaptive_one_on_a_guarded_model() {
     }
 }
 
+/// The ONNX export's penultimate layer (found as the input of its last Gemm, or named) gives
+/// the builtin SmallCNN's Mahalanobis detector.
+#[test]
+fn onnx_models_expose_the_penultimate_and_named_feature_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mnist();
+    let threshold = |model: &[&str], extra: &[&str]| {
+        let out = dir.path().join("m.json");
+        let mut args = vec!["detect", "fit", "--detector", "mahalanobis", "--fit-data", &data];
+        args.extend(["--fit-range", "0..1000", "--calib", &data, "--calib-range", "2000..2400"]);
+        args.extend(["--threads", "1", "--out", out.to_str().unwrap()]);
+        args.extend(model);
+        args.extend(extra);
+        ok(&gibbon(&args));
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        file["calibration"]["threshold"].as_f64().unwrap()
+    };
+    let (st, onnx) = (
+        shared("reference/mnist_smallcnn_std.safetensors"),
+        shared("reference/mnist_smallcnn_std.onnx"),
+    );
+    let builtin = threshold(&["--model", &st, "--arch", "smallcnn"], &[]);
+    let found = threshold(&["--model", &onnx], &[]);
+    let named = threshold(&["--model", &onnx], &["--feature-layer", "/Relu_5_output_0"]);
+    assert!((found - builtin).abs() <= 1e-3 * builtin.abs(), "{found} vs {builtin}");
+    assert_eq!(found, named);
+    let fc1 = threshold(&["--model", &onnx], &["--feature-layer", "/Relu_4_output_0"]);
+    assert!((fc1 - builtin).abs() > 1e-3 * builtin.abs(), "another layer, another detector");
+}
+
 #[test]
 fn bad_input_is_one_error_line_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();

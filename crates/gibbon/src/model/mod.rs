@@ -154,7 +154,7 @@ pub fn unknown_feature_layer(model: &ModelInfo, layer: &str, available: &[&str])
     let available = if available.is_empty() {
         format!(
             "none: a {} model exposes no feature layer to gibbon (load its weights as .safetensors \
-             with --arch to use the builtin architecture's penultimate layer)",
+             with --arch, or its ONNX export, whose nodes' values are feature layers)",
             model.kind
         )
     } else {

@@ -308,6 +308,45 @@ impl OnnxGraph {
     /// Evaluates the graph on `inputs` (one tensor per graph input, in order) and returns the
     /// graph outputs. Differentiable with respect to the inputs.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.run_capturing(inputs, None).map(|(outputs, _)| outputs)
+    }
+
+    /// The slot of the feature layer `layer`: a value named so (a node output), or for `None`
+    /// and [`crate::model::PENULTIMATE`] the first input of the last Gemm or MatMul node.
+    pub fn feature_slot(&self, layer: Option<&str>) -> Option<usize> {
+        let g = &self.graph;
+        match layer {
+            None | Some(crate::model::PENULTIMATE) => g
+                .nodes
+                .iter()
+                .rev()
+                .find(|n| n.op_type == "Gemm" || n.op_type == "MatMul")
+                .and_then(|n| n.inputs.first().copied().flatten()),
+            Some(name) => g
+                .nodes
+                .iter()
+                .flat_map(|n| n.outputs.iter().flatten())
+                .copied()
+                .find(|&s| g.slot_names[s] == name),
+        }
+    }
+
+    /// The names of the values computed by nodes (candidate feature layers), in order.
+    pub fn node_value_names(&self) -> Vec<&str> {
+        let g = &self.graph;
+        g.nodes
+            .iter()
+            .flat_map(|n| n.outputs.iter().flatten())
+            .map(|&s| g.slot_names[s].as_str())
+            .collect()
+    }
+
+    /// [`OnnxGraph::run`], also returning the value of slot `capture` (differentiable).
+    pub fn run_capturing(
+        &self,
+        inputs: &[Tensor],
+        capture: Option<usize>,
+    ) -> Result<(Vec<Tensor>, Option<Tensor>)> {
         if inputs.len() != self.graph.inputs.len() {
             return Err(GibbonError::Mismatch(format!(
                 "model {} has {} inputs, got {}",
@@ -332,6 +371,7 @@ impl OnnxGraph {
             };
             values[*s] = Some(x);
         }
+        let mut captured = None;
         for (node, release) in self.graph.nodes.iter().zip(&self.release) {
             let ins: Vec<Option<Tensor>> = node
                 .inputs
@@ -347,6 +387,9 @@ impl OnnxGraph {
             }
             for (slot, t) in node.outputs.iter().zip(outs) {
                 if let Some(s) = slot {
+                    if Some(*s) == capture {
+                        captured = Some(t.shallow_clone());
+                    }
                     values[*s] = Some(t);
                 }
             }
@@ -354,7 +397,8 @@ impl OnnxGraph {
                 values[*s] = None;
             }
         }
-        self.graph
+        let outputs = self
+            .graph
             .outputs
             .iter()
             .map(|(info, s)| {
@@ -365,7 +409,8 @@ impl OnnxGraph {
                     )
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((outputs, captured))
     }
 }
 
@@ -510,6 +555,25 @@ impl Classifier for OnnxModel {
     }
     fn graph_scan(&self) -> GraphScan {
         self.graph.graph_scan()
+    }
+    fn features(&self, x: &Tensor, layer: Option<&str>) -> Result<Tensor> {
+        let slot = self.graph.feature_slot(layer).ok_or_else(|| {
+            let names = self.graph.node_value_names();
+            let mut listed: Vec<&str> = vec![crate::model::PENULTIMATE];
+            listed.extend(names.iter().rev().take(20).rev());
+            crate::model::unknown_feature_layer(
+                &self.info,
+                layer.unwrap_or(crate::model::PENULTIMATE),
+                &listed,
+            )
+        })?;
+        super::forward_tiled(x, super::TILE_ROWS, |t| {
+            let (_, captured) = self.graph.run_capturing(std::slice::from_ref(t), Some(slot))?;
+            let f = captured.ok_or_else(|| {
+                GibbonError::model(&self.info.path, "feature layer was not computed")
+            })?;
+            Ok(f.f_to_kind(Kind::Float)?.f_flatten(1, -1)?)
+        })
     }
 }
 
