@@ -179,6 +179,11 @@ pub struct DetectAttackArgs {
     /// Logit margin κ of the adaptive objective.
     #[arg(long, default_value_t = 5.0, allow_hyphen_values = true)]
     pub kappa: f64,
+    /// Queries per sample of the gradient-free stage (Square's random search on the combined
+    /// objective) run on the samples the adaptive PGD left; default 1,000 for a detector
+    /// without a useful gradient (squeeze), else 0 (no such stage).
+    #[arg(long)]
+    pub square_queries: Option<usize>,
     /// Samples per batch.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,

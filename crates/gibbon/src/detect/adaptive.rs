@@ -138,6 +138,20 @@ pub fn attack_guarded(
     verify(guarded, x, &labels, indices, &best, &clean, config.eps)
 }
 
+/// Fresh verification of the examples `adv` returned for the clean inputs `x0` (labels `y`).
+pub fn verify_outcomes(
+    guarded: &GuardedModel,
+    x0: &Tensor,
+    y: &Tensor,
+    indices: &[usize],
+    adv: &Tensor,
+    eps: f64,
+) -> Result<Vec<GuardedOutcome>> {
+    let clean = guarded.verdicts(x0)?;
+    let labels = Vec::<i64>::try_from(&y.to_device(tch::Device::Cpu))?;
+    verify(guarded, x0, &labels, indices, adv, &clean, eps)
+}
+
 fn random_start(
     x: &Tensor,
     indices: &[usize],

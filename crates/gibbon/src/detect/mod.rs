@@ -17,6 +17,7 @@ mod mahalanobis;
 pub mod metrics;
 mod msp;
 mod odin;
+pub mod square_guarded;
 mod squeeze;
 
 pub use energy::Energy;

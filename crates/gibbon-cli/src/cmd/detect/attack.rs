@@ -9,6 +9,7 @@ use anyhow::Result;
 use gibbon::detect::adaptive::{attack_guarded, GuardedAttackConfig, GuardedOutcome};
 use gibbon::detect::calibrate::Calibration;
 use gibbon::detect::metrics::Rate;
+use gibbon::detect::square_guarded::{square_guarded, SquareGuardedConfig};
 use gibbon::detect::GuardedModel;
 use gibbon::model::ModelInfo;
 use serde::Serialize;
@@ -18,9 +19,14 @@ use std::time::Instant;
 #[derive(Serialize)]
 struct AttackSummary {
     config: GuardedAttackConfig,
+    /// The gradient-free stage run on the adaptive PGD's survivors, if any.
+    square: Option<SquareGuardedConfig>,
+    /// Samples the gradient-free stage broke (after the adaptive PGD failed on them).
+    square_broke: usize,
     /// Share of inputs classified correctly or flagged after the attack (95% CP).
     robust_accuracy_under_detection: Rate,
-    /// Share of inputs still classified correctly (the detector ignored).
+    /// Share of returned examples the classifier still gets right (the detector ignored; for
+    /// the adaptive attack a failed sample returns its clean input).
     robust_accuracy_classifier: Rate,
     /// Among returned examples the classifier gets wrong, the share the detector flags.
     detection_rate: Rate,
@@ -72,22 +78,50 @@ pub fn run(args: DetectAttackArgs, quiet: bool) -> Result<()> {
     let non_adaptive =
         GuardedAttackConfig { lambda: 0.0, kappa: 0.0, delta: 0.0, ..adaptive.clone() };
     let scale = file.calibration.score_scale;
-    let run_one = |config: GuardedAttackConfig, what: &str| -> Result<AttackSummary> {
+    let queries = args.square_queries.unwrap_or(if detector.differentiable() { 0 } else { 1000 });
+    let square = (queries > 0).then(|| SquareGuardedConfig {
+        eps: args.eps,
+        queries,
+        p_init: 0.8,
+        lambda: args.lambda,
+        kappa: args.kappa,
+        delta: adaptive.delta,
+        seed: args.seed,
+    });
+    let run_one = |config: GuardedAttackConfig,
+                   square: Option<SquareGuardedConfig>,
+                   what: &str|
+     -> Result<AttackSummary> {
         let started = Instant::now();
         let progress = bar(data.len(), what, quiet);
         let all: Vec<usize> = (0..data.len()).collect();
         let mut outcomes = Vec::with_capacity(data.len());
+        let mut square_broke = 0;
         for chunk in all.chunks(args.batch_size) {
             let x = data.try_batch(chunk, model.device())?;
             let y = data.try_labels_of(chunk, model.device())?;
-            outcomes.extend(attack_guarded(&guarded, scale, &x, &y, chunk, &config)?);
+            let mut batch = attack_guarded(&guarded, scale, &x, &y, chunk, &config)?;
+            if let Some(sq) = &square {
+                let run: Vec<bool> = batch.iter().map(|o| !o.success).collect();
+                let found = square_guarded(&guarded, scale, &x, &y, chunk, &run, sq)?;
+                for (o, f) in batch.iter_mut().zip(found) {
+                    if !o.success && f.success {
+                        *o = f;
+                        square_broke += 1;
+                    }
+                }
+            }
+            outcomes.extend(batch);
             progress.inc(chunk.len() as u64);
         }
         progress.finish_and_clear();
-        Ok(summarize(config, outcomes, started.elapsed().as_secs_f64()))
+        let mut summary = summarize(config, outcomes, started.elapsed().as_secs_f64());
+        summary.square_broke = square_broke;
+        summary.square = square;
+        Ok(summary)
     };
-    let non_adaptive = run_one(non_adaptive, "non-adaptive PGD")?;
-    let adaptive = run_one(adaptive, "adaptive PGD")?;
+    let non_adaptive = run_one(non_adaptive, None, "non-adaptive PGD")?;
+    let adaptive = run_one(adaptive, square, "adaptive PGD")?;
     let outcomes = &adaptive.per_sample;
     let n = outcomes.len();
     let report = AttackReport {
@@ -127,6 +161,8 @@ fn summarize(
         per_sample.iter().filter(|o| o.adv_prediction != o.label).collect();
     AttackSummary {
         config,
+        square: None,
+        square_broke: 0,
         robust_accuracy_under_detection: Rate::new(
             per_sample.iter().filter(|o| !o.success).count(),
             n,
@@ -149,8 +185,12 @@ fn print_summary(r: &AttackReport) {
     );
     for (name, s) in [("non-adaptive", &r.non_adaptive), ("adaptive", &r.adaptive)] {
         eprintln!(
-            "  {name:>12}: detection rate {}  robust accuracy under detection {}  classifier alone {}  ({:.1}s)",
-            show(&s.detection_rate), show(&s.robust_accuracy_under_detection), show(&s.robust_accuracy_classifier), s.seconds
+            "  {name:>12}: detection rate {}  robust accuracy under detection {}  returned examples classified correctly {}  ({:.1}s{})",
+            show(&s.detection_rate), show(&s.robust_accuracy_under_detection), show(&s.robust_accuracy_classifier), s.seconds,
+            match &s.square {
+                Some(q) => format!("; gradient-free stage ({} queries) broke {} more", q.queries, s.square_broke),
+                None => String::new(),
+            }
         );
     }
 }
