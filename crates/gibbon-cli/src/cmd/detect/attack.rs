@@ -79,7 +79,7 @@ pub fn run(args: DetectAttackArgs, quiet: bool) -> Result<()> {
         GuardedAttackConfig { lambda: 0.0, kappa: 0.0, delta: 0.0, ..adaptive.clone() };
     let scale = file.calibration.score_scale;
     let queries = args.square_queries.unwrap_or(if detector.differentiable() { 0 } else { 1000 });
-    let square = (queries > 0).then(|| SquareGuardedConfig {
+    let square = (queries > 0).then_some(SquareGuardedConfig {
         eps: args.eps,
         queries,
         p_init: 0.8,
