@@ -205,6 +205,20 @@ fn onnx_models_expose_the_penultimate_and_named_feature_layers() {
 }
 
 #[test]
+fn the_help_lists_every_registered_detector() {
+    let o = gibbon(&["detect", "fit", "--help"]);
+    ok(&o);
+    let help = String::from_utf8_lossy(&o.stdout);
+    for d in gibbon::detect::DETECTORS {
+        assert!(
+            help.contains(&format!("{}: {}", d.name, d.summary.split_whitespace().next().unwrap())),
+            "{}",
+            d.name
+        );
+    }
+}
+
+#[test]
 fn bad_input_is_one_error_line_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let msp = dir.path().join("msp.json");

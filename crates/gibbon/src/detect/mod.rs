@@ -99,7 +99,8 @@ pub struct DetectorEntry {
 pub const DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         name: "msp",
-        summary: "maximum softmax probability (Hendrycks & Gimpel 2017): score = -max softmax",
+        summary: "maximum softmax probability (Hendrycks & Gimpel 2017): score = -log max softmax \
+                  (the ranking of -max softmax, without float saturation)",
         differentiable: true,
         needs_fit_data: false,
         fit: msp::fit,
