@@ -16,6 +16,7 @@
 //! bit for bit, and whose backward pass takes the identity's gradient through them
 //! (straight-through); [`OnnxModel`]'s graph scan lists them and the other operators of
 //! concern (see [`super::scan`]).
+mod features;
 mod graph;
 mod ops;
 mod proto;
@@ -311,36 +312,6 @@ impl OnnxGraph {
         self.run_capturing(inputs, None).map(|(outputs, _)| outputs)
     }
 
-    /// The slot of the feature layer `layer`: a value named so (a node output), or for `None`
-    /// and [`crate::model::PENULTIMATE`] the first input of the last Gemm or MatMul node.
-    pub fn feature_slot(&self, layer: Option<&str>) -> Option<usize> {
-        let g = &self.graph;
-        match layer {
-            None | Some(crate::model::PENULTIMATE) => g
-                .nodes
-                .iter()
-                .rev()
-                .find(|n| n.op_type == "Gemm" || n.op_type == "MatMul")
-                .and_then(|n| n.inputs.first().copied().flatten()),
-            Some(name) => g
-                .nodes
-                .iter()
-                .flat_map(|n| n.outputs.iter().flatten())
-                .copied()
-                .find(|&s| g.slot_names[s] == name),
-        }
-    }
-
-    /// The names of the values computed by nodes (candidate feature layers), in order.
-    pub fn node_value_names(&self) -> Vec<&str> {
-        let g = &self.graph;
-        g.nodes
-            .iter()
-            .flat_map(|n| n.outputs.iter().flatten())
-            .map(|&s| g.slot_names[s].as_str())
-            .collect()
-    }
-
     /// [`OnnxGraph::run`], also returning the value of slot `capture` (differentiable).
     pub fn run_capturing(
         &self,
@@ -557,23 +528,7 @@ impl Classifier for OnnxModel {
         self.graph.graph_scan()
     }
     fn features(&self, x: &Tensor, layer: Option<&str>) -> Result<Tensor> {
-        let slot = self.graph.feature_slot(layer).ok_or_else(|| {
-            let names = self.graph.node_value_names();
-            let mut listed: Vec<&str> = vec![crate::model::PENULTIMATE];
-            listed.extend(names.iter().rev().take(20).rev());
-            crate::model::unknown_feature_layer(
-                &self.info,
-                layer.unwrap_or(crate::model::PENULTIMATE),
-                &listed,
-            )
-        })?;
-        super::forward_tiled(x, super::TILE_ROWS, |t| {
-            let (_, captured) = self.graph.run_capturing(std::slice::from_ref(t), Some(slot))?;
-            let f = captured.ok_or_else(|| {
-                GibbonError::model(&self.info.path, "feature layer was not computed")
-            })?;
-            Ok(f.f_to_kind(Kind::Float)?.f_flatten(1, -1)?)
-        })
+        features::features(self, x, layer)
     }
 }
 
