@@ -9,6 +9,7 @@ pub mod audit;
 pub mod certify;
 pub mod data;
 pub mod defense;
+pub mod detect;
 pub mod error;
 pub mod eval;
 pub mod model;

@@ -1,6 +1,7 @@
 //! The command line's flags: clap definitions only. Every flag becomes a typed value here,
 //! through its type's `FromStr` (library types, or the flag types of [`values`]); `resolve`
 //! turns these into library settings and `cmd` runs the commands.
+pub mod detect;
 pub mod values;
 
 use clap::{Args, Parser, Subcommand};
@@ -67,6 +68,9 @@ pub enum Command {
     /// Randomized smoothing (Cohen et al. 2019): per-sample certified L2 radius (or abstain)
     /// and certified accuracy against radius, as JSON (resumable).
     Certify(CertifyArgs),
+    /// Detectors (MSP, energy, ODIN, Mahalanobis, feature squeezing): fit and calibrate,
+    /// evaluate on OOD and adversarial data, attack the guarded model adaptively.
+    Detect(detect::DetectArgs),
 }
 
 #[derive(Args, Debug)]

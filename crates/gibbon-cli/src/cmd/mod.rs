@@ -4,6 +4,7 @@ mod attack;
 mod audit;
 mod certify;
 mod demo;
+mod detect;
 mod eval;
 mod inspect;
 mod serve;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tradeoff(a) => tradeoff::run(a, cli.quiet),
         Command::Audit(a) => audit::run(a, cli.quiet),
         Command::Certify(a) => certify::run(a, cli.quiet),
+        Command::Detect(a) => detect::run(a, cli.quiet),
     }
 }
 

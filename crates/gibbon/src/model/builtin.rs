@@ -67,7 +67,10 @@ impl FromStr for Arch {
 pub struct BuiltinModel {
     arch: Arch,
     vs: nn::VarStore,
-    net: Box<dyn ModuleT>,
+    /// Everything up to the penultimate activation (the feature layer).
+    body: Box<dyn ModuleT>,
+    /// The last layer: features to logits.
+    head: Box<dyn ModuleT>,
     input_shape: Vec<i64>,
     classes: i64,
     train: Cell<bool>,
@@ -101,22 +104,30 @@ impl BuiltinModel {
         let vs = nn::VarStore::new(device);
         let features: i64 = input_shape.iter().product();
         let root = vs.root();
-        let net: Box<dyn ModuleT> = match arch {
+        let (body, head): (Box<dyn ModuleT>, Box<dyn ModuleT>) = match arch {
             Arch::Linear => {
                 let fc = nn::linear(&root / "fc", features, classes, Default::default());
-                Box::new(nn::func_t(move |x, _| x.flatten(1, -1).apply(&fc)))
+                (Box::new(nn::func_t(|x, _| x.flatten(1, -1))), Box::new(fc))
             }
-            Arch::Mlp => Box::new(
-                nn::seq_t()
-                    .add_fn(|x| x.flatten(1, -1))
-                    .add(nn::linear(&root / "fc1", features, 256, Default::default()))
-                    .add_fn(|x| x.relu())
-                    .add(nn::linear(&root / "fc2", 256, 256, Default::default()))
-                    .add_fn(|x| x.relu())
-                    .add(nn::linear(&root / "fc3", 256, classes, Default::default())),
+            Arch::Mlp => (
+                Box::new(
+                    nn::seq_t()
+                        .add_fn(|x| x.flatten(1, -1))
+                        .add(nn::linear(&root / "fc1", features, 256, Default::default()))
+                        .add_fn(|x| x.relu())
+                        .add(nn::linear(&root / "fc2", 256, 256, Default::default()))
+                        .add_fn(|x| x.relu()),
+                ),
+                Box::new(nn::linear(&root / "fc3", 256, classes, Default::default())),
             ),
-            Arch::SmallCnn => Box::new(small_cnn(&root, classes)),
-            Arch::PreActResNet18 => Box::new(preact_resnet18(&root, classes)),
+            Arch::SmallCnn => (
+                Box::new(small_cnn_body(&root)),
+                Box::new(nn::linear(&root / "fc3", 200, classes, Default::default())),
+            ),
+            Arch::PreActResNet18 => (
+                Box::new(preact_resnet18_body(&root)),
+                Box::new(nn::linear(&root / "linear", 512, classes, Default::default())),
+            ),
         };
         let info = ModelInfo {
             path: format!("new:{}", arch.name()),
@@ -127,7 +138,8 @@ impl BuiltinModel {
         let model = BuiltinModel {
             arch,
             vs,
-            net,
+            body,
+            head,
             input_shape: input_shape.to_vec(),
             classes,
             train: Cell::new(false),
@@ -181,7 +193,7 @@ impl BuiltinModel {
         let mut shape = vec![2];
         shape.extend(&self.input_shape);
         let x = Tensor::zeros(shape.as_slice(), (tch::Kind::Float, self.vs.device()));
-        let out = tch::no_grad(|| self.net.forward_t(&x, false));
+        let out = tch::no_grad(|| self.head.forward_t(&self.body.forward_t(&x, false), false));
         if out.size() != [2, self.classes] {
             return Err(GibbonError::Internal(format!(
                 "{} produced {:?}",
@@ -225,16 +237,18 @@ impl BuiltinModel {
 
 impl Classifier for BuiltinModel {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let size = x.size();
-        if size.len() != self.input_shape.len() + 1 || size[1..] != self.input_shape[..] {
-            return Err(GibbonError::Mismatch(format!(
-                "input shape {:?} does not fit the model: {} expects [batch, {}]",
-                &size[1.min(size.len())..],
-                self.arch.name(),
-                self.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-            )));
+        let train = self.train.get();
+        Ok(self.head.forward_t(&self.body.forward_t(self.checked(x)?, train), train))
+    }
+    fn features(&self, x: &Tensor, layer: Option<&str>) -> Result<Tensor> {
+        match layer {
+            None | Some(super::PENULTIMATE) => super::forward_tiled(x, super::TILE_ROWS, |t| {
+                Ok(self.body.forward_t(self.checked(t)?, self.train.get()))
+            }),
+            Some(other) => {
+                Err(super::unknown_feature_layer(self.info(), other, &[super::PENULTIMATE]))
+            }
         }
-        Ok(self.net.forward_t(x, self.train.get()))
     }
     fn input_shape(&self) -> &[i64] {
         &self.input_shape
@@ -254,6 +268,22 @@ impl Classifier for BuiltinModel {
     }
 }
 
+impl BuiltinModel {
+    /// `x` when its shape fits the model, else a mismatch error.
+    fn checked<'a>(&self, x: &'a Tensor) -> Result<&'a Tensor> {
+        let size = x.size();
+        if size.len() != self.input_shape.len() + 1 || size[1..] != self.input_shape[..] {
+            return Err(GibbonError::Mismatch(format!(
+                "input shape {:?} does not fit the model: {} expects [batch, {}]",
+                &size[1.min(size.len())..],
+                self.arch.name(),
+                self.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(x)
+    }
+}
+
 fn conv(
     p: nn::Path,
     cin: i64,
@@ -267,7 +297,8 @@ fn conv(
     nn::conv2d(p, cin, cout, k, cfg)
 }
 
-fn small_cnn(p: &nn::Path, classes: i64) -> nn::SequentialT {
+/// SmallCNN up to its penultimate activation (ReLU after fc2, 200 values).
+fn small_cnn_body(p: &nn::Path) -> nn::SequentialT {
     nn::seq_t()
         .add(conv(p / "conv1", 1, 32, 3, 1, 0, true))
         .add_fn(|x| x.relu())
@@ -284,7 +315,6 @@ fn small_cnn(p: &nn::Path, classes: i64) -> nn::SequentialT {
         .add_fn(|x| x.relu())
         .add(nn::linear(p / "fc2", 200, 200, Default::default()))
         .add_fn(|x| x.relu())
-        .add(nn::linear(p / "fc3", 200, classes, Default::default()))
 }
 
 struct PreActBlock {
@@ -327,7 +357,8 @@ impl std::fmt::Debug for PreActBlock {
     }
 }
 
-fn preact_resnet18(p: &nn::Path, classes: i64) -> nn::SequentialT {
+/// PreAct ResNet-18 up to its pooled 512 features.
+fn preact_resnet18_body(p: &nn::Path) -> nn::SequentialT {
     let mut seq = nn::seq_t().add(conv(p / "conv1", 3, 64, 3, 1, 1, false));
     let mut cin = 64;
     for (layer, (cout, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate() {
@@ -341,5 +372,4 @@ fn preact_resnet18(p: &nn::Path, classes: i64) -> nn::SequentialT {
     let bn = nn::batch_norm2d(p / "bn", 512, Default::default());
     seq.add_fn_t(move |x, train| x.apply_t(&bn, train).relu())
         .add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
-        .add(nn::linear(p / "linear", 512, classes, Default::default()))
 }

@@ -43,7 +43,7 @@ pub use spec::{load_model, load_model_with, ModelSpec};
 pub use torchscript::TorchScriptModel;
 
 use crate::error::{GibbonError, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 /// Rows of every tile a model computes (see the module docs). 32 rows keep a CNN's kernels
@@ -51,7 +51,7 @@ use tch::{Device, Kind, Tensor};
 pub const TILE_ROWS: i64 = 32;
 
 /// Where a model came from, recorded in every result.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelInfo {
     /// The model spec as given (path or `builtin:NAME`).
     pub path: String,
@@ -137,6 +137,33 @@ pub trait Classifier {
     fn graph_scan(&self) -> GraphScan {
         GraphScan::opaque(format!("{} model (graph not inspectable)", self.info().kind))
     }
+
+    /// The activations `[B, D]` of the feature layer `layer` (`None` or [`PENULTIMATE`]: the
+    /// input of the last layer), on tiles like the logits and differentiable with respect to
+    /// `x`. Used by feature-space detectors (Mahalanobis). The default: no feature layer.
+    fn features(&self, _x: &Tensor, layer: Option<&str>) -> Result<Tensor> {
+        Err(unknown_feature_layer(self.info(), layer.unwrap_or(PENULTIMATE), &[]))
+    }
+}
+
+/// The name of the penultimate feature layer (the input of the last layer).
+pub const PENULTIMATE: &str = "penultimate";
+
+/// The error for a feature layer `layer` that `model` does not have, listing `available`.
+pub fn unknown_feature_layer(model: &ModelInfo, layer: &str, available: &[&str]) -> GibbonError {
+    let available = if available.is_empty() {
+        format!(
+            "none: a {} model exposes no feature layer to gibbon (load its weights as .safetensors \
+             with --arch, or its ONNX export, whose nodes' values are feature layers)",
+            model.kind
+        )
+    } else {
+        available.join(", ")
+    };
+    GibbonError::invalid(
+        "feature-layer",
+        format!("feature layer '{layer}' not found in {}; available: {available}", model.path),
+    )
 }
 
 /// `forward` on `x` `[B, ...]` run tile by tile: every call sees exactly `rows` rows (the last
@@ -226,6 +253,9 @@ impl<M: Classifier> Classifier for Normalized<M> {
     fn graph_scan(&self) -> GraphScan {
         self.inner.graph_scan()
     }
+    fn features(&self, x: &Tensor, layer: Option<&str>) -> Result<Tensor> {
+        self.inner.features(&((x - &self.mean) / &self.std), layer)
+    }
 }
 
 impl Classifier for Box<dyn Classifier> {
@@ -271,6 +301,9 @@ impl Classifier for Box<dyn Classifier> {
     }
     fn graph_scan(&self) -> GraphScan {
         (**self).graph_scan()
+    }
+    fn features(&self, x: &Tensor, layer: Option<&str>) -> Result<Tensor> {
+        (**self).features(x, layer)
     }
 }
 

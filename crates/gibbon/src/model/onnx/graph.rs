@@ -75,6 +75,8 @@ pub struct Graph {
     pub producer: String,
     /// Number of value slots.
     pub slots: usize,
+    /// The value name of every slot.
+    pub slot_names: Vec<String>,
     /// Constant slots (initializers) and their tensors.
     pub constants: Vec<(usize, Tensor)>,
     /// Graph inputs that are not initializers, with their slots.
@@ -521,6 +523,7 @@ pub fn decode(bytes: &[u8], base_dir: Option<&Path>) -> Res<Graph> {
         .trim()
         .to_string(),
         slots,
+        slot_names,
         constants,
         inputs,
         outputs,

@@ -16,6 +16,7 @@
 //! bit for bit, and whose backward pass takes the identity's gradient through them
 //! (straight-through); [`OnnxModel`]'s graph scan lists them and the other operators of
 //! concern (see [`super::scan`]).
+mod features;
 mod graph;
 mod ops;
 mod proto;
@@ -308,6 +309,15 @@ impl OnnxGraph {
     /// Evaluates the graph on `inputs` (one tensor per graph input, in order) and returns the
     /// graph outputs. Differentiable with respect to the inputs.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.run_capturing(inputs, None).map(|(outputs, _)| outputs)
+    }
+
+    /// [`OnnxGraph::run`], also returning the value of slot `capture` (differentiable).
+    pub fn run_capturing(
+        &self,
+        inputs: &[Tensor],
+        capture: Option<usize>,
+    ) -> Result<(Vec<Tensor>, Option<Tensor>)> {
         if inputs.len() != self.graph.inputs.len() {
             return Err(GibbonError::Mismatch(format!(
                 "model {} has {} inputs, got {}",
@@ -332,6 +342,7 @@ impl OnnxGraph {
             };
             values[*s] = Some(x);
         }
+        let mut captured = None;
         for (node, release) in self.graph.nodes.iter().zip(&self.release) {
             let ins: Vec<Option<Tensor>> = node
                 .inputs
@@ -347,6 +358,9 @@ impl OnnxGraph {
             }
             for (slot, t) in node.outputs.iter().zip(outs) {
                 if let Some(s) = slot {
+                    if Some(*s) == capture {
+                        captured = Some(t.shallow_clone());
+                    }
                     values[*s] = Some(t);
                 }
             }
@@ -354,7 +368,8 @@ impl OnnxGraph {
                 values[*s] = None;
             }
         }
-        self.graph
+        let outputs = self
+            .graph
             .outputs
             .iter()
             .map(|(info, s)| {
@@ -365,7 +380,8 @@ impl OnnxGraph {
                     )
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((outputs, captured))
     }
 }
 
@@ -510,6 +526,9 @@ impl Classifier for OnnxModel {
     }
     fn graph_scan(&self) -> GraphScan {
         self.graph.graph_scan()
+    }
+    fn features(&self, x: &Tensor, layer: Option<&str>) -> Result<Tensor> {
+        features::features(self, x, layer)
     }
 }
 
