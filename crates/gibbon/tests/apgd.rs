@@ -3,7 +3,6 @@
 //! masking), MI-/DI-FGSM sanity, and batch-size independence.
 mod support;
 
-use gibbon::attack::AttackOptions;
 use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
 use gibbon::model::{BuiltinModel, Classifier, ModelInfo};
@@ -23,13 +22,14 @@ fn run(
     batch_size: usize,
     steps: Option<usize>,
 ) -> EvalReport {
+    let mut threat = threat.clone();
+    threat.budget.steps = steps;
     let settings = EvalSettings {
         batch_size,
         attacks: attacks.iter().map(|s| s.to_string()).collect(),
-        options: AttackOptions { steps, ..Default::default() },
         ..Default::default()
     };
-    evaluate(model, data, threat, &settings, &RunInfo::default()).unwrap().0
+    evaluate(model, data, &threat, &settings, &RunInfo::default()).unwrap().0
 }
 
 /// The torchattacks reference mask (`robust_mask` of a reference.json row): robust count among
@@ -180,7 +180,7 @@ fn apgd_results_do_not_depend_on_the_batch_size() {
     let m = reference("adv");
     let mut threat = ThreatModel::new(Norm::L2, 1.5).unwrap();
     for (attack, restarts) in [("apgd-ce", 2), ("apgd-t", 1), ("mifgsm", 2), ("difgsm", 1)] {
-        threat.budget.restarts = restarts;
+        threat.budget.restarts = Some(restarts);
         let json = |batch| {
             let r = run(m.as_ref(), &data, &threat, &[attack], batch, Some(5));
             serde_json::to_string(&r.per_sample).unwrap()

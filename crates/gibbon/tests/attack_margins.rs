@@ -65,9 +65,10 @@ fn setup() -> (Dataset, BuiltinModel, f64) {
 /// PGD from the clean start only (a random start can land deep past the boundary at once).
 fn pgd(model: &dyn Classifier, data: &Dataset, confidence: f64) -> EvalReport {
     let mut threat = ThreatModel::new(Norm::L2, EPS).unwrap();
-    threat.budget.steps = STEPS;
+    threat.budget.steps = Some(STEPS);
+    threat.budget.restarts = Some(1);
     let settings = EvalSettings {
-        options: AttackOptions { confidence, restarts: Some(1), ..Default::default() },
+        options: AttackOptions { confidence, ..Default::default() },
         batch_size: 16,
         ..Default::default()
     };
@@ -111,10 +112,14 @@ fn pgd_restarts_twice_unless_told_otherwise() {
     let default = build_attack("pgd", &threat, &AttackOptions::default()).unwrap();
     assert_eq!(default.params()["restarts"], PGD_RESTARTS);
     assert_eq!(default.params()["start"], "clean-then-random");
-    let once = AttackOptions { restarts: Some(1), ..Default::default() };
-    assert_eq!(build_attack("pgd", &threat, &once).unwrap().params()["restarts"], 1);
+    let mut once = threat.clone();
+    once.budget.restarts = Some(1);
+    assert_eq!(
+        build_attack("pgd", &once, &AttackOptions::default()).unwrap().params()["restarts"],
+        1
+    );
     let mut five = threat.clone();
-    five.budget.restarts = 5;
+    five.budget.restarts = Some(5);
     assert_eq!(
         build_attack("pgd", &five, &AttackOptions::default()).unwrap().params()["restarts"],
         5

@@ -347,9 +347,9 @@ fn a_bpda_stage_breaks_through_bit_depth_reduction() {
 #[test]
 fn a_more_iterations_stage_finds_what_short_attacks_missed() {
     let data = support::mnist(24);
-    let t = threat(0.1);
-    let mut base = EvalSettings { n: Some(24), ..EvalSettings::default() };
-    base.options.steps = Some(2);
+    let mut t = threat(0.1);
+    t.budget.steps = Some(2);
+    let base = EvalSettings { n: Some(24), ..EvalSettings::default() };
     let honest = masked(Masking::None);
     let ask = asking_for(&honest, &data, &t, &[Remedy::MoreIterations]);
     let r = adapt(

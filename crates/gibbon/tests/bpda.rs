@@ -69,7 +69,7 @@ fn the_bpda_gradient_is_the_model_gradient_at_the_defended_input() {
 fn pgd_through_bpda_breaks_what_plain_pgd_cannot() {
     let data = support::mnist(48);
     let mut threat = ThreatModel::new(Norm::Linf, 0.15).unwrap();
-    threat.budget.steps = 20;
+    threat.budget.steps = Some(20);
     let settings = EvalSettings { n: Some(48), attacks: vec!["pgd".into()], ..Default::default() };
     let run =
         |m: &dyn Classifier| evaluate(m, &data, &threat, &settings, &RunInfo::default()).unwrap().0;

@@ -69,12 +69,12 @@ fn eps(norm: Norm, subject: &Subject) -> f64 {
 
 fn threat(norm: Norm, eps: f64) -> ThreatModel {
     let mut t = ThreatModel::new(norm, eps).unwrap();
-    t.budget = Budget { steps: STEPS, restarts: 1, queries: Some(QUERIES) };
+    t.budget = Budget { steps: Some(STEPS), restarts: Some(1), queries: Some(QUERIES) };
     t
 }
 
 fn options() -> AttackOptions {
-    AttackOptions { steps: Some(STEPS), ..AttackOptions::default() }
+    AttackOptions::default()
 }
 
 /// A record reduced to comparable values (the example as bits).

@@ -192,11 +192,12 @@ fn eot_makes_apgd_stronger_against_a_randomized_model() {
     let m = reference("std");
     let info = m.info().clone();
     let noisy = Noisy(m, info);
-    let threat = ThreatModel::new(Norm::Linf, 0.1).unwrap();
+    let mut threat = ThreatModel::new(Norm::Linf, 0.1).unwrap();
+    threat.budget.steps = Some(20);
     let run = |eot: Option<usize>| {
         let settings = EvalSettings {
             attacks: vec!["apgd-ce".into()],
-            options: AttackOptions { steps: Some(20), eot, ..Default::default() },
+            options: AttackOptions { eot, ..Default::default() },
             verify_passes: 5,
             batch_size: 60,
             ..Default::default()

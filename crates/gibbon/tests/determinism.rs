@@ -123,7 +123,7 @@ fn evaluation_records_do_not_depend_on_the_batch_size() {
     )
     .unwrap();
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
-    threat.budget.steps = 10;
+    threat.budget.steps = Some(10);
     let run = |batch_size| {
         let settings = EvalSettings { batch_size, seed: 7, ..Default::default() };
         evaluate(model.as_ref(), &data, &threat, &settings, &RunInfo::default())

@@ -102,8 +102,9 @@ fn run_eval(
     settings.options.minimize = minimize;
     // On a linear model FAB is within 0.6% of the optimum after its second step; 30 steps per
     // run keep these tests fast (every pass is a handful of tiny libtorch calls).
-    settings.options.steps = Some(LINEAR_STEPS);
-    let (report, _) = evaluate(model, data, threat, &settings, &RunInfo::default()).unwrap();
+    let mut threat = threat.clone();
+    threat.budget.steps = Some(LINEAR_STEPS);
+    let (report, _) = evaluate(model, data, &threat, &settings, &RunInfo::default()).unwrap();
     assert_eq!(report.clean_accuracy, 1.0);
     report
 }
@@ -293,14 +294,14 @@ fn per_sample_results_do_not_depend_on_the_batch_size() {
     let (data, _) = multiclass_samples(&model, Norm::L2, 6);
     let mut threat = ThreatModel::new(Norm::L2, 0.2).unwrap();
     // Two restarts so the random start of the second one is exercised.
-    threat.budget.restarts = 2;
+    threat.budget.restarts = Some(2);
+    threat.budget.steps = Some(20);
     for attack in ["fab", "fab-t"] {
         for minimize in [false, true] {
             let run = |batch_size| {
                 let mut settings =
                     EvalSettings { attacks: vec![attack.into()], batch_size, ..Default::default() };
                 settings.options.minimize = minimize;
-                settings.options.steps = Some(20);
                 let (r, _) =
                     evaluate(&model, &data, &threat, &settings, &RunInfo::default()).unwrap();
                 serde_json::to_string(&r.per_sample).unwrap()
@@ -327,9 +328,9 @@ fn fab_on_the_reference_cnn_does_not_depend_on_the_batch_size() {
         Dataset::load(&DataSpec::Idx(shared().join("data/mnist")), Split::Test, Some(2)).unwrap();
     let m = adv_reference_model();
     let mut threat = ThreatModel::new(Norm::L2, 1.5).unwrap();
-    threat.budget.restarts = 2;
+    threat.budget.restarts = Some(2);
+    threat.budget.steps = Some(3);
     let mut settings = EvalSettings { attacks: vec!["fab".into()], ..Default::default() };
-    settings.options.steps = Some(3);
     settings.options.minimize = true;
     let run = |batch_size| {
         let s = EvalSettings { batch_size, ..settings.clone() };
@@ -351,7 +352,7 @@ fn fab_t_on_the_adversarially_trained_reference_cnn_is_close_to_pgd40() {
         Dataset::load(&DataSpec::Idx(shared().join("data/mnist")), Split::Test, Some(100)).unwrap();
     let m = adv_reference_model();
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
-    threat.budget.steps = 40;
+    threat.budget.steps = Some(40);
     let eval = |attack: &str| {
         let settings =
             EvalSettings { attacks: vec![attack.into()], batch_size: 100, ..Default::default() };

@@ -206,7 +206,7 @@ fn host_defenses_give_a_zero_input_gradient_and_the_model_behind_them_does_not()
 fn wrapped_models_record_their_chain_and_keep_batch_size_independence() {
     let data = support::mnist(40);
     let mut threat = ThreatModel::new(Norm::Linf, 0.2).unwrap();
-    threat.budget.steps = 5;
+    threat.budget.steps = Some(5);
     threat.defense = Some("jpeg:quality=60,median:size=2".into());
     let model =
         Defended::new(std_model(), "jpeg:quality=60,median:size=2".parse().unwrap()).unwrap();

@@ -114,7 +114,7 @@ fn shipped_builtin_models_are_accurate_and_the_adversarial_one_is_robust() {
     use gibbon::threat::{Norm, ThreatModel};
     let data = mnist(Split::Test, 200);
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
-    threat.budget.steps = 40;
+    threat.budget.steps = Some(40);
     let mut robust = Vec::new();
     for name in ["builtin:smallcnn-mnist", "builtin:smallcnn-mnist-adv"] {
         let spec: ModelSpec = name.parse().unwrap();

@@ -212,7 +212,7 @@ fn reference_smallcnn_onnx_matches_torchscript_logits_and_input_gradients() {
 
 fn pgd40(model: &dyn Classifier, data: &Dataset) -> EvalReport {
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
-    threat.budget.steps = 40;
+    threat.budget.steps = Some(40);
     let settings = EvalSettings { batch_size: 100, ..Default::default() };
     evaluate(model, data, &threat, &settings, &RunInfo::default()).unwrap().0
 }

@@ -31,7 +31,7 @@ fn pgd40(
     alpha: Option<f64>,
 ) -> EvalReport {
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
-    threat.budget.steps = 40;
+    threat.budget.steps = Some(40);
     let mut settings = EvalSettings { batch_size, ..Default::default() };
     settings.options.alpha = alpha;
     evaluate(model, data, &threat, &settings, &RunInfo::default()).unwrap().0
@@ -84,8 +84,8 @@ fn per_sample_results_do_not_depend_on_the_batch_size() {
     let data = mnist(60);
     let m = model("adv", "torchscript");
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
-    threat.budget.steps = 10;
-    threat.budget.restarts = 2;
+    threat.budget.steps = Some(10);
+    threat.budget.restarts = Some(2);
     let run = |batch_size| {
         let settings = EvalSettings { batch_size, ..Default::default() };
         let (r, _) = evaluate(m.as_ref(), &data, &threat, &settings, &RunInfo::default()).unwrap();
@@ -101,7 +101,7 @@ fn an_interrupted_run_resumes_to_the_same_result() {
     let data = mnist(80);
     let m = model("adv", "torchscript");
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
-    threat.budget.steps = 10;
+    threat.budget.steps = Some(10);
     let dir = tempfile::tempdir().unwrap();
     let stream = dir.path().join("run.partial.jsonl");
     let settings =
@@ -135,7 +135,7 @@ fn every_returned_example_lies_in_the_threat_model() {
     let m = model("adv", "torchscript");
     for (norm, eps) in [(Norm::Linf, 0.3), (Norm::L2, 2.0), (Norm::L1, 10.0)] {
         let mut threat = ThreatModel::new(norm, eps).unwrap();
-        threat.budget.steps = 10;
+        threat.budget.steps = Some(10);
         let settings = EvalSettings { batch_size: 64, keep_examples: true, ..Default::default() };
         let (r, examples) =
             evaluate(m.as_ref(), &data, &threat, &settings, &RunInfo::default()).unwrap();

@@ -16,7 +16,7 @@ fn npy_files_hold_the_returned_examples_and_pngs_the_first_broken_samples() {
     // The adversarially trained model keeps some digits at ε = 0.3, so both kinds are present.
     let model = reference_model("adv");
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
-    threat.budget.steps = 10;
+    threat.budget.steps = Some(10);
     let settings = EvalSettings { keep_examples: true, ..Default::default() };
     let info = RunInfo::default();
     let (report, examples) = evaluate(model.as_ref(), &data, &threat, &settings, &info).unwrap();

@@ -154,13 +154,13 @@ fn full_budget_does_not_change_the_white_box_success_rate() {
     let data = mnist(40);
     let adv = reference("adv");
     let mut threat = linf(0.3);
-    threat.budget.steps = 5;
-    threat.budget.restarts = 2;
+    threat.budget.steps = Some(5);
+    threat.budget.restarts = Some(2);
     for attack in ["mifgsm", "pgd"] {
         let verdicts = |full_budget: bool| {
             let s = EvalSettings {
                 attacks: vec![attack.into()],
-                options: AttackOptions { full_budget, steps: Some(5), ..Default::default() },
+                options: AttackOptions { full_budget, ..Default::default() },
                 ..Default::default()
             };
             let (r, _) = evaluate(adv.as_ref(), &data, &threat, &s, &RunInfo::default()).unwrap();

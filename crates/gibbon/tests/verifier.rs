@@ -121,7 +121,7 @@ fn claimed_successes_are_rechecked_by_a_fresh_forward_pass() {
 fn broken_samples_stop_early_and_unbroken_ones_use_the_whole_budget() {
     let (model, data) = setup();
     let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
-    threat.budget.steps = 20;
+    threat.budget.steps = Some(20);
     let settings = EvalSettings { batch_size: 8, ..Default::default() };
     let (r, _) =
         gibbon::eval::evaluate(model.as_ref(), &data, &threat, &settings, &Default::default())
@@ -162,7 +162,10 @@ fn threat_model_reads_toml() {
     let p = dir.path().join("t.toml");
     std::fs::write(&p, "norm = \"l2\"\neps = 1.5\n[budget]\nsteps = 7\nrestarts = 2\n").unwrap();
     let t = ThreatModel::from_toml_file(&p).unwrap();
-    assert_eq!((t.norm, t.eps, t.budget.steps, t.budget.restarts), (Norm::L2, 1.5, 7, 2));
+    assert_eq!(
+        (t.norm, t.eps, t.budget.steps, t.budget.restarts),
+        (Norm::L2, 1.5, Some(7), Some(2))
+    );
     std::fs::write(&p, "norm = \"l2\"\neps = -1\n").unwrap();
     let e = ThreatModel::from_toml_file(&p).unwrap_err();
     assert!(e.is_user_error() && e.to_string().contains("t.toml"));
@@ -180,7 +183,7 @@ fn targeted_pgd_reaches_the_chosen_class() {
     ] {
         let mut threat = ThreatModel::new(Norm::Linf, 0.3).unwrap();
         threat.goal = gibbon::threat::Goal::Targeted(selection);
-        threat.budget.steps = 40;
+        threat.budget.steps = Some(40);
         let settings = EvalSettings { batch_size: 8, ..Default::default() };
         let (r, _) =
             gibbon::eval::evaluate(model.as_ref(), &data, &threat, &settings, &Default::default())

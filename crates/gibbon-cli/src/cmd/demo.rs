@@ -72,7 +72,7 @@ pub fn run(args: DemoArgs, quiet: bool) -> Result<()> {
 /// PGD-40 at L∞ ε = 0.3 against each shipped model; writes NAME.json for each.
 fn evaluate_models(args: &DemoArgs, data: &Dataset, quiet: bool) -> Result<Vec<DemoRun>> {
     let mut threat = ThreatModel::new(gibbon::threat::Norm::Linf, 0.3)?;
-    threat.budget.steps = 40;
+    threat.budget.steps = Some(40);
     let settings = EvalSettings {
         batch_size: 128,
         keep_examples: true,

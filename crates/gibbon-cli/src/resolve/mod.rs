@@ -162,10 +162,10 @@ pub fn build_threat(args: &ThreatArgs) -> Result<ThreatModel> {
         threat.knowledge = k;
     }
     if let Some(s) = args.steps {
-        threat.budget.steps = s;
+        threat.budget.steps = Some(s);
     }
     if let Some(r) = args.restarts {
-        threat.budget.restarts = r;
+        threat.budget.restarts = Some(r);
     }
     if let Some(t) = args.targeted {
         threat.goal = Goal::Targeted(t.0);
@@ -183,11 +183,6 @@ pub fn eval_settings(
     quiet: bool,
     model_threat: &mut ThreatModel,
 ) -> Result<EvalSettings> {
-    // A threat file states its budget explicitly, so attacks with their own default use it.
-    let from_file = match &threat.threat {
-        Some(p) => ThreatModel::stated_budget(p)?,
-        None => None,
-    };
     let confidence = threat.confidence.unwrap_or(0.0);
     if !confidence.is_finite() || confidence < 0.0 {
         return Err(usage(format!("--confidence {confidence} must be finite and >= 0")));
@@ -198,8 +193,6 @@ pub fn eval_settings(
         seed: run.seed,
         attacks: threat.attack.0.clone(),
         options: AttackOptions {
-            steps: threat.steps.or(from_file.map(|b| b.steps)),
-            restarts: threat.restarts.or(from_file.map(|b| b.restarts)),
             confidence,
             alpha: threat.alpha,
             random_start: if threat.random_start {

@@ -233,9 +233,6 @@ pub trait Attack {
 /// Options an attack may take from the command line, on top of the threat model.
 #[derive(Debug, Clone, Default)]
 pub struct AttackOptions {
-    /// Steps the user asked for explicitly (`--steps` or a threat file); attacks with their own
-    /// default (APGD: 100) use it instead of the threat model's generic default.
-    pub steps: Option<usize>,
     /// Step size (input units); attack default when `None`.
     pub alpha: Option<f64>,
     /// `Some(true)`: every restart starts at a random point; `Some(false)`: every restart starts
@@ -255,9 +252,6 @@ pub struct AttackOptions {
     /// boundary rarely fools another model. Honoured by the stepped attacks (fgsm, bim, pgd,
     /// mifgsm, difgsm; their `params` then show `"full_budget": true`); other attacks ignore it.
     pub full_budget: bool,
-    /// Restarts the user asked for explicitly (`--restarts` or a threat file); attacks with
-    /// their own default (PGD: 2, clean start then random) use it instead of the threat model's.
-    pub restarts: Option<usize>,
     /// Logit margin κ a success must exceed before an attack stops a sample early (C&W's κ;
     /// 0 = the first misclassified iterate). Honoured by the stepped attacks, APGD and Square
     /// (their `params` show it), so returned points are not barely adversarial.

@@ -330,9 +330,8 @@ fn more_iterations(
         StagePlan::Suites => vec!["apgd-ce".into(), "apgd-t".into()],
         StagePlan::Attacks(a) => a.clone(),
     };
-    let steps = s.options.steps.unwrap_or(APGD_STEPS).max(threat.budget.steps);
-    s.options.steps = Some(steps * MORE_ITERATIONS_FACTOR);
-    threat.budget.steps = steps * MORE_ITERATIONS_FACTOR;
+    let steps = threat.budget.steps_or(APGD_STEPS);
+    threat.budget.steps = Some(steps * MORE_ITERATIONS_FACTOR);
     evaluate(model, data, &threat, &s, &RunInfo::default())
 }
 
@@ -394,7 +393,7 @@ fn gradient_free(
 ) -> Result<(EvalReport, Examples)> {
     let mut threat = threat.clone();
     threat.budget.queries = Some(GRADIENT_FREE_QUERIES);
-    threat.budget.restarts = 1;
+    threat.budget.restarts = Some(1);
     let mut attacks = vec!["square".to_string()];
     if threat.norm == Norm::Linf {
         attacks.push("rays".into());

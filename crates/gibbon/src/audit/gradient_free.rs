@@ -32,7 +32,7 @@ impl Check for GradientFreeBeatsGradient {
     fn run(&self, subject: &AuditSubject) -> Result<Finding> {
         let mut threat = subject.threat.clone();
         threat.budget.queries = Some(SQUARE_QUERIES);
-        threat.budget.restarts = 1;
+        threat.budget.restarts = Some(1);
         let report = subject.evaluate(&threat, &["apgd-ce", "square"], AttackOptions::default())?;
         let broken_by =
             |name: &str| report.per_attack.iter().find(|a| a.name == name).map_or(0, |a| a.broken);

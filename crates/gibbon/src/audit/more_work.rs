@@ -77,15 +77,11 @@ impl Check for MoreWork {
         "do more iterations help the attacker (never the model), and has the attack converged?"
     }
     fn run(&self, subject: &AuditSubject) -> Result<Finding> {
-        let options = AttackOptions {
-            random_start: Some(false),
-            restarts: Some(1),
-            ..AttackOptions::default()
-        };
+        let options = AttackOptions { random_start: Some(false), ..AttackOptions::default() };
         let run = |attack: &str, steps: usize| -> Result<usize> {
             let mut threat = subject.threat.clone();
-            threat.budget.steps = steps;
-            threat.budget.restarts = 1;
+            threat.budget.steps = Some(steps);
+            threat.budget.restarts = Some(1);
             Ok(broken(&subject.evaluate(&threat, &[attack], options.clone())?))
         };
         let counts = WorkCounts {

@@ -33,12 +33,9 @@ impl Check for UnboundedAttack {
         let dim = subject.model.input_shape().iter().product::<i64>() as usize;
         threat.eps = box_diameter(&threat, dim);
         // PGD takes its steps from the threat model's budget.
-        threat.budget.steps = STEPS;
-        let options = AttackOptions {
-            random_start: Some(false),
-            restarts: Some(1),
-            ..AttackOptions::default()
-        };
+        threat.budget.steps = Some(STEPS);
+        threat.budget.restarts = Some(1);
+        let options = AttackOptions { random_start: Some(false), ..AttackOptions::default() };
         let report = subject.evaluate(&threat, &["pgd"], options)?;
         let correct = subject.clean()?.indices.len();
         let survivors = report.per_sample.iter().filter(|r| r.robust).count();

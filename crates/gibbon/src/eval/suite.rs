@@ -76,10 +76,10 @@ impl Suite {
     /// a query budget already in the threat model is kept.
     pub fn apply(self, threat: &mut ThreatModel, settings: &mut EvalSettings) {
         settings.attacks = self.attacks(threat.norm);
-        settings.options.steps = None;
+        threat.budget.steps = None;
+        threat.budget.restarts = None;
         settings.options.alpha = None;
         settings.options.random_start = None;
-        settings.options.restarts = None;
         let mut deviations = Vec::new();
         if settings.options.confidence > 0.0 {
             deviations.push(format!(
@@ -88,20 +88,16 @@ impl Suite {
             ));
         }
         match self {
-            Suite::Standard => {
-                match threat.budget.queries {
-                    Some(q) if q != SUITE_SQUARE_QUERIES => deviations.push(format!(
-                        "Square has {q} queries per sample, not AutoAttack's \
+            Suite::Standard => match threat.budget.queries {
+                Some(q) if q != SUITE_SQUARE_QUERIES => deviations.push(format!(
+                    "Square has {q} queries per sample, not AutoAttack's \
                          {SUITE_SQUARE_QUERIES} (the query budget was set explicitly)"
-                    )),
-                    _ => threat.budget.queries = Some(SUITE_SQUARE_QUERIES),
-                }
-                threat.budget.restarts = 1;
-            }
+                )),
+                _ => threat.budget.queries = Some(SUITE_SQUARE_QUERIES),
+            },
             Suite::Rand => {
                 settings.options.eot = Some(SUITE_EOT_DRAWS);
                 settings.verify_passes = SUITE_RAND_VERDICT_PASSES;
-                threat.budget.restarts = 1;
             }
         }
         settings.suite = Some(SuiteRecord {

@@ -179,20 +179,33 @@ impl Knowledge {
     }
 }
 
-/// The attacker's compute budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The attacker's compute budget: what the user set (a flag or the threat file), every field
+/// `None` where the user left it to the attack, which then uses its own default (PGD: 40 steps
+/// and 2 restarts; APGD and FAB: 100 steps and 1 restart; C&W, DeepFool, MI-FGSM and the query
+/// attacks their own). The one place an attack reads its budget from; the values it actually
+/// used are in its `params` in the result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budget {
     /// Iterations per restart of an iterative attack.
-    pub steps: usize,
-    /// Number of random restarts (1 = a single run).
-    pub restarts: usize,
-    /// Model queries per sample for query-based attacks (None = attack default).
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// Number of runs per sample (1 = a single run).
+    #[serde(default)]
+    pub restarts: Option<usize>,
+    /// Model queries per sample for query-based attacks.
+    #[serde(default)]
     pub queries: Option<usize>,
 }
 
-impl Default for Budget {
-    fn default() -> Self {
-        Budget { steps: 40, restarts: 1, queries: None }
+impl Budget {
+    /// The steps the user set, else the attack's `default`.
+    pub fn steps_or(&self, default: usize) -> usize {
+        self.steps.unwrap_or(default)
+    }
+
+    /// The restarts the user set, else the attack's `default`.
+    pub fn restarts_or(&self, default: usize) -> usize {
+        self.restarts.unwrap_or(default)
     }
 }
 
@@ -266,20 +279,6 @@ impl ThreatModel {
         Ok(t)
     }
 
-    /// The `[budget]` table of a threat file when it has one (then steps and restarts are
-    /// the user's explicit choice, which overrides attacks' own defaults such as APGD's 100
-    /// steps or PGD's 2 restarts); `None` when the file leaves the budget to the defaults.
-    pub fn stated_budget(path: &Path) -> Result<Option<Budget>> {
-        #[derive(Deserialize)]
-        struct Stated {
-            budget: Option<Budget>,
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| GibbonError::io(path, e))?;
-        let t: Stated =
-            toml::from_str(&text).map_err(|e| GibbonError::format(path, e.to_string()))?;
-        Ok(t.budget)
-    }
-
     /// Checks every field: ε finite and ≥ 0, a non-empty box, a budget of at least one step.
     pub fn validate(&self) -> Result<()> {
         if !self.eps.is_finite() || self.eps < 0.0 {
@@ -299,10 +298,10 @@ impl ThreatModel {
                 ),
             ));
         }
-        if self.budget.steps == 0 {
+        if self.budget.steps == Some(0) {
             return Err(GibbonError::invalid("steps", "must be at least 1"));
         }
-        if self.budget.restarts == 0 {
+        if self.budget.restarts == Some(0) {
             return Err(GibbonError::invalid("restarts", "must be at least 1"));
         }
         if self.budget.queries == Some(0) {

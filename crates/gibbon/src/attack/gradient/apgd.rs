@@ -108,9 +108,8 @@ impl Apgd {
         let targeted = loss == ApgdLoss::TargetedDlr;
         // AutoAttack's L1 suite: APGD-CE with 5 restarts, APGD-T with 5 targets and 1 restart.
         let restarts = match (l1, targeted) {
-            (true, false) => options.restarts.unwrap_or(APGD_L1_RESTARTS),
-            (true, true) => options.restarts.unwrap_or(1),
-            _ => options.restarts.unwrap_or(threat.budget.restarts),
+            (true, false) => threat.budget.restarts_or(APGD_L1_RESTARTS),
+            _ => threat.budget.restarts_or(1),
         };
         Ok(Apgd {
             config: ApgdConfig {

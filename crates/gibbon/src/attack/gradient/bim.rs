@@ -3,7 +3,7 @@
 //!
 //! Defaults: steps from the threat model, step size α = ε/steps (so the last step can reach
 //! the boundary), no random start, one run.
-use super::pgd::check_alpha;
+use super::pgd::{check_alpha, PGD_STEPS};
 use super::stepped::{StartPoint, SteppedAttack, SteppedConfig};
 use crate::attack::AttackOptions;
 use crate::error::Result;
@@ -16,7 +16,7 @@ pub struct Bim;
 impl Bim {
     /// BIM for `threat`; `options.alpha` overrides the step size.
     pub fn build(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
-        let steps = threat.budget.steps;
+        let steps = threat.budget.steps_or(PGD_STEPS);
         let alpha = options.alpha.unwrap_or(threat.eps / steps as f64);
         if threat.eps > 0.0 || options.alpha.is_some() {
             check_alpha(alpha)?;

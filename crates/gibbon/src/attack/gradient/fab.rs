@@ -104,7 +104,7 @@ impl Fab {
             config: FabConfig {
                 variant,
                 steps,
-                restarts: threat.budget.restarts.max(1),
+                restarts: threat.budget.restarts_or(1),
                 n_targets: 9,
                 alpha_max: 0.1,
                 eta: 1.05,

@@ -34,7 +34,7 @@ pub(in crate::attack) fn momentum_config(
     options: &AttackOptions,
     diversity: Option<f64>,
 ) -> Result<SteppedAttack> {
-    let steps = options.steps.unwrap_or(MIFGSM_STEPS);
+    let steps = threat.budget.steps_or(MIFGSM_STEPS);
     let alpha = options.alpha.unwrap_or(threat.eps / steps as f64);
     if threat.eps > 0.0 || options.alpha.is_some() {
         check_alpha(alpha)?;
@@ -43,7 +43,7 @@ pub(in crate::attack) fn momentum_config(
         name,
         config: SteppedConfig {
             steps,
-            restarts: threat.budget.restarts,
+            restarts: threat.budget.restarts_or(1),
             alpha: alpha.max(f64::MIN_POSITIVE),
             start: if options.random_start == Some(true) {
                 StartPoint::Random

@@ -17,6 +17,9 @@ use crate::threat::ThreatModel;
 /// PGD's restarts when the user did not choose: clean start, then one random start.
 pub const PGD_RESTARTS: usize = 2;
 
+/// PGD's (and BIM's) steps when the user did not choose (Madry et al.'s MNIST attack: 40).
+pub const PGD_STEPS: usize = 40;
+
 /// PGD with random start, restarts, best-iterate tracking and per-sample early stop.
 #[derive(Debug, Clone)]
 pub struct Pgd;
@@ -24,7 +27,7 @@ pub struct Pgd;
 impl Pgd {
     /// PGD for `threat`; `options.alpha` overrides the step size.
     pub fn build(threat: &ThreatModel, options: &AttackOptions) -> Result<SteppedAttack> {
-        let steps = threat.budget.steps;
+        let steps = threat.budget.steps_or(PGD_STEPS);
         let alpha = options.alpha.unwrap_or(2.5 * threat.eps / steps as f64);
         if threat.eps > 0.0 || options.alpha.is_some() {
             check_alpha(alpha)?;
@@ -34,7 +37,7 @@ impl Pgd {
             name: "pgd",
             config: SteppedConfig {
                 steps,
-                restarts: options.restarts.unwrap_or(threat.budget.restarts.max(PGD_RESTARTS)),
+                restarts: threat.budget.restarts_or(PGD_RESTARTS),
                 alpha,
                 start: match options.random_start {
                     None => StartPoint::CleanThenRandom,

@@ -64,11 +64,11 @@ pub struct Cw {
 pub const CW_STEPS: usize = 1000;
 
 impl Cw {
-    /// C&W for an L2 `threat`; `options.steps` overrides the Adam steps per run.
+    /// C&W for an L2 `threat`; `threat.budget.steps` overrides the Adam steps per run.
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
         let config = CwConfig {
             binary_search_steps: 9,
-            steps: options.steps.unwrap_or(CW_STEPS),
+            steps: threat.budget.steps_or(CW_STEPS),
             learning_rate: options.alpha.unwrap_or(0.01),
             initial_const: 0.01,
             kappa: options.confidence,

@@ -56,10 +56,10 @@ pub struct DeepFool {
 }
 
 impl DeepFool {
-    /// DeepFool for `threat` (L2 or L∞); `options.steps` overrides the 50 steps.
+    /// DeepFool for `threat` (L2 or L∞); `threat.budget.steps` overrides the 50 steps.
     pub fn new(threat: &ThreatModel, options: &AttackOptions) -> Result<Self> {
         check_norm("deepfool", threat.norm)?;
-        let steps = options.steps.unwrap_or(DEEPFOOL_STEPS);
+        let steps = threat.budget.steps_or(DEEPFOOL_STEPS);
         if steps == 0 {
             return Err(GibbonError::invalid("steps", "must be at least 1"));
         }

@@ -6,7 +6,6 @@ use super::{
     lr_at, Batch, EarlyStop, EpochStats, GuardVerdict, OptimizerKind, TrainConfig, TrainCost,
     TrainReport, Trainer,
 };
-use crate::attack::AttackOptions;
 use crate::data::Dataset;
 use crate::error::{GibbonError, Result};
 use crate::eval::{evaluate, EvalSettings, RunInfo};
@@ -266,7 +265,8 @@ fn holdout_apgd(
     let x = data.try_batch(holdout, tch::Device::Cpu)?;
     let labels: Vec<i64> = holdout.iter().map(|&i| data.labels()[i]).collect();
     let slice = Dataset::from_tensor(x, labels, "holdout")?;
-    let threat = ThreatModel::new(norm, eps)?;
+    let mut threat = ThreatModel::new(norm, eps)?;
+    threat.budget.steps = Some(HOLDOUT_APGD_STEPS);
     let settings = EvalSettings {
         batch_size: 256,
         seed,
@@ -274,7 +274,6 @@ fn holdout_apgd(
         // clean point misleads a fixed-step PGD (measured on a fast-FGSM model: random-start
         // PGD-10 reported 0.598 on the hold-out slice where APGD-CE found 0.165 on test data).
         attacks: vec!["apgd-ce".into()],
-        options: AttackOptions { steps: Some(HOLDOUT_APGD_STEPS), ..AttackOptions::default() },
         ..Default::default()
     };
     let (report, _) = evaluate(model, &slice, &threat, &settings, &RunInfo::default())?;
