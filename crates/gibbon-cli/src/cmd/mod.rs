@@ -6,6 +6,7 @@ mod certify;
 mod demo;
 mod eval;
 mod inspect;
+mod report;
 mod serve;
 mod tradeoff;
 mod train;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tradeoff(a) => tradeoff::run(a, cli.quiet),
         Command::Audit(a) => audit::run(a, cli.quiet),
         Command::Certify(a) => certify::run(a, cli.quiet),
+        Command::Report(a) => report::run(a),
     }
 }
 

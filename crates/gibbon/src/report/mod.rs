@@ -10,14 +10,20 @@
 //!   `labels.npy` and PNG triptychs ([`write_examples`]).
 //! - [`evaluation`]: one evaluation as a page, with its audit when it was audited
 //!   ([`evaluation_page`]).
+//! - [`sections`]: the report's sections, one file each, rendered from any result JSON
+//!   ([`sections::report_page`]; `gibbon report`); [`plot`] draws their plots with `plotters`.
 pub mod evaluation;
 pub mod examples;
 pub mod html;
+mod html_assets;
+pub mod plot;
 pub mod png_image;
+pub mod sections;
 
 pub use evaluation::evaluation_page;
 pub use examples::write_examples;
-pub use html::{ExampleCard, HtmlReport, SummaryTable};
+pub use html::{ExampleCard, HtmlReport, Part, SummaryTable};
 pub use png_image::{
     auto_amplification, encode_png, perturbation_image, write_png, ImageData, MAX_IMAGE_VALUES,
 };
+pub use sections::{report_page, ResultDoc, SampleImages, Section, SECTIONS};
