@@ -13,6 +13,7 @@ pub mod error;
 pub mod eval;
 pub mod model;
 pub mod random;
+pub mod redteam;
 pub mod report;
 pub mod threat;
 /// The training defenses under their earlier path (`gibbon::train`).

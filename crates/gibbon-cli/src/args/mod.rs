@@ -10,7 +10,7 @@ use gibbon::eval::Suite;
 use gibbon::model::{Arch, ModelSpec, RemoteOutput};
 use gibbon::threat::{Knowledge, Norm};
 use gibbon::train::Schedule;
-pub use report::ReportArgs;
+pub use report::{RedteamArgs, ReportArgs};
 use std::path::PathBuf;
 pub use values::{
     parse_flag, AttackPlan, BpdaMode, DeviceChoice, EpsList, ModelList, Normalization,
@@ -72,6 +72,9 @@ pub enum Command {
     /// One self-contained HTML page from result JSON files: threat model, accuracy with 95%
     /// intervals, attack by attack, a gallery, curves, the transfer heat map, audit, certify.
     Report(ReportArgs),
+    /// Run a threat-model file: the strongest plan its knowledge allows, the audit, pass
+    /// criteria; writes JSON and HTML; exit 0 when every criterion holds, 1 when one fails.
+    Redteam(RedteamArgs),
 }
 
 #[derive(Args, Debug)]

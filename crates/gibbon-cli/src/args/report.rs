@@ -16,3 +16,23 @@ pub struct ReportArgs {
     #[arg(long)]
     pub title: Option<String>,
 }
+#[derive(Args, Debug)]
+pub struct RedteamArgs {
+    /// The threat-model file (TOML; see examples/mnist-adv.toml).
+    #[arg(value_name = "THREAT.toml")]
+    pub threat_file: PathBuf,
+    /// Folder for redteam.json, redteam.html and the resumable streams (default: out/redteam-NAME
+    /// beside the working directory, NAME the threat file's stem).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Evaluate this many samples instead of the file's `data.n`.
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// Replace the plan by these attacks (a comma list; checked against the file's knowledge),
+    /// e.g. a quick check before the full run.
+    #[arg(long, value_delimiter = ',')]
+    pub attacks: Option<Vec<String>>,
+    /// libtorch threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+}

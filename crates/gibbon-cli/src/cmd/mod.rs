@@ -6,6 +6,7 @@ mod certify;
 mod demo;
 mod eval;
 mod inspect;
+mod redteam;
 mod report;
 mod serve;
 mod tradeoff;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Audit(a) => audit::run(a, cli.quiet),
         Command::Certify(a) => certify::run(a, cli.quiet),
         Command::Report(a) => report::run(a),
+        Command::Redteam(a) => redteam::run(a, cli.quiet),
     }
 }
 
