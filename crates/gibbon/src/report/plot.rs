@@ -74,7 +74,7 @@ pub fn histogram(values: &[f64], bins: usize, x_desc: &str, marker: Option<f64>)
     if let Some(m) = marker {
         hi = hi.max(m);
     }
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         hi = lo + 1.0;
     }
     let bins = bins.max(1);

@@ -142,8 +142,8 @@ impl ResultDoc {
 }
 
 impl SampleImages {
-    /// The pictures of the gallery's samples from an evaluation's kept examples (a sample
-    /// without an example shows its clean input on both sides).
+    /// The pictures of the gallery's samples from an evaluation's kept examples (samples
+    /// without one, e.g. resumed from a stream, are left out).
     pub fn from_examples(
         json: &Value,
         data: &Dataset,
@@ -154,9 +154,10 @@ impl SampleImages {
         let mut images =
             SampleImages { shape: [c as usize, h as usize, w as usize], ..Default::default() };
         for (index, _) in gallery_indices(json) {
+            // Samples resumed from a stream have no example in memory: no card, rather than
+            // a card that shows no change.
+            let Some(adv) = examples.get(&index) else { continue };
             let clean = data.try_batch(&[index], tch::Device::Cpu)?.get(0);
-            let adv =
-                examples.get(&index).map_or_else(|| clean.shallow_clone(), |t| t.shallow_clone());
             let original: Vec<f32> = Vec::try_from(clean.to_kind(tch::Kind::Float).flatten(0, -1))?;
             let adversarial: Vec<f32> =
                 Vec::try_from(adv.to_kind(tch::Kind::Float).flatten(0, -1))?;
