@@ -42,16 +42,19 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
     let model = load_model(&plan.model, plan.arch, &data.sample_shape(), classes, Device::Cpu)?;
     let model = defend(model, plan.defense.as_deref(), false)?;
     let stages = plan.runs.len() + usize::from(plan.audit_n.is_some());
+    // Largest ε first: the page opens on the evaluation the attacker did most with.
+    let mut order: Vec<usize> = (0..plan.runs.len()).collect();
+    order.sort_by(|&a, &b| plan.runs[b].eps.total_cmp(&plan.runs[a].eps));
     let mut evaluations = Vec::new();
     let mut docs = Vec::new();
-    for (k, run) in plan.runs.iter().enumerate() {
+    for (k, run) in order.iter().map(|&i| &plan.runs[i]).enumerate() {
         eprintln!(
-            "redteam stage {}/{stages}: {} ε = {}, {} ({:?})",
+            "redteam stage {}/{stages}: {} ε = {}, {} ({})",
             k + 1,
             run.norm,
             run.eps,
             plan.attacks.join(", "),
-            plan.knowledge
+            plan.knowledge.describe()
         );
         let (report, doc) = evaluate_run(&plan, run, model.as_ref(), &data, &out_dir, quiet)?;
         docs.push(doc);
@@ -74,14 +77,14 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
         "name": plan.name,
         "threat_file": plan.file,
         "threat_text": plan.text,
-        "knowledge": format!("{:?}", plan.knowledge),
+        "knowledge": plan.knowledge,
         "plan": plan.attacks,
         "seconds": started.elapsed().as_secs_f64(),
         "passed": passed,
         "criteria": criteria,
         "audit": audit,
         "model": evaluations.first().map(|(_, r)| &r.model),
-        "threat": threat_summary(&plan),
+        "threat": threat_summary(&plan, data.len()),
         "n": evaluations.first().map(|(_, r)| r.n),
         "clean_accuracy": evaluations.first().map(|(_, r)| r.clean_accuracy),
         "curve": curve(&evaluations),
@@ -92,13 +95,13 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
     docs.insert(0, ResultDoc::new(plan.file.clone(), top));
     let title = format!("gibbon redteam: {} ({})", plan.name, if passed { "PASS" } else { "FAIL" });
     let intro = format!(
-        "Threat file {}: model {} on {}; the attacker is {:?}; plan {}. Every adversarial \
+        "Threat file {}: model {} on {}; the attacker has {} access; plan {}. Every adversarial \
          example was re-verified by gibbon (inside the ball and the box, finite, misclassified \
          by a fresh forward pass). {:.1} s.",
         plan.file,
         plan.model,
         data.name(),
-        plan.knowledge,
+        plan.knowledge.describe(),
         plan.attacks.join(", "),
         started.elapsed().as_secs_f64()
     );
@@ -179,22 +182,24 @@ fn threat_at(plan: &RedteamPlan, run: &Run) -> Result<ThreatModel> {
 }
 
 /// The threat model as the file states it, for the report's threat-model section.
-fn threat_summary(plan: &RedteamPlan) -> Value {
+fn threat_summary(plan: &RedteamPlan, samples: usize) -> Value {
     let eps: Vec<String> = plan.runs.iter().map(|r| format!("{} {}", r.norm, r.eps)).collect();
     json!({
-        "knowledge": format!("{:?}", plan.knowledge),
+        "knowledge": plan.knowledge,
         "norm": plan.runs[0].norm.to_string(),
         "perturbations": eps.join(", "),
         "attacks": plan.attacks.join(", "),
         "budget": { "steps": plan.steps, "restarts": plan.restarts, "queries": plan.queries },
         "defense": plan.defense,
-        "audit_samples": plan.audit_n,
+        "audit_samples": plan.audit_n.map(|n| n.min(samples)),
     })
 }
 
 /// Robust accuracy against ε for the first norm (the report draws it with its band).
 fn curve(evals: &[(Run, EvalReport)]) -> Value {
     let norm = evals.first().map(|(r, _)| r.norm);
+    let mut evals: Vec<&(Run, EvalReport)> = evals.iter().collect();
+    evals.sort_by(|a, b| a.0.eps.total_cmp(&b.0.eps));
     let points = evals.iter().filter(|(r, _)| Some(r.norm) == norm).map(|(r, e)| {
         json!({ "eps": r.eps, "robust_accuracy": e.robust_accuracy, "robust_accuracy_ci95": e.robust_accuracy_ci95 })
     });
