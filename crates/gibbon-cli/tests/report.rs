@@ -273,3 +273,30 @@ fn bad_threat_files_name_the_key_and_the_line() {
     let missing = dir.path().join("absent.toml");
     assert_user_error(&gibbon(&["redteam", path(&missing)]), &["absent.toml"]);
 }
+
+#[test]
+fn redteam_certifies_when_configured_and_judges_certified_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[model]\nspec = \"builtin:smallcnn-mnist\"\n[data]\nspec = \"{}\"\nn = 4\n\
+         [attacker]\nknowledge = \"white-box\"\nattacks = [\"fgsm\"]\n\
+         [[perturbation]]\nnorm = \"linf\"\neps = 0.3\n\
+         [certify]\nsigma = 0.25\ndraws = 200\nselection_draws = 20\nalpha = 0.01\nn = 3\nradii = [0.0, 5.0]\n\
+         [[pass]]\nmetric = \"certified_accuracy\"\nradius = 5.0\nmin = 0.5\n",
+        mnist()
+    );
+    let file = dir.path().join("certify.toml");
+    std::fs::write(&file, text).unwrap();
+    let out_dir = dir.path().join("out");
+    let run = gibbon(&["redteam", path(&file), "--out-dir", path(&out_dir)]);
+    // No radius of 5 can be certified with 200 draws at σ = 0.25 (the bound caps it near 0.6).
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("redteam.json")).unwrap()).unwrap();
+    let table = json["certification"]["certified_accuracy"].as_array().unwrap();
+    assert_eq!(table[1][1], 0.0, "{json}");
+    assert_eq!(json["criteria"][0]["measured"], 0.0);
+    assert_eq!(json["certification"]["per_sample"].as_array().unwrap().len(), 3);
+    let page = std::fs::read_to_string(out_dir.join("redteam.html")).unwrap();
+    assert!(section(&page, "certification").is_some());
+}

@@ -150,3 +150,19 @@ fn a_criterion_on_a_metric_that_is_not_computed_is_refused() {
     let audit_labels = format!("{}[audit]\nn = 5\n", GOOD.replace("white-box", "decision-based"));
     error(&audit_labels, 9, "[audit] needs gradients");
 }
+
+#[test]
+fn certification_is_planned_and_its_criteria_checked() {
+    let text = format!(
+        "{GOOD}[certify]\nsigma = 0.25\ndraws = 100\nn = 4\nradii = [0.0, 0.5]\n\n[[pass]]\nmetric = \"certified_accuracy\"\nradius = 0.5\nmin = 0.5\n"
+    );
+    let plan = parse(&text).unwrap();
+    let c = plan.certify.as_ref().unwrap();
+    assert_eq!((c.config.sigma, c.config.n, c.n, c.radii.clone()), (0.25, 100, 4, vec![0.0, 0.5]));
+    assert_eq!(plan.criteria[1].metric, Metric::CertifiedAccuracy(0.5));
+    error(&text.replace("radius = 0.5", "radius = 0.3"), 28, "radius 0.3 is not computed");
+    error(&text.replace("sigma = 0.25", "sigma = -1"), 20, "certify: invalid sigma");
+    let without =
+        format!("{GOOD}[[pass]]\nmetric = \"certified_accuracy\"\nradius = 0\nmin = 0.5\n");
+    error(&without, 21, "not computed without [certify]");
+}

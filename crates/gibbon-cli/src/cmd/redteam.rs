@@ -8,10 +8,11 @@ use crate::args::RedteamArgs;
 use crate::resolve::{command_line, defend, progress, set_threads, usage};
 use anyhow::Result;
 use gibbon::audit::{run_checks, AuditReport, AuditSubject};
+use gibbon::certify::{certified_accuracy, Smoothed};
 use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
 use gibbon::model::{load_model, Classifier};
-use gibbon::redteam::{Metric, RedteamPlan, Run};
+use gibbon::redteam::{CertifyPlan, Metric, RedteamPlan, Run};
 use gibbon::report::{report_page, ResultDoc, SampleImages};
 use gibbon::threat::ThreatModel;
 use serde_json::{json, Value};
@@ -41,7 +42,8 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
     let classes = data.num_classes().max(2) as i64;
     let model = load_model(&plan.model, plan.arch, &data.sample_shape(), classes, Device::Cpu)?;
     let model = defend(model, plan.defense.as_deref(), false)?;
-    let stages = plan.runs.len() + usize::from(plan.audit_n.is_some());
+    let stages =
+        plan.runs.len() + usize::from(plan.audit_n.is_some()) + usize::from(plan.certify.is_some());
     // Largest ε first: the page opens on the evaluation the attacker did most with.
     let mut order: Vec<usize> = (0..plan.runs.len()).collect();
     order.sort_by(|&a, &b| plan.runs[b].eps.total_cmp(&plan.runs[a].eps));
@@ -62,14 +64,27 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
     }
     let audit = match plan.audit_n {
         Some(audit_n) => {
+            let stage = plan.runs.len() + 1;
             eprintln!(
-                "redteam stage {stages}/{stages}: gradient-masking audit on {audit_n} samples"
+                "redteam stage {stage}/{stages}: gradient-masking audit on {audit_n} samples"
             );
             Some(audit(&plan, model.as_ref(), &data, audit_n)?)
         }
         None => None,
     };
-    let criteria = judge(&plan, &evaluations, audit.as_ref());
+    let certification = match &plan.certify {
+        Some(c) => {
+            eprintln!(
+                "redteam stage {stages}/{stages}: randomized smoothing σ = {}",
+                c.config.sigma
+            );
+            let doc = certify(c, model.as_ref(), &data, quiet)?;
+            docs.push(ResultDoc::new("certification", doc.clone()));
+            Some(doc)
+        }
+        None => None,
+    };
+    let criteria = judge(&plan, &evaluations, audit.as_ref(), certification.as_ref());
     let passed = criteria.iter().all(|c| c["passed"] == json!(true));
     let top = json!({
         "gibbon_version": gibbon::VERSION,
@@ -90,7 +105,9 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
         "curve": curve(&evaluations),
     });
     let mut full = top.clone();
-    full["evaluations"] = Value::Array(docs.iter().map(|d| d.json.clone()).collect());
+    let evaluation_docs = docs.iter().take(evaluations.len());
+    full["evaluations"] = Value::Array(evaluation_docs.map(|d| d.json.clone()).collect());
+    full["certification"] = certification.unwrap_or(Value::Null);
     super::write_json(&out_dir.join("redteam.json"), &full)?;
     docs.insert(0, ResultDoc::new(plan.file.clone(), top));
     let title = format!("gibbon redteam: {} ({})", plan.name, if passed { "PASS" } else { "FAIL" });
@@ -223,11 +240,51 @@ fn audit(
     Ok(report)
 }
 
+/// Randomized smoothing's CERTIFY (Cohen, Rosenfeld & Kolter 2019) on the first samples, as
+/// the JSON `gibbon certify` writes (the report's certification section reads it).
+fn certify(
+    plan: &CertifyPlan,
+    model: &dyn Classifier,
+    data: &Dataset,
+    quiet: bool,
+) -> Result<Value> {
+    let smoothed = Smoothed::new(model, plan.config.clone())?;
+    let n = plan.n.min(data.len());
+    let bar = indicatif::ProgressBar::new(n as u64);
+    if !progress(quiet) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "   certify [{elapsed_precise}] {bar:40} {pos}/{len} samples ({eta} left)",
+    ) {
+        bar.set_style(style);
+    }
+    let mut records = Vec::new();
+    let mut pairs = Vec::new();
+    for i in 0..n {
+        let x = data.try_batch(&[i], Device::Cpu)?.squeeze_dim(0);
+        let label = data.try_labels_of(&[i], Device::Cpu)?.int64_value(&[0]);
+        let certificate = smoothed.certify(&x, i)?;
+        let correct = certificate.class == Some(label);
+        records.push(json!({ "index": i, "label": label, "radius": certificate.radius,
+            "class": certificate.class, "p_lower": certificate.p_lower, "correct": correct }));
+        pairs.push((certificate, label));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let abstained = pairs.iter().filter(|(c, _)| c.class.is_none()).count();
+    Ok(json!({
+        "model": model.info(), "config": plan.config, "n": n, "abstained": abstained,
+        "certified_accuracy": certified_accuracy(&pairs, &plan.radii), "per_sample": records,
+    }))
+}
+
 /// Every criterion with its measured value (and interval) and verdict.
 fn judge(
     plan: &RedteamPlan,
     evals: &[(Run, EvalReport)],
     audit: Option<&AuditReport>,
+    certification: Option<&Value>,
 ) -> Vec<Value> {
     let first = evals.first().map(|(_, r)| r);
     plan.criteria
@@ -240,6 +297,11 @@ fn judge(
                 }
                 Metric::CleanAccuracy => (first.map(|r| r.clean_accuracy), None),
                 Metric::AuditFired => (audit.map(|a| a.fired.len() as f64), None),
+                Metric::CertifiedAccuracy(radius) => {
+                    let table = certification.and_then(|c| c["certified_accuracy"].as_array());
+                    let at = table.into_iter().flatten().find(|p| p[0].as_f64() == Some(radius));
+                    (at.and_then(|p| p[1].as_f64()), None)
+                }
             };
             let passed = measured.is_some_and(|m| c.holds(m));
             json!({ "criterion": c.text, "measured": measured, "ci95": ci, "passed": passed })

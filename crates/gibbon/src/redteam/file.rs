@@ -15,6 +15,7 @@ pub(super) struct ThreatFile {
     #[serde(default)]
     pub budget: BudgetSection,
     pub audit: Option<AuditSection>,
+    pub certify: Option<Spanned<CertifySection>>,
     #[serde(default)]
     pub pass: Vec<Spanned<PassSection>>,
     /// Detection is not in gibbon yet; the key is reserved so the error says so.
@@ -88,6 +89,18 @@ fn yes() -> bool {
     true
 }
 
+/// `[certify]`: randomized smoothing (Cohen, Rosenfeld & Kolter 2019) of the model.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CertifySection {
+    pub sigma: f64,
+    pub draws: Option<usize>,
+    pub selection_draws: Option<usize>,
+    pub alpha: Option<f64>,
+    pub n: Option<usize>,
+    pub radii: Option<Vec<f64>>,
+}
+
 /// `[[pass]]`: one pass criterion.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,4 +110,5 @@ pub(super) struct PassSection {
     pub max: Option<f64>,
     pub eps: Option<Spanned<f64>>,
     pub norm: Option<Spanned<String>>,
+    pub radius: Option<Spanned<f64>>,
 }

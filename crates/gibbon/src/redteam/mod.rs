@@ -12,9 +12,10 @@
 //!
 //! `attacks = [...]` in `[attacker]` replaces the plan; an attack that needs more than the
 //! declared knowledge is refused. The audit runs when `[audit]` is present and the attacker is
-//! white-box. Detection has no place yet (its module does not exist); a `[detection]` table
-//! is refused with that reason. Transfer from a surrogate is not planned yet either.
+//! white-box; randomized smoothing (Cohen, Rosenfeld & Kolter 2019) when `[certify]` is.
+//! Detection has no place yet (its module does not exist); a `[detection]` table is refused
+//! with that reason. Transfer from a surrogate is not planned yet either.
 mod file;
 mod plan;
 
-pub use plan::{Criterion, Metric, RedteamPlan, Run};
+pub use plan::{CertifyPlan, Criterion, Metric, RedteamPlan, Run};

@@ -1,6 +1,7 @@
 //! The checked plan of a threat-model file ([`RedteamPlan::parse`]) and its pass criteria.
 use super::file::{EpsList, PassSection, ThreatFile};
 use crate::attack::registration;
+use crate::certify::SmoothingConfig;
 use crate::data::{DataSpec, Split};
 use crate::defense::input::DefenseChain;
 use crate::error::{GibbonError, Result};
@@ -34,7 +35,23 @@ pub enum Metric {
     CleanAccuracy,
     /// The number of audit checks that fired.
     AuditFired,
+    /// Certified accuracy at an L2 radius (`[certify]`).
+    CertifiedAccuracy(f64),
 }
+
+/// `[certify]`: randomized smoothing of the model on the first samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertifyPlan {
+    /// Noise, draws, α (the seed is the attacker's).
+    pub config: SmoothingConfig,
+    /// Samples certified (the first `n`, at most the run's).
+    pub n: usize,
+    /// Radii at which certified accuracy is reported.
+    pub radii: Vec<f64>,
+}
+
+/// Radii reported when `[certify]` names none.
+const DEFAULT_RADII: &[f64] = &[0.0, 0.25, 0.5, 0.75, 1.0];
 
 /// One pass criterion: `min <= metric <= max`.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +113,8 @@ pub struct RedteamPlan {
     pub runs: Vec<Run>,
     /// Samples the audit uses, when it runs.
     pub audit_n: Option<usize>,
+    /// Certification, when configured.
+    pub certify: Option<CertifyPlan>,
     /// The pass criteria.
     pub criteria: Vec<Criterion>,
 }
@@ -230,10 +249,11 @@ impl RedteamPlan {
             }
             _ => None,
         };
+        let certify = certify_plan(&at, &raw, attacker.seed)?;
         let criteria = raw
             .pass
             .iter()
-            .map(|p| criterion(&at, p, &runs, audit_n.is_some()))
+            .map(|p| criterion(&at, p, &runs, audit_n.is_some(), certify.as_ref()))
             .collect::<Result<Vec<_>>>()?;
         Ok(RedteamPlan {
             file: file.to_string(),
@@ -257,6 +277,7 @@ impl RedteamPlan {
             queries: raw.budget.queries,
             runs,
             audit_n,
+            certify,
             criteria,
         })
     }
@@ -370,8 +391,37 @@ fn plan_attacks(
     Ok((usable, None))
 }
 
+/// The `[certify]` table, checked.
+fn certify_plan(at: &At, raw: &ThreatFile, seed: u64) -> Result<Option<CertifyPlan>> {
+    let Some(section) = &raw.certify else { return Ok(None) };
+    let c = section.get_ref();
+    let mut config = SmoothingConfig::new(c.sigma);
+    config.n = c.draws.unwrap_or(config.n);
+    config.n0 = c.selection_draws.unwrap_or(config.n0);
+    config.alpha = c.alpha.unwrap_or(config.alpha);
+    config.seed = seed;
+    config.validate().map_err(|e| at.error(section.span(), format!("certify: {e}")))?;
+    let radii = c.radii.clone().unwrap_or_else(|| DEFAULT_RADII.to_vec());
+    if let Some(r) = radii.iter().find(|r| !r.is_finite() || **r < 0.0) {
+        return Err(
+            at.error(section.span(), format!("certify.radii: {r} is not a finite radius >= 0"))
+        );
+    }
+    let n = c.n.unwrap_or(20);
+    if n == 0 {
+        return Err(at.error(section.span(), "certify.n must be at least 1"));
+    }
+    Ok(Some(CertifyPlan { config, n, radii }))
+}
+
 /// One `[[pass]]` table, checked against what the plan computes.
-fn criterion(at: &At, p: &Spanned<PassSection>, runs: &[Run], audit: bool) -> Result<Criterion> {
+fn criterion(
+    at: &At,
+    p: &Spanned<PassSection>,
+    runs: &[Run],
+    audit: bool,
+    certify: Option<&CertifyPlan>,
+) -> Result<Criterion> {
     let c = p.get_ref();
     let (min, max) = (c.min, c.max);
     if min.is_none() && max.is_none() {
@@ -406,6 +456,24 @@ fn criterion(at: &At, p: &Spanned<PassSection>, runs: &[Run], audit: bool) -> Re
             Metric::RobustAccuracy(*run)
         }
         "clean_accuracy" => Metric::CleanAccuracy,
+        "certified_accuracy" => {
+            let Some(plan) = certify else {
+                return Err(at.error(
+                    c.metric.span(),
+                    "pass.metric: certified_accuracy is not computed without [certify]",
+                ));
+            };
+            let Some(radius) = &c.radius else {
+                return Err(at.error(p.span(), "pass: certified_accuracy needs `radius`"));
+            };
+            if !plan.radii.iter().any(|r| (r - radius.get_ref()).abs() < 1e-12) {
+                return Err(at.error(
+                    radius.span(),
+                    format!("pass.radius: certified_accuracy at radius {} is not computed (certify.radii)", radius.get_ref()),
+                ));
+            }
+            Metric::CertifiedAccuracy(*radius.get_ref())
+        }
         "audit_fired" if audit => Metric::AuditFired,
         "audit_fired" => {
             return Err(at.error(
@@ -416,7 +484,7 @@ fn criterion(at: &At, p: &Spanned<PassSection>, runs: &[Run], audit: bool) -> Re
         other => {
             return Err(at.error(
                 c.metric.span(),
-                format!("pass.metric: `{other}` is not computed; known: robust_accuracy, clean_accuracy, audit_fired"),
+                format!("pass.metric: `{other}` is not computed; known: robust_accuracy, clean_accuracy, audit_fired, certified_accuracy"),
             ));
         }
     };
