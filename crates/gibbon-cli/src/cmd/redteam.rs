@@ -42,48 +42,8 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
     let classes = data.num_classes().max(2) as i64;
     let model = load_model(&plan.model, plan.arch, &data.sample_shape(), classes, Device::Cpu)?;
     let model = defend(model, plan.defense.as_deref(), false)?;
-    let stages =
-        plan.runs.len() + usize::from(plan.audit_n.is_some()) + usize::from(plan.certify.is_some());
-    // Largest ε first: the page opens on the evaluation the attacker did most with.
-    let mut order: Vec<usize> = (0..plan.runs.len()).collect();
-    order.sort_by(|&a, &b| plan.runs[b].eps.total_cmp(&plan.runs[a].eps));
-    let mut evaluations = Vec::new();
-    let mut docs = Vec::new();
-    for (k, run) in order.iter().map(|&i| &plan.runs[i]).enumerate() {
-        eprintln!(
-            "redteam stage {}/{stages}: {} ε = {}, {} ({})",
-            k + 1,
-            run.norm,
-            run.eps,
-            plan.attacks.join(", "),
-            plan.knowledge.describe()
-        );
-        let (report, doc) = evaluate_run(&plan, run, model.as_ref(), &data, &out_dir, quiet)?;
-        docs.push(doc);
-        evaluations.push((*run, report));
-    }
-    let audit = match plan.audit_n {
-        Some(audit_n) => {
-            let stage = plan.runs.len() + 1;
-            eprintln!(
-                "redteam stage {stage}/{stages}: gradient-masking audit on {audit_n} samples"
-            );
-            Some(audit(&plan, model.as_ref(), &data, audit_n)?)
-        }
-        None => None,
-    };
-    let certification = match &plan.certify {
-        Some(c) => {
-            eprintln!(
-                "redteam stage {stages}/{stages}: randomized smoothing σ = {}",
-                c.config.sigma
-            );
-            let doc = certify(c, model.as_ref(), &data, quiet)?;
-            docs.push(ResultDoc::new("certification", doc.clone()));
-            Some(doc)
-        }
-        None => None,
-    };
+    let (evaluations, mut docs, audit, certification) =
+        run_stages(&plan, model.as_ref(), &data, &out_dir, quiet)?;
     let criteria = judge(&plan, &evaluations, audit.as_ref(), certification.as_ref());
     let passed = criteria.iter().all(|c| c["passed"] == json!(true));
     let top = json!({
@@ -132,6 +92,61 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Every stage: the evaluations (largest ε first), the audit, certification. Returns the
+/// evaluations, their report sections (and certification's), the audit and certification.
+#[allow(clippy::type_complexity)]
+fn run_stages(
+    plan: &RedteamPlan,
+    model: &dyn Classifier,
+    data: &Dataset,
+    out_dir: &Path,
+    quiet: bool,
+) -> Result<(Vec<(Run, EvalReport)>, Vec<ResultDoc>, Option<AuditReport>, Option<Value>)> {
+    let stages =
+        plan.runs.len() + usize::from(plan.audit_n.is_some()) + usize::from(plan.certify.is_some());
+    // Largest ε first: the page opens on the evaluation the attacker did most with.
+    let mut order: Vec<usize> = (0..plan.runs.len()).collect();
+    order.sort_by(|&a, &b| plan.runs[b].eps.total_cmp(&plan.runs[a].eps));
+    let mut evaluations = Vec::new();
+    let mut docs = Vec::new();
+    for (k, run) in order.iter().map(|&i| &plan.runs[i]).enumerate() {
+        eprintln!(
+            "redteam stage {}/{stages}: {} ε = {}, {} ({})",
+            k + 1,
+            run.norm,
+            run.eps,
+            plan.attacks.join(", "),
+            plan.knowledge.describe()
+        );
+        let (report, doc) = evaluate_run(plan, run, model, data, out_dir, quiet)?;
+        docs.push(doc);
+        evaluations.push((*run, report));
+    }
+    let audit = match plan.audit_n {
+        Some(audit_n) => {
+            let stage = plan.runs.len() + 1;
+            eprintln!(
+                "redteam stage {stage}/{stages}: gradient-masking audit on {audit_n} samples"
+            );
+            Some(audit(plan, model, data, audit_n)?)
+        }
+        None => None,
+    };
+    let certification = match &plan.certify {
+        Some(c) => {
+            eprintln!(
+                "redteam stage {stages}/{stages}: randomized smoothing σ = {}",
+                c.config.sigma
+            );
+            let doc = certify(c, model, data, quiet)?;
+            docs.push(ResultDoc::new("certification", doc.clone()));
+            Some(doc)
+        }
+        None => None,
+    };
+    Ok((evaluations, docs, audit, certification))
 }
 
 /// OUT_DIR/eval-NORM-EPS.partial.jsonl: the stream a killed run resumes from.

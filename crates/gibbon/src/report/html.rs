@@ -19,6 +19,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::html_assets::{CSS, SELF_CHECK_SCRIPT};
+use super::html_table::render_table_body;
 use super::png_image::{auto_amplification, encode_png, perturbation_image, ImageData};
 use crate::error::{GibbonError, Result};
 
@@ -388,7 +389,7 @@ impl HtmlReport {
 }
 
 /// Escapes text for use in HTML element content and in quoted attribute values.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -476,24 +477,6 @@ fn amplification_text(amplify: f32) -> String {
     }
 }
 
-fn looks_numeric(cell: &str) -> bool {
-    let cell = cell.trim();
-    let cell = cell.strip_suffix('%').unwrap_or(cell).trim_end();
-    !cell.is_empty() && cell.parse::<f64>().is_ok()
-}
-
-/// Placeholders that may stand in a numeric column without making it text.
-fn is_placeholder(cell: &str) -> bool {
-    matches!(cell.trim(), "" | "-" | "–" | "—" | "n/a" | "N/A" | "NaN")
-}
-
-/// Whether column `i` holds numbers: at least one numeric cell and nothing but numbers and
-/// placeholders.
-fn numeric_column(table: &SummaryTable, i: usize) -> bool {
-    let cells = || table.rows.iter().filter_map(|row| row.get(i));
-    cells().any(|c| looks_numeric(c)) && cells().all(|c| looks_numeric(c) || is_placeholder(c))
-}
-
 /// A section of parts ([`HtmlReport::add_section`]).
 fn render_named(out: &mut String, id: &str, name: &str, heading: &str, parts: &[RenderedPart]) {
     let _ = writeln!(
@@ -530,42 +513,6 @@ fn render_table(out: &mut String, id: &str, heading: &str, table: &SummaryTable)
     let _ = writeln!(out, "<section id=\"{id}\">\n<h2>{}</h2>", escape(heading));
     render_table_body(out, table);
     out.push_str("</section>\n");
-}
-
-fn render_table_body(out: &mut String, table: &SummaryTable) {
-    if table.columns.is_empty() && table.rows.is_empty() {
-        out.push_str("<p class=\"empty\">No data.</p>\n");
-        return;
-    }
-    let width = table.rows.iter().map(Vec::len).fold(table.columns.len(), usize::max);
-    let numeric: Vec<bool> = (0..width).map(|i| numeric_column(table, i)).collect();
-    let class = |i: usize| {
-        if numeric.get(i).copied().unwrap_or(false) {
-            " class=\"num\""
-        } else {
-            ""
-        }
-    };
-    out.push_str("<div class=\"table-wrap\"><table>\n");
-    if !table.columns.is_empty() {
-        out.push_str("<thead><tr>");
-        for (i, column) in table.columns.iter().enumerate() {
-            let _ = write!(out, "<th{}>{}</th>", class(i), escape(column));
-        }
-        out.push_str("</tr></thead>\n");
-    }
-    out.push_str("<tbody>\n");
-    for row in &table.rows {
-        out.push_str("<tr>");
-        for (i, cell) in row.iter().enumerate() {
-            let _ = write!(out, "<td{}>{}</td>", class(i), escape(cell));
-        }
-        for _ in row.len()..table.columns.len() {
-            out.push_str("<td></td>");
-        }
-        out.push_str("</tr>\n");
-    }
-    out.push_str("</tbody>\n</table></div>\n");
 }
 
 fn render_examples(out: &mut String, id: &str, heading: &str, note: &str, cards: &[RenderedCard]) {

@@ -16,6 +16,7 @@ pub mod evaluation;
 pub mod examples;
 pub mod html;
 mod html_assets;
+mod html_table;
 pub mod plot;
 pub mod png_image;
 pub mod sections;
