@@ -126,6 +126,7 @@ fn run_stages(
     }
     let audit = match plan.audit_n {
         Some(audit_n) => {
+            let audit_n = audit_n.min(data.len());
             let stage = plan.runs.len() + 1;
             eprintln!(
                 "redteam stage {stage}/{stages}: gradient-masking audit on {audit_n} samples"
