@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod model;
 pub mod random;
+pub mod redteam;
 pub mod report;
 pub mod tensor;
 pub mod threat;

@@ -2,6 +2,7 @@
 //! through its type's `FromStr` (library types, or the flag types of [`values`]); `resolve`
 //! turns these into library settings and `cmd` runs the commands.
 pub mod detect;
+pub mod report;
 pub mod values;
 
 use clap::{Args, Parser, Subcommand};
@@ -10,6 +11,7 @@ use gibbon::eval::Suite;
 use gibbon::model::{Arch, ModelSpec, RemoteOutput};
 use gibbon::threat::{Knowledge, Norm};
 use gibbon::train::Schedule;
+pub use report::{RedteamArgs, ReportArgs};
 use std::path::PathBuf;
 pub use values::{
     parse_flag, AttackPlan, BpdaMode, DeviceChoice, EpsList, ModelList, Normalization,
@@ -71,6 +73,12 @@ pub enum Command {
     /// Detectors (MSP, energy, ODIN, Mahalanobis, feature squeezing): fit and calibrate,
     /// evaluate on OOD and adversarial data, attack the guarded model adaptively.
     Detect(detect::DetectArgs),
+    /// One self-contained HTML page from result JSON files: threat model, accuracy with 95%
+    /// intervals, attack by attack, a gallery, curves, the transfer heat map, audit, certify.
+    Report(ReportArgs),
+    /// Run a threat-model file: the strongest plan its knowledge allows, the audit, pass
+    /// criteria; writes JSON and HTML; exit 0 when every criterion holds, 1 when one fails.
+    Redteam(RedteamArgs),
 }
 
 #[derive(Args, Debug)]
@@ -328,8 +336,8 @@ pub struct EvalArgs {
     /// min(n, 200) samples) and add it to the result as `audit`; warns when a check fired.
     #[arg(long)]
     pub audit: bool,
-    /// Also write the evaluation as an HTML page here (headline numbers, attack by attack,
-    /// and the audit's checks with --audit).
+    /// Also write the evaluation as an HTML page here (see `gibbon report`: headline numbers,
+    /// attack by attack, a gallery, the curve with several --eps, the audit with --audit).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 }
@@ -350,6 +358,9 @@ pub struct AttackArgs {
     /// Write PNGs (original, perturbation, adversarial) for at most this many samples.
     #[arg(long, default_value_t = 32)]
     pub png: usize,
+    /// Also write the result as an HTML page here (see `gibbon report`).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -513,6 +524,9 @@ pub struct TransferArgs {
     /// Write the JSON result here (schema: docs/result-schema.md, "Transfer matrix").
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write the matrix as an HTML page here (a heat map; see `gibbon report`).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// `gibbon train` flags that choose and tune the training defense.

@@ -28,6 +28,9 @@ pub fn run(args: AttackArgs, quiet: bool) -> Result<()> {
         .map_err(|e| gibbon::GibbonError::io(&args.out_dir, e))?;
     write_examples(&args.out_dir, &data, &report, &examples, args.png)?;
     write_json(&args.out_dir.join("result.json"), &report)?;
+    if let Some(path) = &args.html {
+        super::report::write_evaluation_page(path, &report.model.path, &report, &data, &examples)?;
+    }
     eprintln!("wrote {}", args.out_dir.display());
     Ok(())
 }

@@ -25,16 +25,12 @@ pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
     crate::resolve::apply_eot(&args.model, &mut s);
     let eps = eps_values(&args.threat);
     if eps.len() > 1 {
-        if args.html.is_some() {
-            return Err(crate::resolve::usage(
-                "--html writes one evaluation's page; give one --eps (a curve is JSON only)",
-            ));
-        }
         return curve(&args, model.as_ref(), &data, &threat, eps, &s);
     }
     let stream = args.out.as_ref().filter(|_| !args.run.no_resume).map(|o| partial_path(o));
     s.stream = stream.clone();
-    let (report, _) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
+    s.keep_examples |= args.html.is_some();
+    let (report, examples) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
     print_summary(&report);
     let mut audit = None;
     if args.audit {
@@ -58,11 +54,10 @@ pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
         }
         audit = Some(checks);
     }
-    if let Some(path) = &args.html {
-        gibbon::report::evaluation_page(&report, audit.as_ref()).write(path)?;
-        eprintln!("wrote {}", path.display());
-    }
     let result = Evaluated { report: &report, audit: audit.as_ref() };
+    if let Some(path) = &args.html {
+        super::report::write_evaluation_page(path, &report.model.path, &result, &data, &examples)?;
+    }
     match &args.out {
         Some(out) => {
             write_json(out, &result)?;
@@ -118,6 +113,11 @@ fn curve(
             p.broken_by_min_norm,
             p.broken_by_plan
         );
+    }
+    if let Some(path) = &args.html {
+        let doc = gibbon::report::ResultDoc::new("curve", serde_json::to_value(&report)?);
+        let title = super::report::default_title(std::slice::from_ref(&doc));
+        super::report::write_page(path, &title, &[doc])?;
     }
     match &args.out {
         Some(out) => write_json(out, &report)?,

@@ -7,6 +7,8 @@ mod demo;
 mod detect;
 mod eval;
 mod inspect;
+mod redteam;
+mod report;
 mod serve;
 mod tradeoff;
 mod train;
@@ -31,6 +33,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Audit(a) => audit::run(a, cli.quiet),
         Command::Certify(a) => certify::run(a, cli.quiet),
         Command::Detect(a) => detect::run(a, cli.quiet),
+        Command::Report(a) => report::run(a),
+        Command::Redteam(a) => redteam::run(a, cli.quiet),
     }
 }
 

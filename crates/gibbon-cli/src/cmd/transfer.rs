@@ -42,5 +42,9 @@ pub fn run(args: TransferArgs, quiet: bool) -> Result<()> {
         write_json(out, &report)?;
         eprintln!("wrote {}", out.display());
     }
+    if let Some(path) = &args.html {
+        let doc = gibbon::report::ResultDoc::new("transfer", serde_json::to_value(&report)?);
+        super::report::write_page(path, "gibbon transfer", &[doc])?;
+    }
     Ok(())
 }

@@ -18,6 +18,8 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::html_assets::{CSS, SELF_CHECK_SCRIPT};
+use super::html_table::render_table_body;
 use super::png_image::{auto_amplification, encode_png, perturbation_image, ImageData};
 use crate::error::{GibbonError, Result};
 
@@ -100,8 +102,39 @@ struct RenderedCard {
     broken: bool,
 }
 
+/// One piece of a named section ([`HtmlReport::add_section`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    /// A paragraph of plain text (blank lines separate paragraphs).
+    Note(String),
+    /// A table.
+    Table(SummaryTable),
+    /// Example cards (original / perturbation / adversarial).
+    Examples(Vec<ExampleCard>),
+    /// An SVG document (a plot drawn by `plotters`), inlined into the page.
+    Svg(String),
+    /// Preformatted text (a file, JSON) in a collapsed block with a one-line summary.
+    Code {
+        /// The line shown while the block is collapsed.
+        summary: String,
+        /// The text.
+        text: String,
+    },
+}
+
+/// A [`Part`] ready for the page (example pictures encoded).
+#[derive(Debug, Clone)]
+enum RenderedPart {
+    Note(String),
+    Table(SummaryTable),
+    Examples(Vec<RenderedCard>),
+    Svg(String),
+    Code { summary: String, text: String },
+}
+
 #[derive(Debug, Clone)]
 enum Section {
+    Named { id: String, name: String, heading: String, parts: Vec<RenderedPart> },
     Table { heading: String, table: SummaryTable },
     Examples { heading: String, note: String, cards: Vec<RenderedCard> },
     Json { heading: String, json: String },
@@ -111,7 +144,8 @@ enum Section {
 impl Section {
     fn heading(&self) -> &str {
         match self {
-            Section::Table { heading, .. }
+            Section::Named { heading, .. }
+            | Section::Table { heading, .. }
             | Section::Examples { heading, .. }
             | Section::Json { heading, .. }
             | Section::Figure { heading, .. } => heading,
@@ -133,17 +167,69 @@ pub struct HtmlReport {
     /// Introductory text under the title; blank lines separate paragraphs.
     pub intro: String,
     sections: Vec<Section>,
+    /// Whether the page carries [`SELF_CHECK_SCRIPT`].
+    self_check: bool,
 }
 
 impl HtmlReport {
     /// An empty report with the given title.
     pub fn new(title: impl Into<String>) -> Self {
-        HtmlReport { title: title.into(), intro: String::new(), sections: Vec::new() }
+        HtmlReport {
+            title: title.into(),
+            intro: String::new(),
+            sections: Vec::new(),
+            self_check: false,
+        }
     }
 
     /// Sets the introductory text (plain text; blank lines separate paragraphs).
     pub fn intro(mut self, text: impl Into<String>) -> Self {
         self.intro = text.into();
+        self
+    }
+
+    /// Makes the page check itself when a browser loads it: a small inline script records
+    /// script errors, `console.error` calls and pictures that fail to decode, and writes its
+    /// verdict into the `data-check` attribute of `<body>` (`ok images=N svgs=M`, or
+    /// `fail ...`), which a headless browser's DOM dump shows.
+    pub fn self_check(mut self) -> Self {
+        self.self_check = true;
+        self
+    }
+
+    /// Adds a section made of parts, as `<section id="NAME" data-section="NAME">` (the id gets
+    /// a `-2`, `-3` ... suffix when the name is already taken). Example pictures are encoded
+    /// here; SVG parts are inlined as they are.
+    pub fn add_section(mut self, name: &str, heading: impl Into<String>, parts: Vec<Part>) -> Self {
+        let taken = |id: &str| {
+            self.sections
+                .iter()
+                .any(|s| matches!(s, Section::Named { id: other, .. } if other == id))
+        };
+        let mut id = name.to_string();
+        let mut k = 1;
+        while taken(&id) {
+            k += 1;
+            id = format!("{name}-{k}");
+        }
+        let parts = parts
+            .into_iter()
+            .map(|p| match p {
+                Part::Note(text) => RenderedPart::Note(text),
+                Part::Table(table) => RenderedPart::Table(table),
+                Part::Examples(cards) => {
+                    RenderedPart::Examples(cards.into_iter().map(render_card).collect())
+                }
+                Part::Svg(svg) => RenderedPart::Svg(svg),
+                Part::Code { summary, text } => RenderedPart::Code { summary, text },
+            })
+            .collect();
+        self.sections.push(Section::Named {
+            id,
+            name: name.to_string(),
+            heading: heading.into(),
+            parts,
+        });
         self
     }
 
@@ -196,8 +282,19 @@ impl HtmlReport {
     /// invalid or differ in shape).
     pub fn validate(&self) -> Result<()> {
         for section in &self.sections {
-            let Section::Examples { heading, cards, .. } = section else {
-                continue;
+            let (heading, cards): (&str, Vec<&RenderedCard>) = match section {
+                Section::Examples { heading, cards, .. } => (heading, cards.iter().collect()),
+                Section::Named { heading, parts, .. } => (
+                    heading,
+                    parts
+                        .iter()
+                        .flat_map(|p| match p {
+                            RenderedPart::Examples(cards) => cards.iter().collect(),
+                            _ => Vec::new(),
+                        })
+                        .collect(),
+                ),
+                _ => continue,
             };
             for card in cards {
                 for (what, picture) in [
@@ -225,14 +322,21 @@ impl HtmlReport {
         let _ = writeln!(out, "<title>{}</title>", escape(&self.title));
         out.push_str("<style>\n");
         out.push_str(CSS);
-        out.push_str("</style>\n</head>\n<body>\n<main>\n<header class=\"page-head\">\n");
+        out.push_str("</style>\n");
+        if self.self_check {
+            let _ = writeln!(out, "<script>{SELF_CHECK_SCRIPT}</script>");
+        }
+        out.push_str("</head>\n<body>\n<main>\n<header class=\"page-head\">\n");
         let _ = writeln!(out, "<h1>{}</h1>", escape(&self.title));
         push_paragraphs(&mut out, &self.intro, "intro");
         if self.sections.len() > 1 {
             out.push_str("<nav class=\"toc\">");
             for (i, section) in self.sections.iter().enumerate() {
-                let _ =
-                    write!(out, "<a href=\"#section-{}\">{}</a>", i + 1, escape(section.heading()));
+                let id = match section {
+                    Section::Named { id, .. } => id.clone(),
+                    _ => format!("section-{}", i + 1),
+                };
+                let _ = write!(out, "<a href=\"#{id}\">{}</a>", escape(section.heading()));
             }
             out.push_str("</nav>\n");
         }
@@ -240,6 +344,9 @@ impl HtmlReport {
         for (i, section) in self.sections.iter().enumerate() {
             let id = format!("section-{}", i + 1);
             match section {
+                Section::Named { id, name, heading, parts } => {
+                    render_named(&mut out, id, name, heading, parts)
+                }
                 Section::Table { heading, table } => render_table(&mut out, &id, heading, table),
                 Section::Examples { heading, note, cards } => {
                     render_examples(&mut out, &id, heading, note, cards)
@@ -282,7 +389,7 @@ impl HtmlReport {
 }
 
 /// Escapes text for use in HTML element content and in quoted attribute values.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -370,66 +477,54 @@ fn amplification_text(amplify: f32) -> String {
     }
 }
 
-fn looks_numeric(cell: &str) -> bool {
-    let cell = cell.trim();
-    let cell = cell.strip_suffix('%').unwrap_or(cell).trim_end();
-    !cell.is_empty() && cell.parse::<f64>().is_ok()
-}
-
-/// Placeholders that may stand in a numeric column without making it text.
-fn is_placeholder(cell: &str) -> bool {
-    matches!(cell.trim(), "" | "-" | "–" | "—" | "n/a" | "N/A" | "NaN")
-}
-
-/// Whether column `i` holds numbers: at least one numeric cell and nothing but numbers and
-/// placeholders.
-fn numeric_column(table: &SummaryTable, i: usize) -> bool {
-    let cells = || table.rows.iter().filter_map(|row| row.get(i));
-    cells().any(|c| looks_numeric(c)) && cells().all(|c| looks_numeric(c) || is_placeholder(c))
+/// A section of parts ([`HtmlReport::add_section`]).
+fn render_named(out: &mut String, id: &str, name: &str, heading: &str, parts: &[RenderedPart]) {
+    let _ = writeln!(
+        out,
+        "<section id=\"{}\" data-section=\"{}\">\n<h2>{}</h2>",
+        escape(id),
+        escape(name),
+        escape(heading)
+    );
+    for part in parts {
+        match part {
+            RenderedPart::Note(text) => push_paragraphs(out, text, "note"),
+            RenderedPart::Table(table) => render_table_body(out, table),
+            RenderedPart::Examples(cards) => render_cards(out, cards),
+            RenderedPart::Svg(svg) => {
+                // plotters escapes the text it draws; the document is inlined from its root.
+                let start = svg.find("<svg").unwrap_or(0);
+                let _ = writeln!(out, "<div class=\"plot\">{}</div>", &svg[start..]);
+            }
+            RenderedPart::Code { summary, text } => {
+                let _ = write!(
+                    out,
+                    "<details class=\"json\">\n<summary>{}</summary>\n<pre>{}</pre>\n</details>\n",
+                    escape(summary),
+                    escape(text)
+                );
+            }
+        }
+    }
+    out.push_str("</section>\n");
 }
 
 fn render_table(out: &mut String, id: &str, heading: &str, table: &SummaryTable) {
     let _ = writeln!(out, "<section id=\"{id}\">\n<h2>{}</h2>", escape(heading));
-    if table.columns.is_empty() && table.rows.is_empty() {
-        out.push_str("<p class=\"empty\">No data.</p>\n</section>\n");
-        return;
-    }
-    let width = table.rows.iter().map(Vec::len).fold(table.columns.len(), usize::max);
-    let numeric: Vec<bool> = (0..width).map(|i| numeric_column(table, i)).collect();
-    let class = |i: usize| {
-        if numeric.get(i).copied().unwrap_or(false) {
-            " class=\"num\""
-        } else {
-            ""
-        }
-    };
-    out.push_str("<div class=\"table-wrap\"><table>\n");
-    if !table.columns.is_empty() {
-        out.push_str("<thead><tr>");
-        for (i, column) in table.columns.iter().enumerate() {
-            let _ = write!(out, "<th{}>{}</th>", class(i), escape(column));
-        }
-        out.push_str("</tr></thead>\n");
-    }
-    out.push_str("<tbody>\n");
-    for row in &table.rows {
-        out.push_str("<tr>");
-        for (i, cell) in row.iter().enumerate() {
-            let _ = write!(out, "<td{}>{}</td>", class(i), escape(cell));
-        }
-        for _ in row.len()..table.columns.len() {
-            out.push_str("<td></td>");
-        }
-        out.push_str("</tr>\n");
-    }
-    out.push_str("</tbody>\n</table></div>\n</section>\n");
+    render_table_body(out, table);
+    out.push_str("</section>\n");
 }
 
 fn render_examples(out: &mut String, id: &str, heading: &str, note: &str, cards: &[RenderedCard]) {
     let _ = writeln!(out, "<section id=\"{id}\">\n<h2>{}</h2>", escape(heading));
     push_paragraphs(out, note, "note");
+    render_cards(out, cards);
+    out.push_str("</section>\n");
+}
+
+fn render_cards(out: &mut String, cards: &[RenderedCard]) {
     if cards.is_empty() {
-        out.push_str("<p class=\"empty\">No examples.</p>\n</section>\n");
+        out.push_str("<p class=\"empty\">No examples.</p>\n");
         return;
     }
     let broken = cards.iter().filter(|c| c.broken).count();
@@ -445,7 +540,7 @@ fn render_examples(out: &mut String, id: &str, heading: &str, note: &str, cards:
     for card in cards {
         render_card_html(out, card);
     }
-    out.push_str("</div>\n</section>\n");
+    out.push_str("</div>\n");
 }
 
 fn render_picture(out: &mut String, picture: &Picture, alt: &str) {
@@ -508,80 +603,3 @@ fn render_card_html(out: &mut String, card: &RenderedCard) {
         percent(card.adversarial_confidence)
     );
 }
-
-const CSS: &str = r#":root {
-  --bg: #f5f6f8; --panel: #ffffff; --text: #1d2330; --muted: #5f6b7a; --line: #e2e5ea;
-  --bad: #c62828; --bad-bg: #fdecea; --good: #2e7d32; --good-bg: #e8f5e9; --accent: #3056d3;
-  --mono: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
-}
-* { box-sizing: border-box; }
-body {
-  margin: 0; background: var(--bg); color: var(--text);
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-}
-main { max-width: 1120px; margin: 0 auto; padding: 32px 24px 48px; }
-h1 { font-size: 28px; margin: 0 0 8px; letter-spacing: -0.01em; }
-h2 { font-size: 19px; margin: 36px 0 10px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
-p { margin: 6px 0 10px; max-width: 78ch; }
-.intro { color: var(--muted); font-size: 16px; }
-.note, .tally { color: var(--muted); }
-.tally { max-width: none; }
-.tally .bad { color: var(--bad); font-weight: 600; }
-.tally .good { color: var(--good); font-weight: 600; }
-.empty { color: var(--muted); font-style: italic; }
-.toc { display: flex; flex-wrap: wrap; gap: 6px 18px; margin-top: 14px; font-size: 14px; }
-.toc a { color: var(--accent); text-decoration: none; }
-.toc a:hover { text-decoration: underline; }
-.table-wrap { display: inline-block; max-width: 100%; overflow-x: auto; background: var(--panel); border: 1px solid var(--line); border-radius: 8px; }
-table { border-collapse: collapse; font-size: 14px; }
-th, td { padding: 8px 18px; text-align: left; border-bottom: 1px solid var(--line); white-space: nowrap; }
-th { background: #eef0f4; font-weight: 600; color: #384252; }
-tbody tr:nth-child(even) { background: #fafbfc; }
-tbody tr:last-child td { border-bottom: none; }
-th.num { text-align: right; }
-td.num { text-align: right; font-family: var(--mono); font-variant-numeric: tabular-nums; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 16px; }
-@media (max-width: 520px) { .cards { grid-template-columns: 1fr; } }
-.card {
-  background: var(--panel); border: 1px solid var(--line); border-top: 4px solid var(--muted);
-  border-radius: 8px; padding: 12px 16px 14px; box-shadow: 0 1px 2px rgba(20, 30, 50, 0.06);
-}
-.card.bad { border-top-color: var(--bad); }
-.card.good { border-top-color: var(--good); }
-.card header { display: flex; align-items: center; gap: 12px; margin-bottom: 10px; font-size: 14px; }
-.card .idx { font-family: var(--mono); color: var(--muted); }
-figcaption .role b { font-family: var(--mono); color: var(--text); }
-.badge {
-  margin-left: auto; padding: 1px 10px; border-radius: 999px; font-size: 12px; font-weight: 600;
-  text-transform: uppercase; letter-spacing: 0.04em;
-}
-.badge.bad { color: var(--bad); background: var(--bad-bg); }
-.badge.good { color: var(--good); background: var(--good-bg); }
-.triptych { display: grid; grid-template-columns: minmax(0, 1fr) auto minmax(0, 1fr) auto minmax(0, 1fr); align-items: start; gap: 8px; }
-.op { align-self: center; margin-top: -44px; font-size: 22px; color: var(--muted); font-weight: 300; }
-figure { margin: 0; text-align: center; min-width: 0; }
-figure img {
-  display: block; width: 100%; height: auto; border-radius: 4px; border: 1px solid var(--line);
-  image-rendering: pixelated; background: #000;
-}
-figcaption { display: flex; flex-direction: column; margin-top: 6px; font-size: 13px; line-height: 1.35; }
-figcaption .role { color: var(--muted); font-size: 12px; }
-figcaption .answer { font-family: var(--mono); font-weight: 600; font-size: 14px; overflow-wrap: anywhere; }
-figcaption .answer.norm { font-weight: 500; }
-figcaption .answer.bad { color: var(--bad); }
-figcaption .answer.good { color: var(--good); }
-figcaption .who { font: 400 12px system-ui, sans-serif; color: var(--muted); margin-right: 2px; }
-figcaption .conf { font-weight: 400; color: var(--muted); }
-figcaption .answer.bad .conf, figcaption .answer.good .conf { color: inherit; opacity: 0.8; }
-.missing {
-  display: flex; align-items: center; justify-content: center; aspect-ratio: 1; padding: 6px;
-  border: 1px dashed var(--bad); border-radius: 4px; color: var(--bad); font-size: 11px; overflow-wrap: anywhere;
-}
-details.json { margin-top: 28px; background: var(--panel); border: 1px solid var(--line); border-radius: 8px; }
-details.json summary { cursor: pointer; padding: 10px 14px; font-weight: 600; }
-details.json pre {
-  margin: 0; padding: 12px 14px; border-top: 1px solid var(--line); max-height: 480px; overflow: auto;
-  font: 12.5px/1.45 var(--mono); background: #fafbfc;
-}
-footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
-"#;

@@ -8,19 +8,23 @@
 //!   file with the pictures embedded as data URIs.
 //! - [`examples`]: the adversarial examples of an evaluation as `adversarial.npy`,
 //!   `labels.npy` and PNG triptychs ([`write_examples`]).
-//! - [`evaluation`]: one evaluation as a page, with its audit when it was audited
-//!   ([`evaluation_page`]).
-//! - [`audit`]: the gradient-masking audit as sections of a page ([`audit_sections`]).
+//! - [`sections`]: the report's sections, one file each, rendered from any result JSON
+//!   ([`sections::report_page`]; `gibbon report`); [`plot`] draws their plots with `plotters`.
+//! - [`audit`]: the gradient-masking audit, with an adaptive re-evaluation, as sections of
+//!   `gibbon audit`'s page ([`audit_sections`]).
 pub mod audit;
-pub mod evaluation;
 pub mod examples;
 pub mod html;
+mod html_assets;
+mod html_table;
+pub mod plot;
 pub mod png_image;
+pub mod sections;
 
 pub use audit::audit_sections;
-pub use evaluation::evaluation_page;
 pub use examples::write_examples;
-pub use html::{ExampleCard, HtmlReport, SummaryTable};
+pub use html::{ExampleCard, HtmlReport, Part, SummaryTable};
 pub use png_image::{
     auto_amplification, encode_png, perturbation_image, write_png, ImageData, MAX_IMAGE_VALUES,
 };
+pub use sections::{report_page, ResultDoc, SampleImages, Section, SECTIONS};

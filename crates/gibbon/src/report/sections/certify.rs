@@ -1,0 +1,62 @@
+//! Randomized-smoothing certification (`gibbon certify`; Cohen, Rosenfeld & Kolter 2019):
+//! certified accuracy against the L2 radius, as a table and a step curve over every sample's
+//! certified radius.
+use super::{num, table, ResultDoc, Section};
+use crate::error::Result;
+use crate::report::html::Part;
+use crate::report::plot::step_curve;
+use serde_json::Value;
+
+/// The "Certified accuracy" section (results with `certified_accuracy`).
+pub struct Certification;
+
+/// Certified accuracy at every radius where it drops: `(radius, share)` corners of the steps.
+fn steps(per_sample: &[Value], n: usize) -> Vec<(f64, f64)> {
+    let correct =
+        per_sample.iter().filter(|s| s.get("correct").and_then(Value::as_bool) == Some(true));
+    let mut radii: Vec<f64> = correct.filter_map(|s| num(s, "radius")).collect();
+    radii.sort_by(f64::total_cmp);
+    let n = n.max(1) as f64;
+    let mut points = vec![(0.0, radii.len() as f64 / n)];
+    for (k, r) in radii.iter().enumerate() {
+        points.push((*r, (radii.len() - k) as f64 / n));
+        points.push((*r, (radii.len() - k - 1) as f64 / n));
+    }
+    points
+}
+
+impl Section for Certification {
+    fn name(&self) -> &'static str {
+        "certification"
+    }
+
+    fn render(&self, doc: &ResultDoc) -> Result<Option<(String, Vec<Part>)>> {
+        let Some(curve) = doc.json.get("certified_accuracy").and_then(Value::as_array) else {
+            return Ok(None);
+        };
+        let mut t = table(&["L2 radius", "certified accuracy"]);
+        for pair in curve {
+            let p = pair.as_array().cloned().unwrap_or_default();
+            let cell = |k: usize| p.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            t.push_row(vec![format!("{}", cell(0)), format!("{:.4}", cell(1))]);
+        }
+        let sigma = doc.json.get("config").and_then(|c| num(c, "sigma"));
+        let note = format!(
+            "Certified accuracy at r: the share of samples whose smoothed class (σ = {}) is the \
+             label with a certified L2 radius of at least r; abstained on {}.",
+            sigma.map_or("?".into(), |s| s.to_string()),
+            doc.json.get("abstained").map_or("?".into(), |v| v.to_string())
+        );
+        let mut parts = vec![Part::Note(note), Part::Table(t)];
+        let per_sample = doc.json.get("per_sample").and_then(Value::as_array);
+        if let Some(records) = per_sample.filter(|r| !r.is_empty()) {
+            let n = num(&doc.json, "n").map_or(records.len(), |n| n as usize);
+            parts.push(Part::Svg(step_curve(
+                &steps(records, n),
+                "L2 radius",
+                "certified accuracy",
+            )?));
+        }
+        Ok(Some(("Certified accuracy (randomized smoothing)".into(), parts)))
+    }
+}
