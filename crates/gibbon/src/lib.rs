@@ -11,6 +11,7 @@ pub mod data;
 pub mod defense;
 pub mod error;
 pub mod eval;
+pub mod guard;
 pub mod model;
 pub mod random;
 pub mod report;

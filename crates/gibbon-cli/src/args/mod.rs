@@ -1,6 +1,7 @@
 //! The command line's flags: clap definitions only. Every flag becomes a typed value here,
 //! through its type's `FromStr` (library types, or the flag types of [`values`]); `resolve`
 //! turns these into library settings and `cmd` runs the commands.
+pub mod guard;
 pub mod values;
 
 use clap::{Args, Parser, Subcommand};
@@ -67,6 +68,9 @@ pub enum Command {
     /// Randomized smoothing (Cohen et al. 2019): per-sample certified L2 radius (or abstain)
     /// and certified accuracy against radius, as JSON (resumable).
     Certify(CertifyArgs),
+    /// The guard service: a classifier behind calibrated screens, a decision policy, a human
+    /// review queue and monitoring (`gibbon guard serve`).
+    Guard(guard::GuardArgs),
 }
 
 #[derive(Args, Debug)]

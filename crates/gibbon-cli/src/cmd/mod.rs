@@ -5,6 +5,7 @@ mod audit;
 mod certify;
 mod demo;
 mod eval;
+mod guard;
 mod inspect;
 mod serve;
 mod tradeoff;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tradeoff(a) => tradeoff::run(a, cli.quiet),
         Command::Audit(a) => audit::run(a, cli.quiet),
         Command::Certify(a) => certify::run(a, cli.quiet),
+        Command::Guard(a) => guard::run(a),
     }
 }
 
