@@ -1,0 +1,263 @@
+//! `gibbon guard serve` as a real process on loopback: auth (no token, wrong token, tokens
+//! never in the logs), hostile requests (4xx, the server keeps serving), the rate limit, the
+//! concurrent-decision race over HTTP, metrics and health, and kill -9 durability.
+mod guard_support;
+
+use guard_support::*;
+use reqwest::StatusCode;
+use std::collections::HashSet;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_hostile_input_metrics_and_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let classify_tokens = dir.path().join("clients.txt");
+    std::fs::write(&classify_tokens, format!("client1:{CLASSIFY_TOKEN}\n")).unwrap();
+    let policy = dir.path().join("policy.toml");
+    // Every input with a top probability below 1 is escalated: a full review queue.
+    std::fs::write(&policy, "min_confidence = 1.0\nrefuse_tail = 0.0\n").unwrap();
+    let guard = start_guard(
+        dir.path(),
+        &["--classify-tokens", classify_tokens.to_str().unwrap(), "--policy", policy.to_str().unwrap(), "--rate-limit", "0"],
+        "trace",
+    );
+    let (c, u) = (client(), guard.url.clone());
+    let body = classify_body(&idx_rows("notmnist", 0, 4));
+    let post = |path: &str, token: Option<&str>, body: String| {
+        let mut r = c.post(format!("{u}{path}")).body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    // Classify: no token, a wrong token, a reviewer's token: 401; its own token: 200.
+    assert_eq!(post("/v1/classify", None, body.clone()).await.unwrap().status(), 401);
+    assert_eq!(post("/v1/classify", Some("client-secret-token-81d0e8"), body.clone()).await.unwrap().status(), 401);
+    assert_eq!(post("/v1/classify", Some(REVIEWER_TOKEN), body.clone()).await.unwrap().status(), 401);
+    let r = post("/v1/classify", Some(CLASSIFY_TOKEN), body.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for res in results {
+        assert!(res["label"].as_i64().unwrap() < 10 && res["scores"]["msp"]["threshold"].as_f64().unwrap() > 0.0);
+        assert!(["accept", "refuse", "escalate"].contains(&res["decision"].as_str().unwrap()));
+        assert!(res["rule"].as_str().unwrap().starts_with(res["decision"].as_str().unwrap()));
+    }
+    let escalated: Vec<String> = results
+        .iter()
+        .filter(|r| r["decision"] == "escalate")
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!escalated.is_empty(), "notMNIST under min_confidence = 1 escalates: {v}");
+
+    // Hostile requests: each a 4xx with a message, and the server keeps serving.
+    let hostile: Vec<(String, u16)> = vec![
+        ("{not json".into(), 400),
+        ("{\"input\": 5}".into(), 400),
+        ("{\"inputs\": []}".into(), 400),
+        (r#"{"input": {"shape": [1, 28, 28], "data": [0.5]}}"#.into(), 422),
+        (r#"{"input": {"shape": [3, 28, 28], "data": [0.5]}}"#.into(), 422),
+        (r#"{"input": {"png": "iVBORw0KGgo="}}"#.into(), 422),
+        ("x".repeat(2 << 20), 413),
+    ];
+    for (bad, want) in hostile {
+        let r = post("/v1/classify", Some(CLASSIFY_TOKEN), bad.clone()).await.unwrap();
+        assert_eq!(r.status().as_u16(), want, "{}", &bad[..bad.len().min(80)]);
+        let text = r.text().await.unwrap();
+        assert!(text.contains("error") || want == 413, "{text}");
+    }
+    assert_eq!(post("/v1/classify", Some(CLASSIFY_TOKEN), body.clone()).await.unwrap().status(), 200);
+
+    // Reviewer API: 401 without or with a wrong token; the list, one item with its image.
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = c.get(format!("{u}{path}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(get("/v1/review/items", None).await.unwrap().status(), 401);
+    assert_eq!(get("/v1/review/items", Some("alice-secret-token-5f2a9d")).await.unwrap().status(), 401);
+    assert_eq!(get("/v1/review/items", Some(CLASSIFY_TOKEN)).await.unwrap().status(), 401);
+    let list: serde_json::Value = get("/v1/review/items", Some(REVIEWER_TOKEN)).await.unwrap().json().await.unwrap();
+    let pending: HashSet<String> = list["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
+    assert!(escalated.iter().all(|id| pending.contains(id)));
+    let id = &escalated[0];
+    let item: serde_json::Value = get(&format!("/v1/review/items/{id}"), Some(REVIEWER_TOKEN)).await.unwrap().json().await.unwrap();
+    assert_eq!(item["status"], "pending");
+    assert!(item["image_png"].as_str().unwrap().len() > 100);
+    let png = get(&format!("/v1/review/items/{id}/image.png"), Some(REVIEWER_TOKEN)).await.unwrap();
+    assert_eq!(png.headers()["content-type"], "image/png");
+    assert_eq!(&png.bytes().await.unwrap()[1..4], b"PNG");
+    assert_eq!(get("/v1/review/items/nope", Some(REVIEWER_TOKEN)).await.unwrap().status(), 404);
+
+    // Concurrent decisions on one item over HTTP: one 200, the others 409.
+    let decide = |token: &'static str, label: i64| {
+        let (c, url) = (c.clone(), format!("{u}/v1/review/items/{id}/decision"));
+        async move {
+            c.post(url).bearer_auth(token).body(format!("{{\"label\": {label}, \"note\": \"n\"}}")).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(decide("wrong-token-wrong-token", 1).await, 401);
+    let statuses = futures_join(vec![
+        tokio::spawn(decide(REVIEWER_TOKEN, 1)),
+        tokio::spawn(decide("bob-secret-token-77aa01", 2)),
+        tokio::spawn(decide(REVIEWER_TOKEN, 3)),
+        tokio::spawn(decide("bob-secret-token-77aa01", 4)),
+    ])
+    .await;
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 3, "{statuses:?}");
+    let bad_label = c.post(format!("{u}/v1/review/items/{}/decision", escalated.last().unwrap())).bearer_auth(REVIEWER_TOKEN).body("{\"label\": 10}").send().await.unwrap();
+    assert_eq!(bad_label.status(), 422);
+    let rows = db_rows(&dir.path().join("guard.sqlite"));
+    let row = rows.iter().find(|r| &r.0 == id).unwrap();
+    assert_eq!(row.1, "decided");
+    assert!(matches!(row.2.as_deref(), Some("alice") | Some("bob")));
+
+    // Metrics and health.
+    let metrics = get("/metrics", None).await.unwrap().text().await.unwrap();
+    for needle in [
+        "gibbon_guard_requests_total{route=\"/v1/classify\",status=\"401\"} 3",
+        "gibbon_guard_requests_total{route=\"/v1/classify\",status=\"413\"} 1",
+        "gibbon_guard_decisions_total{decision=\"escalate\"}",
+        "gibbon_guard_request_seconds_bucket{le=\"+Inf\"}",
+        "gibbon_guard_batch_rows_count 2",
+        "gibbon_guard_review_pending",
+        "gibbon_guard_flag_rate{window=",
+        "gibbon_guard_drift_p_value{signal=\"msp\"}",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
+    }
+    let health: serde_json::Value = get("/v1/health", None).await.unwrap().json().await.unwrap();
+    assert_eq!(health["drift"].as_array().unwrap().len(), 2);
+    assert!(health["review_pending"].as_u64().unwrap() >= escalated.len() as u64 - 1);
+
+    // Tokens never reach the logs, even at trace level; the requests did.
+    let log = guard.log();
+    assert!(log.contains("/v1/review/items"), "the trace log records requests: {log}");
+    for secret in [REVIEWER_TOKEN, CLASSIFY_TOKEN, "bob-secret-token-77aa01", "client-secret-token-81d0e8", "alice-secret"] {
+        assert!(!log.contains(secret), "token {secret} in the log");
+    }
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<StatusCode>>) -> Vec<StatusCode> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_429_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = start_guard(dir.path(), &["--rate-limit", "0.5", "--rate-burst", "3"], "warn");
+    let c = client();
+    let body = classify_body(&idx_rows("mnist", 0, 1));
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(c.post(format!("{}/v1/classify", guard.url)).body(body.clone()).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert_eq!(c.get(format!("{}/v1/health", guard.url)).send().await.unwrap().status(), 200, "health is not limited");
+}
+
+#[test]
+fn detector_files_and_missing_tokens_are_user_errors() {
+    let out = std::process::Command::new(BIN)
+        .args(["guard", "serve", "--model", "builtin:smallcnn-mnist", "--db", "/tmp/unused.sqlite", "--detector", "d.json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("d.json") && err.contains("gibbon detect") && err.contains("--calib"), "{err}");
+    let calib = format!("idx:{}", shared().join("data/mnist").display());
+    let out = std::process::Command::new(BIN)
+        .args(["guard", "serve", "--model", "builtin:smallcnn-mnist", "--db", "/tmp/unused.sqlite", "--calib", &calib])
+        .env_remove("GIBBON_GUARD_REVIEWER_TOKENS")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--reviewer-tokens"), "{err}");
+}
+
+/// kill -9 in the middle of a load: every `escalate` answer and every reviewer 200 survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_load_loses_no_escalation_or_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "min_confidence = 1.0\n").unwrap();
+    let args = ["--policy", policy.to_str().unwrap(), "--rate-limit", "0"];
+    let mut guard = start_guard(dir.path(), &args, "warn");
+    let url = guard.url.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let escalated = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let decided = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, i64)>::new()));
+    let rows = idx_rows("notmnist", 0, 64);
+    let mut tasks = Vec::new();
+    for k in 0..8 {
+        let (c, url, stop, escalated) = (client(), url.clone(), stop.clone(), escalated.clone());
+        let body = classify_body(&rows[k * 8..k * 8 + 8]);
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(r) = c.post(format!("{url}/v1/classify")).body(body.clone()).send().await else { break };
+                let Ok(v) = r.json::<serde_json::Value>().await else { break };
+                for res in v["results"].as_array().into_iter().flatten() {
+                    if res["decision"] == "escalate" {
+                        escalated.lock().unwrap().push(res["request_id"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+        }));
+    }
+    {
+        let (c, url, stop, escalated, decided) = (client(), url.clone(), stop.clone(), escalated.clone(), decided.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut next = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = escalated.lock().unwrap().get(next).cloned();
+                let Some(id) = id else {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    continue;
+                };
+                next += 1;
+                let label = (next % 10) as i64;
+                let r = c.post(format!("{url}/v1/review/items/{id}/decision")).bearer_auth(REVIEWER_TOKEN).body(format!("{{\"label\": {label}}}")).send().await;
+                if let Ok(r) = r {
+                    if r.status() == 200 {
+                        decided.lock().unwrap().push((id, label));
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    guard.kill9();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let escalated = escalated.lock().unwrap().clone();
+    let decided = decided.lock().unwrap().clone();
+    eprintln!("before kill -9: {} escalate answers, {} reviewer 200s", escalated.len(), decided.len());
+    assert!(escalated.len() >= 20 && decided.len() >= 5, "load too light: {} / {}", escalated.len(), decided.len());
+
+    // Restart on the same database: everything is there, and the service works.
+    let guard = start_guard(dir.path(), &args, "warn");
+    let stored: std::collections::HashMap<String, (String, Option<String>, Option<i64>)> =
+        db_rows(&dir.path().join("guard.sqlite")).into_iter().map(|(id, s, r, l)| (id, (s, r, l))).collect();
+    for id in &escalated {
+        assert!(stored.contains_key(id), "escalated {id} lost");
+    }
+    for (id, label) in &decided {
+        assert_eq!(stored[id], ("decided".to_string(), Some("alice".to_string()), Some(*label)), "{id}");
+    }
+    let r = client().post(format!("{}/v1/classify", guard.url)).body(classify_body(&rows[..1])).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
