@@ -263,3 +263,35 @@ async fn kill9_mid_load_loses_no_escalation_or_decision() {
     let r = client().post(format!("{}/v1/classify", guard.url)).body(classify_body(&rows[..1])).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Drift through the service: MNIST keeps `/v1/health` at ok; notMNIST after it raises the
+/// drift signal in health and metrics, and the crossing is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_drift_on_notmnist_after_mnist() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[drift]\nwindow = 200\nmin_samples = 100\np_alert = 0.001\n").unwrap();
+    let guard = start_guard(dir.path(), &["--policy", policy.to_str().unwrap(), "--rate-limit", "0"], "info");
+    let c = client();
+    let feed = |dataset: &'static str, start: usize| {
+        let (c, url) = (c.clone(), guard.url.clone());
+        async move {
+            for chunk in idx_rows(dataset, start, 200).chunks(50) {
+                let r = c.post(format!("{url}/v1/classify")).body(classify_body(chunk)).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+            }
+            c.get(format!("{url}/v1/health")).send().await.unwrap().json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let h = feed("mnist", 1000).await;
+    eprintln!("after MNIST: {h}");
+    assert_eq!(h["status"], "ok", "{h}");
+    assert!(h["drift"].as_array().unwrap().iter().all(|d| d["p_value"].as_f64().unwrap() > 0.001), "{h}");
+    let h = feed("notmnist", 0).await;
+    eprintln!("after notMNIST: {h}");
+    assert_eq!(h["status"], "drift", "{h}");
+    assert!(h["drift"].as_array().unwrap().iter().all(|d| d["drifted"] == true), "{h}");
+    let metrics = c.get(format!("{}/metrics", guard.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("gibbon_guard_drift_alert{signal=\"msp\"} 1"), "{metrics}");
+    assert!(guard.log().contains("drift: msp"), "the crossing is logged: {}", guard.log());
+}

@@ -10,7 +10,7 @@ use gibbon::guard::drift::DriftMonitor;
 use gibbon::guard::policy::{Decision, Policy};
 use gibbon::guard::queue::{QueueError, ReviewItem, ReviewQueue};
 use gibbon::guard::screen::{MspScreen, Screen};
-use gibbon::model::{load_model, ModelSpec};
+use gibbon::model::{load_model, Classifier, ModelSpec};
 use proptest::prelude::*;
 use tch::Device;
 
@@ -250,4 +250,35 @@ fn drift_fires_on_notmnist_after_mnist_and_not_on_mnist_alone() {
     eprintln!("notMNIST window: msp p = {:?}, confidence p = {:?}", s.p_value, c.p_value);
     assert!(s.drifted && c.drifted, "notMNIST must drift: {s:?} {c:?}");
     assert!(s.p_value.unwrap() < 1e-6);
+}
+
+/// The model's own throughput, the reference for the guard's load test (ignored: a timing,
+/// not a property; run with `--ignored --nocapture`): rows per second of the guard's pass
+/// (`classify_rows`, which pads every pass to a 32-row tile) at 1 and 32 rows, and of an
+/// unpadded 1-row forward.
+#[test]
+#[ignore = "timing for the README; run with --ignored --nocapture"]
+fn model_throughput_reference() {
+    let model = load_model(&"builtin:smallcnn-mnist".parse::<ModelSpec>().unwrap(), None, &[1, 28, 28], 10, Device::Cpu).unwrap();
+    let mnist = support::mnist(32);
+    let x = mnist.try_batch(&(0..32).collect::<Vec<_>>(), Device::Cpu).unwrap();
+    let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
+    let s = screen();
+    let screens: [&dyn Screen; 1] = [&s];
+    for rows in [1usize, 32] {
+        let start = std::time::Instant::now();
+        let passes = 300;
+        for _ in 0..passes {
+            classify_rows(model.as_ref(), &screens, &pixels[..rows * 784], rows).unwrap();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!("guard pass, {rows} rows: {:.2} ms/pass, {:.0} rows/s", secs / passes as f64 * 1e3, (rows * passes) as f64 / secs);
+    }
+    let one = x.narrow(0, 0, 1);
+    let start = std::time::Instant::now();
+    for _ in 0..300 {
+        let _ = tch::no_grad(|| model.forward(&one)).unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("unpadded 1-row forward: {:.2} ms/pass, {:.0} rows/s", secs / 300.0 * 1e3, 300.0 / secs);
 }
