@@ -21,7 +21,16 @@ async fn auth_hostile_input_metrics_and_decisions() {
     std::fs::write(&policy, "min_confidence = 1.0\nrefuse_tail = 0.0\n").unwrap();
     let guard = start_guard(
         dir.path(),
-        &["--classify-tokens", classify_tokens.to_str().unwrap(), "--policy", policy.to_str().unwrap(), "--rate-limit", "0", "--max-body-bytes", "65536"],
+        &[
+            "--classify-tokens",
+            classify_tokens.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--rate-limit",
+            "0",
+            "--max-body-bytes",
+            "65536",
+        ],
         "trace",
     );
     let (c, u) = (client(), guard.url.clone());
@@ -35,15 +44,27 @@ async fn auth_hostile_input_metrics_and_decisions() {
     };
     // Classify: no token, a wrong token, a reviewer's token: 401; its own token: 200.
     assert_eq!(post("/v1/classify", None, body.clone()).await.unwrap().status(), 401);
-    assert_eq!(post("/v1/classify", Some("client-secret-token-81d0e8"), body.clone()).await.unwrap().status(), 401);
-    assert_eq!(post("/v1/classify", Some(REVIEWER_TOKEN), body.clone()).await.unwrap().status(), 401);
+    assert_eq!(
+        post("/v1/classify", Some("client-secret-token-81d0e8"), body.clone())
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        post("/v1/classify", Some(REVIEWER_TOKEN), body.clone()).await.unwrap().status(),
+        401
+    );
     let r = post("/v1/classify", Some(CLASSIFY_TOKEN), body.clone()).await.unwrap();
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 4);
     for res in results {
-        assert!(res["label"].as_i64().unwrap() < 10 && res["scores"]["msp"]["threshold"].as_f64().unwrap() > 0.0);
+        assert!(
+            res["label"].as_i64().unwrap() < 10
+                && res["scores"]["msp"]["threshold"].as_f64().unwrap() > 0.0
+        );
         assert!(["accept", "refuse", "escalate"].contains(&res["decision"].as_str().unwrap()));
         assert!(res["rule"].as_str().unwrap().starts_with(res["decision"].as_str().unwrap()));
     }
@@ -72,7 +93,10 @@ async fn auth_hostile_input_metrics_and_decisions() {
         let text = r.text().await.unwrap();
         assert!(text.contains("error") || want == 413, "{text}");
     }
-    assert_eq!(post("/v1/classify", Some(CLASSIFY_TOKEN), body.clone()).await.unwrap().status(), 200);
+    assert_eq!(
+        post("/v1/classify", Some(CLASSIFY_TOKEN), body.clone()).await.unwrap().status(),
+        200
+    );
 
     // Reviewer API: 401 without or with a wrong token; the list, one item with its image.
     let get = |path: &str, token: Option<&str>| {
@@ -83,13 +107,27 @@ async fn auth_hostile_input_metrics_and_decisions() {
         r.send()
     };
     assert_eq!(get("/v1/review/items", None).await.unwrap().status(), 401);
-    assert_eq!(get("/v1/review/items", Some("alice-secret-token-5f2a9d")).await.unwrap().status(), 401);
+    assert_eq!(
+        get("/v1/review/items", Some("alice-secret-token-5f2a9d")).await.unwrap().status(),
+        401
+    );
     assert_eq!(get("/v1/review/items", Some(CLASSIFY_TOKEN)).await.unwrap().status(), 401);
-    let list: serde_json::Value = get("/v1/review/items", Some(REVIEWER_TOKEN)).await.unwrap().json().await.unwrap();
-    let pending: HashSet<String> = list["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
+    let list: serde_json::Value =
+        get("/v1/review/items", Some(REVIEWER_TOKEN)).await.unwrap().json().await.unwrap();
+    let pending: HashSet<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
     assert!(escalated.iter().all(|id| pending.contains(id)));
     let id = &escalated[0];
-    let item: serde_json::Value = get(&format!("/v1/review/items/{id}"), Some(REVIEWER_TOKEN)).await.unwrap().json().await.unwrap();
+    let item: serde_json::Value = get(&format!("/v1/review/items/{id}"), Some(REVIEWER_TOKEN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(item["status"], "pending");
     assert!(item["image_png"].as_str().unwrap().len() > 100);
     let png = get(&format!("/v1/review/items/{id}/image.png"), Some(REVIEWER_TOKEN)).await.unwrap();
@@ -101,7 +139,13 @@ async fn auth_hostile_input_metrics_and_decisions() {
     let decide = |token: &'static str, label: i64| {
         let (c, url) = (c.clone(), format!("{u}/v1/review/items/{id}/decision"));
         async move {
-            c.post(url).bearer_auth(token).body(format!("{{\"label\": {label}, \"note\": \"n\"}}")).send().await.unwrap().status()
+            c.post(url)
+                .bearer_auth(token)
+                .body(format!("{{\"label\": {label}, \"note\": \"n\"}}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
         }
     };
     assert_eq!(decide("wrong-token-wrong-token", 1).await, 401);
@@ -114,7 +158,13 @@ async fn auth_hostile_input_metrics_and_decisions() {
     .await;
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 3, "{statuses:?}");
-    let bad_label = c.post(format!("{u}/v1/review/items/{}/decision", escalated.last().unwrap())).bearer_auth(REVIEWER_TOKEN).body("{\"label\": 10}").send().await.unwrap();
+    let bad_label = c
+        .post(format!("{u}/v1/review/items/{}/decision", escalated.last().unwrap()))
+        .bearer_auth(REVIEWER_TOKEN)
+        .body("{\"label\": 10}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad_label.status(), 422);
     let rows = db_rows(&dir.path().join("guard.sqlite"));
     let row = rows.iter().find(|r| &r.0 == id).unwrap();
@@ -142,7 +192,13 @@ async fn auth_hostile_input_metrics_and_decisions() {
     // Tokens never reach the logs, even at trace level; the requests did.
     let log = guard.log();
     assert!(log.contains("/v1/review/items"), "the trace log records requests: {log}");
-    for secret in [REVIEWER_TOKEN, CLASSIFY_TOKEN, "bob-secret-token-77aa01", "client-secret-token-81d0e8", "alice-secret"] {
+    for secret in [
+        REVIEWER_TOKEN,
+        CLASSIFY_TOKEN,
+        "bob-secret-token-77aa01",
+        "client-secret-token-81d0e8",
+        "alice-secret",
+    ] {
         assert!(!log.contains(secret), "token {secret} in the log");
     }
 }
@@ -163,24 +219,57 @@ async fn rate_limit_answers_429_per_client() {
     let body = classify_body(&idx_rows("mnist", 0, 1));
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        statuses.push(c.post(format!("{}/v1/classify", guard.url)).body(body.clone()).send().await.unwrap().status().as_u16());
+        statuses.push(
+            c.post(format!("{}/v1/classify", guard.url))
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
-    assert_eq!(c.get(format!("{}/v1/health", guard.url)).send().await.unwrap().status(), 200, "health is not limited");
+    assert_eq!(
+        c.get(format!("{}/v1/health", guard.url)).send().await.unwrap().status(),
+        200,
+        "health is not limited"
+    );
 }
 
 #[test]
 fn detector_files_and_missing_tokens_are_user_errors() {
     let out = std::process::Command::new(BIN)
-        .args(["guard", "serve", "--model", "builtin:smallcnn-mnist", "--db", "/tmp/unused.sqlite", "--detector", "d.json"])
+        .args([
+            "guard",
+            "serve",
+            "--model",
+            "builtin:smallcnn-mnist",
+            "--db",
+            "/tmp/unused.sqlite",
+            "--detector",
+            "d.json",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("d.json") && err.contains("gibbon detect") && err.contains("--calib"), "{err}");
+    assert!(
+        err.contains("d.json") && err.contains("gibbon detect") && err.contains("--calib"),
+        "{err}"
+    );
     let calib = format!("idx:{}", shared().join("data/mnist").display());
     let out = std::process::Command::new(BIN)
-        .args(["guard", "serve", "--model", "builtin:smallcnn-mnist", "--db", "/tmp/unused.sqlite", "--calib", &calib])
+        .args([
+            "guard",
+            "serve",
+            "--model",
+            "builtin:smallcnn-mnist",
+            "--db",
+            "/tmp/unused.sqlite",
+            "--calib",
+            &calib,
+        ])
         .env_remove("GIBBON_GUARD_REVIEWER_TOKENS")
         .output()
         .unwrap();
@@ -208,18 +297,25 @@ async fn kill9_mid_load_loses_no_escalation_or_decision() {
         let body = classify_body(&rows[k * 8..k * 8 + 8]);
         tasks.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok(r) = c.post(format!("{url}/v1/classify")).body(body.clone()).send().await else { break };
+                let Ok(r) = c.post(format!("{url}/v1/classify")).body(body.clone()).send().await
+                else {
+                    break;
+                };
                 let Ok(v) = r.json::<serde_json::Value>().await else { break };
                 for res in v["results"].as_array().into_iter().flatten() {
                     if res["decision"] == "escalate" {
-                        escalated.lock().unwrap().push(res["request_id"].as_str().unwrap().to_string());
+                        escalated
+                            .lock()
+                            .unwrap()
+                            .push(res["request_id"].as_str().unwrap().to_string());
                     }
                 }
             }
         }));
     }
     {
-        let (c, url, stop, escalated, decided) = (client(), url.clone(), stop.clone(), escalated.clone(), decided.clone());
+        let (c, url, stop, escalated, decided) =
+            (client(), url.clone(), stop.clone(), escalated.clone(), decided.clone());
         tasks.push(tokio::spawn(async move {
             let mut next = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -230,7 +326,12 @@ async fn kill9_mid_load_loses_no_escalation_or_decision() {
                 };
                 next += 1;
                 let label = (next % 10) as i64;
-                let r = c.post(format!("{url}/v1/review/items/{id}/decision")).bearer_auth(REVIEWER_TOKEN).body(format!("{{\"label\": {label}}}")).send().await;
+                let r = c
+                    .post(format!("{url}/v1/review/items/{id}/decision"))
+                    .bearer_auth(REVIEWER_TOKEN)
+                    .body(format!("{{\"label\": {label}}}"))
+                    .send()
+                    .await;
                 if let Ok(r) = r {
                     if r.status() == 200 {
                         decided.lock().unwrap().push((id, label));
@@ -247,20 +348,41 @@ async fn kill9_mid_load_loses_no_escalation_or_decision() {
     }
     let escalated = escalated.lock().unwrap().clone();
     let decided = decided.lock().unwrap().clone();
-    eprintln!("before kill -9: {} escalate answers, {} reviewer 200s", escalated.len(), decided.len());
-    assert!(escalated.len() >= 20 && decided.len() >= 5, "load too light: {} / {}", escalated.len(), decided.len());
+    eprintln!(
+        "before kill -9: {} escalate answers, {} reviewer 200s",
+        escalated.len(),
+        decided.len()
+    );
+    assert!(
+        escalated.len() >= 20 && decided.len() >= 5,
+        "load too light: {} / {}",
+        escalated.len(),
+        decided.len()
+    );
 
     // Restart on the same database: everything is there, and the service works.
     let guard = start_guard(dir.path(), &args, "warn");
     let stored: std::collections::HashMap<String, (String, Option<String>, Option<i64>)> =
-        db_rows(&dir.path().join("guard.sqlite")).into_iter().map(|(id, s, r, l)| (id, (s, r, l))).collect();
+        db_rows(&dir.path().join("guard.sqlite"))
+            .into_iter()
+            .map(|(id, s, r, l)| (id, (s, r, l)))
+            .collect();
     for id in &escalated {
         assert!(stored.contains_key(id), "escalated {id} lost");
     }
     for (id, label) in &decided {
-        assert_eq!(stored[id], ("decided".to_string(), Some("alice".to_string()), Some(*label)), "{id}");
+        assert_eq!(
+            stored[id],
+            ("decided".to_string(), Some("alice".to_string()), Some(*label)),
+            "{id}"
+        );
     }
-    let r = client().post(format!("{}/v1/classify", guard.url)).body(classify_body(&rows[..1])).send().await.unwrap();
+    let r = client()
+        .post(format!("{}/v1/classify", guard.url))
+        .body(classify_body(&rows[..1]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -271,27 +393,46 @@ async fn health_reports_drift_on_notmnist_after_mnist() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, "[drift]\nwindow = 200\nmin_samples = 100\np_alert = 0.001\n").unwrap();
-    let guard = start_guard(dir.path(), &["--policy", policy.to_str().unwrap(), "--rate-limit", "0"], "info");
+    let guard = start_guard(
+        dir.path(),
+        &["--policy", policy.to_str().unwrap(), "--rate-limit", "0"],
+        "info",
+    );
     let c = client();
     let feed = |dataset: &'static str, start: usize| {
         let (c, url) = (c.clone(), guard.url.clone());
         async move {
             for chunk in idx_rows(dataset, start, 200).chunks(50) {
-                let r = c.post(format!("{url}/v1/classify")).body(classify_body(chunk)).send().await.unwrap();
+                let r = c
+                    .post(format!("{url}/v1/classify"))
+                    .body(classify_body(chunk))
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200);
             }
-            c.get(format!("{url}/v1/health")).send().await.unwrap().json::<serde_json::Value>().await.unwrap()
+            c.get(format!("{url}/v1/health"))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
         }
     };
     let h = feed("mnist", 1000).await;
     eprintln!("after MNIST: {h}");
     assert_eq!(h["status"], "ok", "{h}");
-    assert!(h["drift"].as_array().unwrap().iter().all(|d| d["p_value"].as_f64().unwrap() > 0.001), "{h}");
+    assert!(
+        h["drift"].as_array().unwrap().iter().all(|d| d["p_value"].as_f64().unwrap() > 0.001),
+        "{h}"
+    );
     let h = feed("notmnist", 0).await;
     eprintln!("after notMNIST: {h}");
     assert_eq!(h["status"], "drift", "{h}");
     assert!(h["drift"].as_array().unwrap().iter().all(|d| d["drifted"] == true), "{h}");
-    let metrics = c.get(format!("{}/metrics", guard.url)).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        c.get(format!("{}/metrics", guard.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("gibbon_guard_drift_alert{signal=\"msp\"} 1"), "{metrics}");
     assert!(guard.log().contains("drift: msp"), "the crossing is logged: {}", guard.log());
 }

@@ -26,7 +26,11 @@ fn reviewer_page_decides_an_item_in_headless_chromium() {
         .collect();
     assert!(missing.is_empty(), "{missing:?} missing: run scripts/test (it calls scripts/install-chromium), or set GIBBON_SKIP_BROWSER=1");
     let selenium = Command::new(python()).args(["-c", "import selenium"]).status();
-    assert!(selenium.is_ok_and(|s| s.success()), "selenium is not in {}: run scripts/test", python());
+    assert!(
+        selenium.is_ok_and(|s| s.success()),
+        "selenium is not in {}: run scripts/test",
+        python()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");
@@ -35,7 +39,12 @@ fn reviewer_page_decides_an_item_in_headless_chromium() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let answer = rt.block_on(async {
         let body = classify_body(&idx_rows("notmnist", 0, 3));
-        let r = reqwest::Client::new().post(format!("{}/v1/classify", guard.url)).body(body).send().await.unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/classify", guard.url))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         r.bytes().await.unwrap()
     });
     let v: serde_json::Value = serde_json::from_slice(&answer).expect("classify answer");
@@ -60,9 +69,14 @@ fn reviewer_page_decides_an_item_in_headless_chromium() {
     );
     let conn = rusqlite::Connection::open(dir.path().join("guard.sqlite")).unwrap();
     let (status, reviewer, label, note): (String, String, i64, String) = conn
-        .query_row("SELECT status, reviewer, reviewed_label, note FROM items WHERE id = ?1", [&id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
+        .query_row(
+            "SELECT status, reviewer, reviewed_label, note FROM items WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
         .unwrap();
-    assert_eq!((status.as_str(), reviewer.as_str(), label, note.as_str()), ("decided", "alice", 7, "looks like a seven"));
+    assert_eq!(
+        (status.as_str(), reviewer.as_str(), label, note.as_str()),
+        ("decided", "alice", 7, "looks like a seven")
+    );
 }

@@ -48,7 +48,8 @@ async fn sustained_mixed_load() {
     for c in 0..clients {
         let (url, bodies) = (guard.url.clone(), bodies.clone());
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+            let client =
+                reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
             let mut t = Tally::default();
             let mut k = c;
             // Bounded in time and in count (at most 1M requests per client).
@@ -62,7 +63,11 @@ async fn sustained_mixed_load() {
                     Ok(r) => {
                         let s = r.status().as_u16();
                         let ok = r.bytes().await.is_ok();
-                        if ok { s } else { 0 }
+                        if ok {
+                            s
+                        } else {
+                            0
+                        }
                     }
                     Err(_) => 0,
                 };
@@ -85,9 +90,12 @@ async fn sustained_mixed_load() {
         all.malformed_other += t.malformed_other;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let metrics = reqwest::get(format!("{}/metrics", guard.url)).await.unwrap().text().await.unwrap();
+    let metrics =
+        reqwest::get(format!("{}/metrics", guard.url)).await.unwrap().text().await.unwrap();
     all.valid_latencies.sort_by(f64::total_cmp);
-    let q = |p: f64| all.valid_latencies[((all.valid_latencies.len() - 1) as f64 * p).round() as usize] * 1e3;
+    let q = |p: f64| {
+        all.valid_latencies[((all.valid_latencies.len() - 1) as f64 * p).round() as usize] * 1e3
+    };
     let valid = all.valid_latencies.len();
     println!("guard load: {clients} clients, {elapsed:.1} s, --max-batch {max_batch}");
     println!(

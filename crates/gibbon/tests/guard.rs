@@ -16,10 +16,12 @@ use tch::Device;
 
 /// A screen calibrated on 1,000 rows with top probabilities spread over [0.5, 1).
 fn screen() -> MspScreen {
-    let probs: Vec<f32> = (0..1000).flat_map(|i| {
-        let p = 0.5 + 0.5 * (i as f32 / 1000.0);
-        [p, 1.0 - p]
-    }).collect();
+    let probs: Vec<f32> = (0..1000)
+        .flat_map(|i| {
+            let p = 0.5 + 0.5 * (i as f32 / 1000.0);
+            [p, 1.0 - p]
+        })
+        .collect();
     MspScreen::calibrate(&probs, 2, 0.05).unwrap()
 }
 
@@ -93,7 +95,10 @@ fn queue_stores_items_and_decides_each_once() {
     assert!(q.insert(&item("a")).is_err(), "ids are unique");
     assert_eq!(q.pending_count().unwrap(), 2);
     let got = q.get("a").unwrap();
-    assert_eq!((got.pixels.clone(), got.label, got.status.as_str()), (vec![0.0, 0.25, 0.5, 1.0], 3, "pending"));
+    assert_eq!(
+        (got.pixels.clone(), got.label, got.status.as_str()),
+        (vec![0.0, 0.25, 0.5, 1.0], 3, "pending")
+    );
     q.decide("a", "alice", 7, "looks like a 7", "2026-01-01T00:00:00.000Z").unwrap();
     assert!(matches!(q.decide("a", "bob", 1, "", "t"), Err(QueueError::AlreadyDecided(_))));
     assert!(matches!(q.decide("zz", "bob", 1, "", "t"), Err(QueueError::NotFound(_))));
@@ -102,7 +107,10 @@ fn queue_stores_items_and_decides_each_once() {
     let q = ReviewQueue::open(&db).unwrap();
     assert_eq!(q.schema_version().unwrap(), 1);
     let a = q.get("a").unwrap();
-    assert_eq!((a.status.as_str(), a.reviewer.as_deref(), a.reviewed_label), ("decided", Some("alice"), Some(7)));
+    assert_eq!(
+        (a.status.as_str(), a.reviewer.as_deref(), a.reviewed_label),
+        ("decided", Some("alice"), Some(7))
+    );
     assert_eq!(q.pending(10).unwrap().iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["b"]);
     let mode: String = rusqlite_journal_mode(&db);
     assert_eq!(mode, "wal");
@@ -139,7 +147,10 @@ fn concurrent_decisions_on_one_item_have_one_winner() {
         let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         let winners: Vec<i64> = outcomes.iter().filter_map(|o| o.as_ref().ok().copied()).collect();
         assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
-        assert!(outcomes.iter().filter(|o| o.is_err()).all(|o| matches!(o, Err(QueueError::AlreadyDecided(_)))));
+        assert!(outcomes
+            .iter()
+            .filter(|o| o.is_err())
+            .all(|o| matches!(o, Err(QueueError::AlreadyDecided(_)))));
         let stored = q.get(&id).unwrap();
         assert_eq!(stored.reviewed_label, Some(winners[0]));
         assert_eq!(stored.reviewer, Some(format!("r{}", winners[0])));
@@ -159,21 +170,32 @@ fn decoder_accepts_pngs_and_float_arrays_and_names_what_is_wrong() {
     let batch = decode_request(body.to_string().as_bytes(), &limits()).unwrap();
     assert_eq!(batch.rows, 2);
     assert_eq!(&batch.pixels[..784], &batch.pixels[784..], "PNG and float array decode alike");
-    let bad = |v: serde_json::Value| decode_request(v.to_string().as_bytes(), &limits()).unwrap_err();
+    let bad =
+        |v: serde_json::Value| decode_request(v.to_string().as_bytes(), &limits()).unwrap_err();
     let e = bad(serde_json::json!({"input": {"shape": [1, 28, 27], "data": [0.0]}}));
-    assert!(matches!(&e, DecodeError::Invalid { index: 0, message } if message.contains("[1, 28, 27]")), "{e}");
+    assert!(
+        matches!(&e, DecodeError::Invalid { index: 0, message } if message.contains("[1, 28, 27]")),
+        "{e}"
+    );
     let mut out_of_range = pixels.clone();
     out_of_range[5] = 1.5;
     let e = bad(serde_json::json!({"input": {"shape": [1, 28, 28], "data": out_of_range}}));
     assert!(e.to_string().contains("position 5"), "{e}");
-    let e = bad(serde_json::json!({"input": {"shape": [1, 28, 28], "data": pixels, "dtype": "int8"}}));
+    let e =
+        bad(serde_json::json!({"input": {"shape": [1, 28, 28], "data": pixels, "dtype": "int8"}}));
     assert!(e.to_string().contains("int8"), "{e}");
     let e = bad(serde_json::json!({"input": {"png": "not base64!"}}));
     assert!(e.to_string().contains("base64"), "{e}");
     let many: Vec<_> = (0..9).map(|_| serde_json::json!({"png": "x"})).collect();
     assert!(matches!(bad(serde_json::json!({ "inputs": many })), DecodeError::Malformed(_)));
-    assert!(matches!(decode_request(b"{\"input\": {\"shape\": [1,28,28], \"data\": [1e999]}}", &limits()), Err(DecodeError::Malformed(_))));
-    assert!(matches!(decode_request(b"{\"input\": {\"shape\": [1,28,28], \"data\": [NaN]}}", &limits()), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode_request(b"{\"input\": {\"shape\": [1,28,28], \"data\": [1e999]}}", &limits()),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(
+        decode_request(b"{\"input\": {\"shape\": [1,28,28], \"data\": [NaN]}}", &limits()),
+        Err(DecodeError::Malformed(_))
+    ));
     let small = encode_png(&[0.5; 16], &[1, 4, 4]).unwrap();
     let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, small);
     assert!(bad(serde_json::json!({"input": {"png": b64}})).to_string().contains("4x4"));
@@ -189,7 +211,15 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         "[a-z0-9+/=]{0,12}".prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
-        let keys = prop_oneof![Just("input"), Just("inputs"), Just("png"), Just("shape"), Just("data"), Just("dtype"), Just("x")];
+        let keys = prop_oneof![
+            Just("input"),
+            Just("inputs"),
+            Just("png"),
+            Just("shape"),
+            Just("data"),
+            Just("dtype"),
+            Just("x")
+        ];
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
             prop::collection::btree_map(keys.prop_map(String::from), inner, 0..4)
@@ -223,11 +253,33 @@ proptest! {
 
 #[test]
 fn drift_fires_on_notmnist_after_mnist_and_not_on_mnist_alone() {
-    let model = load_model(&"builtin:smallcnn-mnist".parse::<ModelSpec>().unwrap(), None, &[1, 28, 28], 10, Device::Cpu).unwrap();
-    let mnist = Dataset::load(&DataSpec::Idx(support::shared().join("data/mnist")), Split::Test, Some(1600)).unwrap();
-    let notmnist = Dataset::load(&DataSpec::Idx(support::shared().join("data/notmnist")), Split::Test, Some(300)).unwrap();
+    let model = load_model(
+        &"builtin:smallcnn-mnist".parse::<ModelSpec>().unwrap(),
+        None,
+        &[1, 28, 28],
+        10,
+        Device::Cpu,
+    )
+    .unwrap();
+    let mnist = Dataset::load(
+        &DataSpec::Idx(support::shared().join("data/mnist")),
+        Split::Test,
+        Some(1600),
+    )
+    .unwrap();
+    let notmnist = Dataset::load(
+        &DataSpec::Idx(support::shared().join("data/notmnist")),
+        Split::Test,
+        Some(300),
+    )
+    .unwrap();
     let calib_idx: Vec<usize> = (0..1000).collect();
-    let calib = Dataset::from_tensor(mnist.try_batch(&calib_idx, Device::Cpu).unwrap(), mnist.labels()[..1000].to_vec(), "calib").unwrap();
+    let calib = Dataset::from_tensor(
+        mnist.try_batch(&calib_idx, Device::Cpu).unwrap(),
+        mnist.labels()[..1000].to_vec(),
+        "calib",
+    )
+    .unwrap();
     let (screen, confidences) = gibbon::guard::calibrate_msp(model.as_ref(), &calib, 0.05).unwrap();
     let screens: [&dyn Screen; 1] = [&screen];
     let mut scores = DriftMonitor::new("msp", screen.calibration().to_vec(), 300, 100, 1e-3);
@@ -259,7 +311,14 @@ fn drift_fires_on_notmnist_after_mnist_and_not_on_mnist_alone() {
 #[test]
 #[ignore = "timing for the README; run with --ignored --nocapture"]
 fn model_throughput_reference() {
-    let model = load_model(&"builtin:smallcnn-mnist".parse::<ModelSpec>().unwrap(), None, &[1, 28, 28], 10, Device::Cpu).unwrap();
+    let model = load_model(
+        &"builtin:smallcnn-mnist".parse::<ModelSpec>().unwrap(),
+        None,
+        &[1, 28, 28],
+        10,
+        Device::Cpu,
+    )
+    .unwrap();
     let mnist = support::mnist(32);
     let x = mnist.try_batch(&(0..32).collect::<Vec<_>>(), Device::Cpu).unwrap();
     let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
@@ -272,7 +331,11 @@ fn model_throughput_reference() {
             classify_rows(model.as_ref(), &screens, &pixels[..rows * 784], rows).unwrap();
         }
         let secs = start.elapsed().as_secs_f64();
-        println!("guard pass, {rows} rows: {:.2} ms/pass, {:.0} rows/s", secs / passes as f64 * 1e3, (rows * passes) as f64 / secs);
+        println!(
+            "guard pass, {rows} rows: {:.2} ms/pass, {:.0} rows/s",
+            secs / passes as f64 * 1e3,
+            (rows * passes) as f64 / secs
+        );
     }
     let one = x.narrow(0, 0, 1);
     let start = std::time::Instant::now();
@@ -280,5 +343,9 @@ fn model_throughput_reference() {
         let _ = tch::no_grad(|| model.forward(&one)).unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("unpadded 1-row forward: {:.2} ms/pass, {:.0} rows/s", secs / 300.0 * 1e3, 300.0 / secs);
+    println!(
+        "unpadded 1-row forward: {:.2} ms/pass, {:.0} rows/s",
+        secs / 300.0 * 1e3,
+        300.0 / secs
+    );
 }

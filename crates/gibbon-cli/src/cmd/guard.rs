@@ -24,7 +24,9 @@ fn serve(args: GuardServeArgs) -> Result<()> {
         )));
     }
     let Some(calib) = &args.calib else {
-        return Err(usage("guard serve needs --calib DATA (a clean calibration slice for the MSP screen)"));
+        return Err(usage(
+            "guard serve needs --calib DATA (a clean calibration slice for the MSP screen)",
+        ));
     };
     if args.calib_n == 0 || args.max_batch == 0 || args.max_inputs == 0 {
         return Err(usage("--calib-n, --max-batch and --max-inputs must be at least 1"));
@@ -49,7 +51,10 @@ fn serve(args: GuardServeArgs) -> Result<()> {
         listen: args.listen,
         db: args.db.clone(),
         policy,
-        batch: BatchSettings { max_batch: args.max_batch, window: Duration::from_millis(args.batch_window_ms) },
+        batch: BatchSettings {
+            max_batch: args.max_batch,
+            window: Duration::from_millis(args.batch_window_ms),
+        },
         max_body_bytes: args.max_body_bytes,
         max_inputs: args.max_inputs,
         rate_per_s: args.rate_limit,
@@ -62,7 +67,9 @@ fn serve(args: GuardServeArgs) -> Result<()> {
     gibbon::guard::serve(model.as_ref(), vec![Arc::new(screen)], confidences, config, |addr| {
         println!("guard listening on http://{addr}");
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        tracing::info!("guard on http://{addr}: POST /v1/classify, GET /v1/health, /metrics, /review");
+        tracing::info!(
+            "guard on http://{addr}: POST /v1/classify, GET /v1/health, /metrics, /review"
+        );
     })?;
     Ok(())
 }
@@ -74,7 +81,9 @@ fn tokens(file: Option<&Path>, var: &str) -> Result<Option<TokenSet>> {
         return Ok(Some(TokenSet::parse(&text, &path.display().to_string())?));
     }
     match std::env::var(var) {
-        Ok(text) if !text.trim().is_empty() => Ok(Some(TokenSet::parse(&text.replace(',', "\n"), var)?)),
+        Ok(text) if !text.trim().is_empty() => {
+            Ok(Some(TokenSet::parse(&text.replace(',', "\n"), var)?))
+        }
         _ => Ok(None),
     }
 }

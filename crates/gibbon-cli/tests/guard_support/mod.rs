@@ -43,11 +43,24 @@ impl Guard {
 /// test images, with its database and token file in `dir`; waits for its URL.
 pub fn start_guard(dir: &Path, extra: &[&str], log_level: &str) -> Guard {
     let tokens = dir.join("reviewers.txt");
-    std::fs::write(&tokens, format!("alice:{REVIEWER_TOKEN}\nbob:bob-secret-token-77aa01\n")).unwrap();
-    let stderr = dir.join(format!("guard-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    std::fs::write(&tokens, format!("alice:{REVIEWER_TOKEN}\nbob:bob-secret-token-77aa01\n"))
+        .unwrap();
+    let stderr = dir.join(format!(
+        "guard-{}.log",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
     let calib = format!("idx:{}", shared().join("data/mnist").display());
     let mut child = Command::new(BIN)
-        .args(["guard", "serve", "--model", "builtin:smallcnn-mnist", "--calib", &calib, "--calib-n", "1000"])
+        .args([
+            "guard",
+            "serve",
+            "--model",
+            "builtin:smallcnn-mnist",
+            "--calib",
+            &calib,
+            "--calib-n",
+            "1000",
+        ])
         .args(["--threads", "1", "--listen", "127.0.0.1:0"])
         .arg("--db")
         .arg(dir.join("guard.sqlite"))
@@ -62,7 +75,10 @@ pub fn start_guard(dir: &Path, extra: &[&str], log_level: &str) -> Guard {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let url = line.trim().strip_prefix("guard listening on ").unwrap_or_else(|| {
-        panic!("no URL line: {line:?}; log: {}", std::fs::read_to_string(&stderr).unwrap_or_default())
+        panic!(
+            "no URL line: {line:?}; log: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        )
     });
     Guard { url: url.to_string(), child, stderr }
 }
@@ -72,7 +88,9 @@ pub fn idx_rows(dataset: &str, start: usize, n: usize) -> Vec<Vec<f64>> {
     let path = shared().join(format!("data/{dataset}/t10k-images-idx3-ubyte.gz"));
     let mut raw = Vec::new();
     std::io::Read::read_to_end(&mut flate2_reader(&path), &mut raw).unwrap();
-    (start..start + n).map(|i| raw[16 + i * 784..16 + (i + 1) * 784].iter().map(|&b| b as f64 / 255.0).collect()).collect()
+    (start..start + n)
+        .map(|i| raw[16 + i * 784..16 + (i + 1) * 784].iter().map(|&b| b as f64 / 255.0).collect())
+        .collect()
 }
 
 fn flate2_reader(path: &Path) -> impl std::io::Read {
@@ -84,7 +102,8 @@ fn flate2_reader(path: &Path) -> impl std::io::Read {
 
 /// A classify body with the rows as float arrays.
 pub fn classify_body(rows: &[Vec<f64>]) -> String {
-    let inputs: Vec<_> = rows.iter().map(|r| serde_json::json!({"shape": [1, 28, 28], "data": r})).collect();
+    let inputs: Vec<_> =
+        rows.iter().map(|r| serde_json::json!({"shape": [1, 28, 28], "data": r})).collect();
     serde_json::json!({ "inputs": inputs }).to_string()
 }
 

@@ -50,13 +50,19 @@ impl TokenSet {
                 continue;
             }
             let Some((name, token)) = line.split_once(':') else {
-                return Err(GibbonError::invalid(source, format!("line {}: expected name:token", i + 1)));
+                return Err(GibbonError::invalid(
+                    source,
+                    format!("line {}: expected name:token", i + 1),
+                ));
             };
             let (name, token) = (name.trim(), token.trim());
             if name.is_empty() || token.len() < 16 {
                 return Err(GibbonError::invalid(
                     source,
-                    format!("line {}: a name and a token of at least 16 characters are needed", i + 1),
+                    format!(
+                        "line {}: a name and a token of at least 16 characters are needed",
+                        i + 1
+                    ),
                 ));
             }
             tokens.push((name.to_string(), Secret::new(token)));
@@ -106,7 +112,8 @@ impl RateLimiter {
             buckets.clear(); // bounded memory: a flood of addresses resets every bucket
         }
         let (level, last) = buckets.entry(client).or_insert((self.burst, now));
-        *level = (*level + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
+        *level =
+            (*level + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
         *last = now;
         if *level >= 1.0 {
             *level -= 1.0;
@@ -123,7 +130,9 @@ mod tests {
 
     #[test]
     fn tokens_name_their_holder_and_reject_everything_else() {
-        let set = TokenSet::parse("# reviewers\nalice:aaaaaaaaaaaaaaaa1\nbob: bbbbbbbbbbbbbbbb2\n", "t").unwrap();
+        let set =
+            TokenSet::parse("# reviewers\nalice:aaaaaaaaaaaaaaaa1\nbob: bbbbbbbbbbbbbbbb2\n", "t")
+                .unwrap();
         assert_eq!(set.authorize(Some("Bearer aaaaaaaaaaaaaaaa1")), Some("alice"));
         assert_eq!(set.authorize(Some("Bearer bbbbbbbbbbbbbbbb2")), Some("bob"));
         assert_eq!(set.authorize(Some("Bearer aaaaaaaaaaaaaaaa")), None);

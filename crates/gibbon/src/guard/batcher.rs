@@ -59,7 +59,8 @@ pub fn run_worker(
             }
         }
         metrics.batch(rows);
-        let pixels: Vec<f32> = pending.iter().flat_map(|j| j.batch.pixels.iter().copied()).collect();
+        let pixels: Vec<f32> =
+            pending.iter().flat_map(|j| j.batch.pixels.iter().copied()).collect();
         match classify_rows(model, screens, &pixels, rows) {
             Ok(answers) => {
                 let mut answers = answers.into_iter();
@@ -92,10 +93,10 @@ pub fn classify_rows(
         .chunks(classes)
         .enumerate()
         .map(|(i, row)| {
-            let (label, p) = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |best, (k, &p)| if p > best.1 { (k, p) } else { best });
+            let (label, p) =
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |best, (k, &p)| if p > best.1 { (k, p) } else { best });
             RowAnswer {
                 label: label as i64,
                 confidence: p as f64,
@@ -106,11 +107,17 @@ pub fn classify_rows(
 }
 
 /// Softmax probabilities (`rows × classes`, row-major) of the model on `pixels`.
-pub fn softmax_rows(model: &dyn Classifier, pixels: &[f32], rows: usize) -> crate::Result<Vec<f32>> {
+pub fn softmax_rows(
+    model: &dyn Classifier,
+    pixels: &[f32],
+    rows: usize,
+) -> crate::Result<Vec<f32>> {
     let mut shape = vec![rows as i64];
     shape.extend_from_slice(model.input_shape());
-    let x = tch::Tensor::from_slice(pixels).f_view(shape.as_slice())?.f_to_device(model.device())?;
+    let x =
+        tch::Tensor::from_slice(pixels).f_view(shape.as_slice())?.f_to_device(model.device())?;
     let logits = model.query_logits(&x)?;
-    let probs = logits.f_softmax(-1, tch::Kind::Float)?.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
+    let probs =
+        logits.f_softmax(-1, tch::Kind::Float)?.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
     Ok(Vec::<f32>::try_from(probs.f_flatten(0, -1)?)?)
 }

@@ -85,7 +85,9 @@ fn decode_input(input: WireInput, shape: &[i64], per_row: usize) -> Result<Vec<f
             }
             decode_png(&png, shape)
         }
-        (None, Some(declared), Some(data)) => decode_floats(&declared, &data, input.dtype, shape, per_row),
+        (None, Some(declared), Some(data)) => {
+            decode_floats(&declared, &data, input.dtype, shape, per_row)
+        }
         _ => Err("give either `png` or both `shape` and `data`".into()),
     }
 }
@@ -148,10 +150,15 @@ fn decode_png(b64: &str, shape: &[i64]) -> Result<Vec<f32>, String> {
             for ch in 0..c {
                 let v = match (c, channels) {
                     (1, 1 | 2) => px[0],
-                    (1, 3 | 4) => ((px[0] as u32 * 299 + px[1] as u32 * 587 + px[2] as u32 * 114) / 1000) as u8,
+                    (1, 3 | 4) => {
+                        ((px[0] as u32 * 299 + px[1] as u32 * 587 + px[2] as u32 * 114) / 1000)
+                            as u8
+                    }
                     (3, 3 | 4) => px[ch],
                     (3, 1 | 2) => px[0],
-                    _ => return Err(format!("PNG with {channels} channels for {c} model channels")),
+                    _ => {
+                        return Err(format!("PNG with {channels} channels for {c} model channels"))
+                    }
                 };
                 out[ch * hw + y * w as usize + x] = v as f32 / 255.0;
             }

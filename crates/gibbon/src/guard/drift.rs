@@ -79,7 +79,13 @@ pub struct DriftMonitor {
 
 impl DriftMonitor {
     /// A monitor of `signal` against `calibration` (any order).
-    pub fn new(signal: &str, mut calibration: Vec<f64>, capacity: usize, min_samples: usize, p_alert: f64) -> Self {
+    pub fn new(
+        signal: &str,
+        mut calibration: Vec<f64>,
+        capacity: usize,
+        min_samples: usize,
+        p_alert: f64,
+    ) -> Self {
         calibration.sort_by(f64::total_cmp);
         DriftMonitor {
             signal: signal.to_string(),

@@ -6,7 +6,8 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 /// Upper bounds of the latency histogram, in seconds.
-const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 /// Upper bounds of the batch-size histogram, in rows.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
@@ -106,7 +107,10 @@ impl Metrics {
         out.push_str("# HELP gibbon_guard_requests_total Requests by route and HTTP status.\n");
         out.push_str("# TYPE gibbon_guard_requests_total counter\n");
         for ((route, status), n) in &s.requests {
-            let _ = writeln!(out, "gibbon_guard_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "gibbon_guard_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
         out.push_str("# HELP gibbon_guard_decisions_total Decisions by kind.\n");
         out.push_str("# TYPE gibbon_guard_decisions_total counter\n");
@@ -121,7 +125,11 @@ impl Metrics {
             "# HELP gibbon_guard_review_pending Items waiting for a reviewer.\n# TYPE gibbon_guard_review_pending gauge\ngibbon_guard_review_pending {pending}"
         );
         let flagged = s.recent_flags.iter().filter(|&&f| f).count();
-        let rate = if s.recent_flags.is_empty() { 0.0 } else { flagged as f64 / s.recent_flags.len() as f64 };
+        let rate = if s.recent_flags.is_empty() {
+            0.0
+        } else {
+            flagged as f64 / s.recent_flags.len() as f64
+        };
         let _ = writeln!(
             out,
             "# HELP gibbon_guard_flag_rate Fraction of refuse or escalate among the last decisions.\n# TYPE gibbon_guard_flag_rate gauge\ngibbon_guard_flag_rate{{window=\"{}\"}} {rate}",
@@ -134,11 +142,20 @@ impl Metrics {
         }
         out.push_str("# HELP gibbon_guard_drift_ks_statistic KS statistic of the recent window.\n# TYPE gibbon_guard_drift_ks_statistic gauge\n");
         for d in drift {
-            let _ = writeln!(out, "gibbon_guard_drift_ks_statistic{{signal=\"{}\"}} {}", d.signal, d.ks_statistic);
+            let _ = writeln!(
+                out,
+                "gibbon_guard_drift_ks_statistic{{signal=\"{}\"}} {}",
+                d.signal, d.ks_statistic
+            );
         }
         out.push_str("# HELP gibbon_guard_drift_alert 1 when the p-value is below the configured level.\n# TYPE gibbon_guard_drift_alert gauge\n");
         for d in drift {
-            let _ = writeln!(out, "gibbon_guard_drift_alert{{signal=\"{}\"}} {}", d.signal, u8::from(d.drifted));
+            let _ = writeln!(
+                out,
+                "gibbon_guard_drift_alert{{signal=\"{}\"}} {}",
+                d.signal,
+                u8::from(d.drifted)
+            );
         }
         out
     }

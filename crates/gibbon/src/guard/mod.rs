@@ -55,7 +55,10 @@ pub struct GuardConfig {
 
 /// Confidence (top softmax probability) of every calibration row, for the drift monitor.
 pub fn confidences(probs: &[f32], classes: usize) -> Vec<f64> {
-    probs.chunks(classes.max(1)).map(|r| r.iter().copied().fold(f32::MIN, f32::max) as f64).collect()
+    probs
+        .chunks(classes.max(1))
+        .map(|r| r.iter().copied().fold(f32::MIN, f32::max) as f64)
+        .collect()
 }
 
 /// Serves until SIGINT or SIGTERM: the HTTP server on a tokio runtime, the model on the calling
@@ -73,9 +76,23 @@ pub fn serve(
     let d = &config.policy.drift;
     let mut monitors: Vec<DriftMonitor> = screens
         .iter()
-        .map(|s| DriftMonitor::new(s.name(), s.calibration().to_vec(), d.window, d.min_samples, d.p_alert))
+        .map(|s| {
+            DriftMonitor::new(
+                s.name(),
+                s.calibration().to_vec(),
+                d.window,
+                d.min_samples,
+                d.p_alert,
+            )
+        })
         .collect();
-    monitors.push(DriftMonitor::new("confidence", calibration_confidences, d.window, d.min_samples, d.p_alert));
+    monitors.push(DriftMonitor::new(
+        "confidence",
+        calibration_confidences,
+        d.window,
+        d.min_samples,
+        d.p_alert,
+    ));
     let metrics = Arc::new(metrics::Metrics::new(d.window));
     let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(config.queue_capacity.max(1));
     let state = Arc::new(server::AppState {
@@ -84,11 +101,18 @@ pub fn serve(
         policy: config.policy.clone(),
         queue: Arc::new(Mutex::new(queue)),
         metrics: metrics.clone(),
-        drift: Mutex::new(server::DriftState { alerting: vec![false; monitors.len()], monitors, pushes: 0 }),
+        drift: Mutex::new(server::DriftState {
+            alerting: vec![false; monitors.len()],
+            monitors,
+            pushes: 0,
+        }),
         reviewers: config.reviewers.clone(),
         classify_tokens: config.classify_tokens.clone(),
         limiter: auth::RateLimiter::new(config.rate_per_s, config.rate_burst),
-        limits: decode::DecodeLimits { input_shape: model.input_shape().to_vec(), max_inputs: config.max_inputs },
+        limits: decode::DecodeLimits {
+            input_shape: model.input_shape().to_vec(),
+            max_inputs: config.max_inputs,
+        },
         timeout: config.timeout,
         model_name: model.info().path.clone(),
         num_classes: model.num_classes(),
@@ -137,13 +161,15 @@ async fn shutdown_signal() {
 
 /// A request-id prefix unique to this process start (microseconds since the epoch, hex).
 fn id_prefix() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{:x}", now.as_micros())
 }
 
 /// The current UTC time as RFC 3339 with milliseconds, e.g. `2026-12-06T18:30:00.123Z`.
 pub fn utc_now() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -167,7 +193,11 @@ pub fn utc_now() -> String {
 
 /// Calibrates the MSP screen on a clean slice: returns it and the slice's confidences (for the
 /// confidence drift monitor). The threshold flags a fraction `fpr` of the slice.
-pub fn calibrate_msp(model: &dyn Classifier, data: &crate::data::Dataset, fpr: f64) -> Result<(MspScreen, Vec<f64>)> {
+pub fn calibrate_msp(
+    model: &dyn Classifier,
+    data: &crate::data::Dataset,
+    fpr: f64,
+) -> Result<(MspScreen, Vec<f64>)> {
     let classes = model.num_classes() as usize;
     let mut probs = Vec::with_capacity(data.len() * classes);
     let indices: Vec<usize> = (0..data.len()).collect();

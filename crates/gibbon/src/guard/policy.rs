@@ -127,12 +127,18 @@ impl Policy {
             .collect();
         for (screen, score) in &flagged {
             if screen.tail_probability(*score) <= self.refuse_tail {
-                return verdict(Decision::Refuse, format!("refuse:far-past-threshold:{}", screen.name()));
+                return verdict(
+                    Decision::Refuse,
+                    format!("refuse:far-past-threshold:{}", screen.name()),
+                );
             }
         }
         if self.escalate_past_threshold {
             if let Some((screen, _)) = flagged.first() {
-                return verdict(Decision::Escalate, format!("escalate:past-threshold:{}", screen.name()));
+                return verdict(
+                    Decision::Escalate,
+                    format!("escalate:past-threshold:{}", screen.name()),
+                );
             }
         }
         if confidence < self.min_confidence {

@@ -25,8 +25,7 @@ pub enum QueueError {
 }
 
 /// The migrations, in order: migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE items (
+const MIGRATIONS: &[&str] = &["CREATE TABLE items (
         id TEXT PRIMARY KEY,
         created_at TEXT NOT NULL,
         shape TEXT NOT NULL,
@@ -41,8 +40,7 @@ const MIGRATIONS: &[&str] = &[
         note TEXT,
         decided_at TEXT
     );
-    CREATE INDEX items_status ON items (status, created_at);",
-];
+    CREATE INDEX items_status ON items (status, created_at);"];
 
 /// An escalated input as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -128,8 +126,11 @@ impl ReviewQueue {
 
     /// Number of pending items.
     pub fn pending_count(&self) -> Result<u64, QueueError> {
-        let n: i64 =
-            self.conn.query_row("SELECT COUNT(*) FROM items WHERE status = 'pending'", [], |r| r.get(0))?;
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM items WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(n as u64)
     }
 
@@ -158,8 +159,9 @@ impl ReviewQueue {
             params![id, reviewer, label, note, now],
         )?;
         if changed == 0 {
-            let exists: Option<String> =
-                tx.query_row("SELECT status FROM items WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+            let exists: Option<String> = tx
+                .query_row("SELECT status FROM items WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
             return Err(match exists {
                 Some(_) => QueueError::AlreadyDecided(id.to_string()),
                 None => QueueError::NotFound(id.to_string()),
@@ -181,7 +183,10 @@ fn row_to_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewItem> {
         id: r.get(0)?,
         created_at: r.get(1)?,
         shape: serde_json::from_str(&shape).unwrap_or_default(),
-        pixels: blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        pixels: blob
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         label: r.get(4)?,
         confidence: r.get(5)?,
         scores: serde_json::from_str(&scores).unwrap_or(serde_json::Value::Null),

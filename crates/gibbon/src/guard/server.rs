@@ -86,7 +86,8 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
 /// Rate limit, timeout, request metrics and a log line (method, route, status: never headers).
 async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
+    let route =
+        req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
     let method = req.method().clone();
     let limited = route.starts_with("/v1/classify") || route.starts_with("/v1/review");
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
@@ -100,7 +101,10 @@ async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> R
     };
     let status = response.status().as_u16();
     st.metrics.request(&route, status, start.elapsed().as_secs_f64());
-    tracing::debug!("{method} {route} -> {status} in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+    tracing::debug!(
+        "{method} {route} -> {status} in {:.1} ms",
+        start.elapsed().as_secs_f64() * 1e3
+    );
     response
 }
 
@@ -113,7 +117,11 @@ fn reviewer(st: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
         .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "a reviewer bearer token is required"))
 }
 
-async fn classify(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn classify(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     if let Some(tokens) = &st.classify_tokens {
         let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if tokens.authorize(auth).is_none() {
@@ -127,8 +135,12 @@ async fn classify(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Byt
     let pixels = batch.pixels.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     st.jobs.try_send(ModelJob { batch, reply: tx }).map_err(|e| match e {
-        TrySendError::Full(_) => err(StatusCode::SERVICE_UNAVAILABLE, "model queue full; retry later"),
-        TrySendError::Disconnected(_) => err(StatusCode::SERVICE_UNAVAILABLE, "model worker stopped"),
+        TrySendError::Full(_) => {
+            err(StatusCode::SERVICE_UNAVAILABLE, "model queue full; retry later")
+        }
+        TrySendError::Disconnected(_) => {
+            err(StatusCode::SERVICE_UNAVAILABLE, "model worker stopped")
+        }
     })?;
     let answers = rx
         .await
@@ -144,7 +156,11 @@ async fn classify(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Byt
 }
 
 /// Policy decision for one answer; an escalation is committed to the queue before returning.
-async fn decide_row(st: &Arc<AppState>, answer: &RowAnswer, pixels: Vec<f32>) -> Result<Value, ApiError> {
+async fn decide_row(
+    st: &Arc<AppState>,
+    answer: &RowAnswer,
+    pixels: Vec<f32>,
+) -> Result<Value, ApiError> {
     let screens: Vec<&dyn Screen> = st.screens.iter().map(|s| s.as_ref()).collect();
     let verdict = st.policy.decide(answer.confidence, &answer.scores, &screens);
     let id = format!("{}-{:08x}", st.id_prefix, st.id_seq.fetch_add(1, Ordering::Relaxed));
@@ -152,7 +168,8 @@ async fn decide_row(st: &Arc<AppState>, answer: &RowAnswer, pixels: Vec<f32>) ->
         .iter()
         .zip(&answer.scores)
         .map(|(s, &v)| {
-            let entry = json!({ "score": v, "threshold": s.threshold(), "flagged": v > s.threshold() });
+            let entry =
+                json!({ "score": v, "threshold": s.threshold(), "flagged": v > s.threshold() });
             (s.name().to_string(), entry)
         })
         .collect();
@@ -207,7 +224,12 @@ fn record_drift(st: &AppState, answer: &RowAnswer) {
             d.alerting[i] = r.drifted;
             let p = r.p_value.unwrap_or(f64::NAN);
             if r.drifted {
-                tracing::warn!("drift: {} KS D = {:.3}, p = {p:.2e} over the last {} inputs", r.signal, r.ks_statistic, r.window_n);
+                tracing::warn!(
+                    "drift: {} KS D = {:.3}, p = {p:.2e} over the last {} inputs",
+                    r.signal,
+                    r.ks_statistic,
+                    r.window_n
+                );
             } else {
                 tracing::info!("drift cleared: {} KS p = {p:.3}", r.signal);
             }
@@ -259,27 +281,41 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list_items(State(st): State<Arc<AppState>>, headers: HeaderMap, q: Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_items(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     reviewer(&st, &headers)?;
     let limit = q.limit.unwrap_or(100).min(1000);
     let items = with_queue(&st, move |q| q.pending(limit)).await?;
     Ok(Json(json!({ "items": items, "num_classes": st.num_classes })))
 }
 
-async fn get_item(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_item(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     reviewer(&st, &headers)?;
     let item = with_queue(&st, move |q| q.get(&id)).await?;
     let png = encode_png(&item.pixels, &item.shape).unwrap_or_default();
     let mut value = serde_json::to_value(&item).unwrap_or(Value::Null);
-    value["image_png"] = Value::String(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, png));
+    value["image_png"] =
+        Value::String(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, png));
     Ok(Json(value))
 }
 
-async fn get_image(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_image(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     reviewer(&st, &headers)?;
     let item = with_queue(&st, move |q| q.get(&id)).await?;
-    let png = encode_png(&item.pixels, &item.shape)
-        .ok_or_else(|| err(StatusCode::INTERNAL_SERVER_ERROR, "the stored input is not an image"))?;
+    let png = encode_png(&item.pixels, &item.shape).ok_or_else(|| {
+        err(StatusCode::INTERNAL_SERVER_ERROR, "the stored input is not an image")
+    })?;
     Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
 }
 
@@ -291,12 +327,20 @@ struct DecisionBody {
     note: String,
 }
 
-async fn decide(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn decide(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let name = reviewer(&st, &headers)?;
     let d: DecisionBody = serde_json::from_slice(&body)
         .map_err(|e| err(StatusCode::BAD_REQUEST, format!("malformed decision: {e}")))?;
     if !(0..st.num_classes).contains(&d.label) {
-        return Err(err(StatusCode::UNPROCESSABLE_ENTITY, format!("label {} is not a class (0 to {})", d.label, st.num_classes - 1)));
+        return Err(err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("label {} is not a class (0 to {})", d.label, st.num_classes - 1),
+        ));
     }
     if d.note.len() > 4096 {
         return Err(err(StatusCode::UNPROCESSABLE_ENTITY, "note is longer than 4096 bytes"));
@@ -305,5 +349,7 @@ async fn decide(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(id): P
     let (id2, name2, note, now2) = (id.clone(), name.clone(), d.note.clone(), now.clone());
     with_queue(&st, move |q| q.decide(&id2, &name2, d.label, &note, &now2)).await?;
     tracing::info!("review item {id} decided by {name}: label {}", d.label);
-    Ok(Json(json!({ "id": id, "status": "decided", "reviewer": name, "label": d.label, "decided_at": now })))
+    Ok(Json(
+        json!({ "id": id, "status": "decided", "reviewer": name, "label": d.label, "decided_at": now }),
+    ))
 }
