@@ -436,3 +436,29 @@ async fn health_reports_drift_on_notmnist_after_mnist() {
     assert!(metrics.contains("gibbon_guard_drift_alert{signal=\"msp\"} 1"), "{metrics}");
     assert!(guard.log().contains("drift: msp"), "the crossing is logged: {}", guard.log());
 }
+
+/// A request that waits longer than --timeout-ms for the model gets 503, and the service keeps
+/// answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_requests_time_out_with_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--timeout-ms", "1", "--max-inputs", "128", "--max-body-bytes", "4000000"];
+    let guard = start_guard(dir.path(), &args, "warn");
+    let c = client();
+    // 128 inputs: four 32-row tiles, more than a millisecond of model time.
+    let body = classify_body(&idx_rows("mnist", 0, 128));
+    let r = c.post(format!("{}/v1/classify", guard.url)).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("timed out"));
+    // Still serving: health answers (it may itself exceed 1 ms on a busy machine: retry).
+    let mut ok = false;
+    for _ in 0..100 {
+        let h = c.get(format!("{}/v1/health", guard.url)).send().await.unwrap();
+        if h.status() == 200 {
+            ok = true;
+            break;
+        }
+        assert_eq!(h.status(), 503);
+    }
+    assert!(ok, "health never answered within 1 ms in 100 tries");
+}
