@@ -11,6 +11,30 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap()
 }
 
+/// A client of one guard.
+struct Api {
+    c: reqwest::Client,
+    u: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, token: Option<&str>, body: String) -> reqwest::Response {
+        let mut r = self.c.post(format!("{}{path}", self.u)).body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut r = self.c.get(format!("{}{path}", self.u));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_hostile_input_metrics_and_decisions() {
     let dir = tempfile::tempdir().unwrap();
@@ -19,175 +43,22 @@ async fn auth_hostile_input_metrics_and_decisions() {
     let policy = dir.path().join("policy.toml");
     // Every input with a top probability below 1 is escalated: a full review queue.
     std::fs::write(&policy, "min_confidence = 1.0\nrefuse_tail = 0.0\n").unwrap();
-    let guard = start_guard(
-        dir.path(),
-        &[
-            "--classify-tokens",
-            classify_tokens.to_str().unwrap(),
-            "--policy",
-            policy.to_str().unwrap(),
-            "--rate-limit",
-            "0",
-            "--max-body-bytes",
-            "65536",
-        ],
-        "trace",
-    );
-    let (c, u) = (client(), guard.url.clone());
-    let body = classify_body(&idx_rows("notmnist", 0, 4));
-    let post = |path: &str, token: Option<&str>, body: String| {
-        let mut r = c.post(format!("{u}{path}")).body(body);
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        r.send()
-    };
-    // Classify: no token, a wrong token, a reviewer's token: 401; its own token: 200.
-    assert_eq!(post("/v1/classify", None, body.clone()).await.unwrap().status(), 401);
-    assert_eq!(
-        post("/v1/classify", Some("client-secret-token-81d0e8"), body.clone())
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        post("/v1/classify", Some(REVIEWER_TOKEN), body.clone()).await.unwrap().status(),
-        401
-    );
-    let r = post("/v1/classify", Some(CLASSIFY_TOKEN), body.clone()).await.unwrap();
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r.json().await.unwrap();
-    let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), 4);
-    for res in results {
-        assert!(
-            res["label"].as_i64().unwrap() < 10
-                && res["scores"]["msp"]["threshold"].as_f64().unwrap() > 0.0
-        );
-        assert!(["accept", "refuse", "escalate"].contains(&res["decision"].as_str().unwrap()));
-        assert!(res["rule"].as_str().unwrap().starts_with(res["decision"].as_str().unwrap()));
-    }
-    let escalated: Vec<String> = results
-        .iter()
-        .filter(|r| r["decision"] == "escalate")
-        .map(|r| r["request_id"].as_str().unwrap().to_string())
-        .collect();
-    assert!(!escalated.is_empty(), "notMNIST under min_confidence = 1 escalates: {v}");
-
-    // Hostile requests: each a 4xx with a message, and the server keeps serving.
-    let hostile: Vec<(String, u16)> = vec![
-        ("{not json".into(), 400),
-        ("{\"input\": 5}".into(), 400),
-        ("{\"inputs\": []}".into(), 400),
-        (r#"{"input": {"shape": [1, 28, 28], "data": [0.5]}}"#.into(), 422),
-        (r#"{"input": {"shape": [3, 28, 28], "data": [0.5]}}"#.into(), 422),
-        (r#"{"input": {"png": "iVBORw0KGgo="}}"#.into(), 422),
-        // Over --max-body-bytes (small enough for the socket buffers: the server answers before
-        // reading the body and closes the connection).
-        ("x".repeat(70_000), 413),
+    let args = [
+        "--classify-tokens",
+        classify_tokens.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--rate-limit",
+        "0",
+        "--max-body-bytes",
+        "65536",
     ];
-    for (bad, want) in hostile {
-        let r = post("/v1/classify", Some(CLASSIFY_TOKEN), bad.clone()).await.unwrap();
-        assert_eq!(r.status().as_u16(), want, "{}", &bad[..bad.len().min(80)]);
-        let text = r.text().await.unwrap();
-        assert!(text.contains("error") || want == 413, "{text}");
-    }
-    assert_eq!(
-        post("/v1/classify", Some(CLASSIFY_TOKEN), body.clone()).await.unwrap().status(),
-        200
-    );
-
-    // Reviewer API: 401 without or with a wrong token; the list, one item with its image.
-    let get = |path: &str, token: Option<&str>| {
-        let mut r = c.get(format!("{u}{path}"));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        r.send()
-    };
-    assert_eq!(get("/v1/review/items", None).await.unwrap().status(), 401);
-    assert_eq!(
-        get("/v1/review/items", Some("alice-secret-token-5f2a9d")).await.unwrap().status(),
-        401
-    );
-    assert_eq!(get("/v1/review/items", Some(CLASSIFY_TOKEN)).await.unwrap().status(), 401);
-    let list: serde_json::Value =
-        get("/v1/review/items", Some(REVIEWER_TOKEN)).await.unwrap().json().await.unwrap();
-    let pending: HashSet<String> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_string())
-        .collect();
-    assert!(escalated.iter().all(|id| pending.contains(id)));
-    let id = &escalated[0];
-    let item: serde_json::Value = get(&format!("/v1/review/items/{id}"), Some(REVIEWER_TOKEN))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(item["status"], "pending");
-    assert!(item["image_png"].as_str().unwrap().len() > 100);
-    let png = get(&format!("/v1/review/items/{id}/image.png"), Some(REVIEWER_TOKEN)).await.unwrap();
-    assert_eq!(png.headers()["content-type"], "image/png");
-    assert_eq!(&png.bytes().await.unwrap()[1..4], b"PNG");
-    assert_eq!(get("/v1/review/items/nope", Some(REVIEWER_TOKEN)).await.unwrap().status(), 404);
-
-    // Concurrent decisions on one item over HTTP: one 200, the others 409.
-    let decide = |token: &'static str, label: i64| {
-        let (c, url) = (c.clone(), format!("{u}/v1/review/items/{id}/decision"));
-        async move {
-            c.post(url)
-                .bearer_auth(token)
-                .body(format!("{{\"label\": {label}, \"note\": \"n\"}}"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
-    assert_eq!(decide("wrong-token-wrong-token", 1).await, 401);
-    let statuses = futures_join(vec![
-        tokio::spawn(decide(REVIEWER_TOKEN, 1)),
-        tokio::spawn(decide("bob-secret-token-77aa01", 2)),
-        tokio::spawn(decide(REVIEWER_TOKEN, 3)),
-        tokio::spawn(decide("bob-secret-token-77aa01", 4)),
-    ])
-    .await;
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 3, "{statuses:?}");
-    let bad_label = c
-        .post(format!("{u}/v1/review/items/{}/decision", escalated.last().unwrap()))
-        .bearer_auth(REVIEWER_TOKEN)
-        .body("{\"label\": 10}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_label.status(), 422);
-    let rows = db_rows(&dir.path().join("guard.sqlite"));
-    let row = rows.iter().find(|r| &r.0 == id).unwrap();
-    assert_eq!(row.1, "decided");
-    assert!(matches!(row.2.as_deref(), Some("alice") | Some("bob")));
-
-    // Metrics and health.
-    let metrics = get("/metrics", None).await.unwrap().text().await.unwrap();
-    for needle in [
-        "gibbon_guard_requests_total{route=\"/v1/classify\",status=\"401\"} 3",
-        "gibbon_guard_requests_total{route=\"/v1/classify\",status=\"413\"} 1",
-        "gibbon_guard_decisions_total{decision=\"escalate\"}",
-        "gibbon_guard_request_seconds_bucket{le=\"+Inf\"}",
-        "gibbon_guard_batch_rows_count 2",
-        "gibbon_guard_review_pending",
-        "gibbon_guard_flag_rate{window=",
-        "gibbon_guard_drift_p_value{signal=\"msp\"}",
-    ] {
-        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
-    }
-    let health: serde_json::Value = get("/v1/health", None).await.unwrap().json().await.unwrap();
-    assert_eq!(health["drift"].as_array().unwrap().len(), 2);
-    assert!(health["review_pending"].as_u64().unwrap() >= escalated.len() as u64 - 1);
+    let guard = start_guard(dir.path(), &args, "trace");
+    let api = Api { c: client(), u: guard.url.clone() };
+    let escalated = classify_needs_its_token(&api).await;
+    hostile_requests_get_4xx(&api).await;
+    reviewer_api_and_the_decision_race(&api, &escalated, &dir.path().join("guard.sqlite")).await;
+    metrics_and_health(&api, escalated.len()).await;
 
     // Tokens never reach the logs, even at trace level; the requests did.
     let log = guard.log();
@@ -201,6 +72,128 @@ async fn auth_hostile_input_metrics_and_decisions() {
     ] {
         assert!(!log.contains(secret), "token {secret} in the log");
     }
+}
+
+/// No token, a wrong token, a reviewer's token: 401; the classify token: 200 with well-formed
+/// results. Returns the escalated request ids.
+async fn classify_needs_its_token(api: &Api) -> Vec<String> {
+    let body = classify_body(&idx_rows("notmnist", 0, 4));
+    assert_eq!(api.post("/v1/classify", None, body.clone()).await.status(), 401);
+    let wrong = Some("client-secret-token-81d0e8");
+    assert_eq!(api.post("/v1/classify", wrong, body.clone()).await.status(), 401);
+    assert_eq!(api.post("/v1/classify", Some(REVIEWER_TOKEN), body.clone()).await.status(), 401);
+    let r = api.post("/v1/classify", Some(CLASSIFY_TOKEN), body).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for res in results {
+        assert!(res["label"].as_i64().unwrap() < 10);
+        assert!(res["scores"]["msp"]["threshold"].as_f64().unwrap() > 0.0);
+        assert!(["accept", "refuse", "escalate"].contains(&res["decision"].as_str().unwrap()));
+        assert!(res["rule"].as_str().unwrap().starts_with(res["decision"].as_str().unwrap()));
+    }
+    let escalated: Vec<String> = results
+        .iter()
+        .filter(|r| r["decision"] == "escalate")
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!escalated.is_empty(), "notMNIST under min_confidence = 1 escalates: {v}");
+    escalated
+}
+
+/// Each hostile request gets its 4xx with a message, and the server keeps serving.
+async fn hostile_requests_get_4xx(api: &Api) {
+    let hostile: Vec<(String, u16)> = vec![
+        ("{not json".into(), 400),
+        ("{\"input\": 5}".into(), 400),
+        ("{\"inputs\": []}".into(), 400),
+        (r#"{"input": {"shape": [1, 28, 28], "data": [0.5]}}"#.into(), 422),
+        (r#"{"input": {"shape": [3, 28, 28], "data": [0.5]}}"#.into(), 422),
+        (r#"{"input": {"png": "iVBORw0KGgo="}}"#.into(), 422),
+        // Over --max-body-bytes (small enough for the socket buffers: the server answers before
+        // reading the body and closes the connection).
+        ("x".repeat(70_000), 413),
+    ];
+    for (bad, want) in hostile {
+        let r = api.post("/v1/classify", Some(CLASSIFY_TOKEN), bad.clone()).await;
+        assert_eq!(r.status().as_u16(), want, "{}", &bad[..bad.len().min(80)]);
+        let text = r.text().await.unwrap();
+        assert!(text.contains("error") || want == 413, "{text}");
+    }
+    let body = classify_body(&idx_rows("notmnist", 4, 1));
+    assert_eq!(api.post("/v1/classify", Some(CLASSIFY_TOKEN), body).await.status(), 200);
+}
+
+/// Reviewer API: 401 without or with a wrong token; the list, one item with its image;
+/// concurrent decisions on one item: one 200, the others 409; the winner in SQLite.
+async fn reviewer_api_and_the_decision_race(api: &Api, escalated: &[String], db: &std::path::Path) {
+    assert_eq!(api.get("/v1/review/items", None).await.status(), 401);
+    assert_eq!(api.get("/v1/review/items", Some("alice-secret-token-5f2a9d")).await.status(), 401);
+    assert_eq!(api.get("/v1/review/items", Some(CLASSIFY_TOKEN)).await.status(), 401);
+    let list: serde_json::Value =
+        api.get("/v1/review/items", Some(REVIEWER_TOKEN)).await.json().await.unwrap();
+    let pending: HashSet<&str> =
+        list["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert!(escalated.iter().all(|id| pending.contains(id.as_str())));
+    let id = &escalated[0];
+    let item: serde_json::Value = api
+        .get(&format!("/v1/review/items/{id}"), Some(REVIEWER_TOKEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(item["status"], "pending");
+    assert!(item["image_png"].as_str().unwrap().len() > 100);
+    let png = api.get(&format!("/v1/review/items/{id}/image.png"), Some(REVIEWER_TOKEN)).await;
+    assert_eq!(png.headers()["content-type"], "image/png");
+    assert_eq!(&png.bytes().await.unwrap()[1..4], b"PNG");
+    assert_eq!(api.get("/v1/review/items/nope", Some(REVIEWER_TOKEN)).await.status(), 404);
+
+    let decide = |token: &'static str, label: i64| {
+        let (c, url) = (api.c.clone(), format!("{}/v1/review/items/{id}/decision", api.u));
+        async move {
+            let body = format!("{{\"label\": {label}, \"note\": \"n\"}}");
+            c.post(url).bearer_auth(token).body(body).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(decide("wrong-token-wrong-token", 1).await, 401);
+    let statuses = futures_join(vec![
+        tokio::spawn(decide(REVIEWER_TOKEN, 1)),
+        tokio::spawn(decide("bob-secret-token-77aa01", 2)),
+        tokio::spawn(decide(REVIEWER_TOKEN, 3)),
+        tokio::spawn(decide("bob-secret-token-77aa01", 4)),
+    ])
+    .await;
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 3, "{statuses:?}");
+    let path = format!("/v1/review/items/{}/decision", escalated.last().unwrap());
+    let bad_label = api.post(&path, Some(REVIEWER_TOKEN), "{\"label\": 10}".into()).await;
+    assert_eq!(bad_label.status(), 422);
+    let rows = db_rows(db);
+    let row = rows.iter().find(|r| &r.0 == id).unwrap();
+    assert_eq!(row.1, "decided");
+    assert!(matches!(row.2.as_deref(), Some("alice") | Some("bob")));
+}
+
+/// Every metric family is exposed; health carries both drift signals and the queue length.
+async fn metrics_and_health(api: &Api, escalated: usize) {
+    let metrics = api.get("/metrics", None).await.text().await.unwrap();
+    for needle in [
+        "gibbon_guard_requests_total{route=\"/v1/classify\",status=\"401\"} 3",
+        "gibbon_guard_requests_total{route=\"/v1/classify\",status=\"413\"} 1",
+        "gibbon_guard_decisions_total{decision=\"escalate\"}",
+        "gibbon_guard_request_seconds_bucket{le=\"+Inf\"}",
+        "gibbon_guard_batch_rows_count 2",
+        "gibbon_guard_review_pending",
+        "gibbon_guard_flag_rate{window=",
+        "gibbon_guard_drift_p_value{signal=\"msp\"}",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
+    }
+    let health: serde_json::Value = api.get("/v1/health", None).await.json().await.unwrap();
+    assert_eq!(health["drift"].as_array().unwrap().len(), 2);
+    assert!(health["review_pending"].as_u64().unwrap() >= escalated as u64 - 1);
 }
 
 async fn futures_join(handles: Vec<tokio::task::JoinHandle<StatusCode>>) -> Vec<StatusCode> {

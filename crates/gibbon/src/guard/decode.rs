@@ -128,8 +128,7 @@ fn decode_png(b64: &str, shape: &[i64]) -> Result<Vec<f32>, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|e| format!("png is not base64: {e}"))?;
-    let mut limits = png::Limits::default();
-    limits.bytes = 8 * (c.max(4) * h * w).max(1) as usize + 65_536;
+    let limits = png::Limits { bytes: 8 * (c.max(4) * h * w).max(1) as usize + 65_536 };
     let mut decoder = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| format!("not a PNG: {e}"))?;

@@ -215,7 +215,7 @@ fn record_drift(st: &AppState, answer: &RowAnswer) {
         m.push(v);
     }
     d.pushes += 1;
-    if d.pushes % 25 != 0 {
+    if !d.pushes.is_multiple_of(25) {
         return;
     }
     let reports = d.reports();
