@@ -349,3 +349,26 @@ fn model_throughput_reference() {
         300.0 / secs
     );
 }
+
+/// An input's answer does not depend on the requests that share its model pass: the guard's
+/// passes run on fixed-size tiles, so one row alone and the same row among 31 others agree.
+#[test]
+fn answers_do_not_depend_on_the_batch() {
+    let spec = "builtin:smallcnn-mnist".parse::<ModelSpec>().unwrap();
+    let model = load_model(&spec, None, &[1, 28, 28], 10, Device::Cpu).unwrap();
+    let mnist = support::mnist(32);
+    let x = mnist.try_batch(&(0..32).collect::<Vec<_>>(), Device::Cpu).unwrap();
+    let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
+    let s = screen();
+    let screens: [&dyn Screen; 1] = [&s];
+    let batched = classify_rows(model.as_ref(), &screens, &pixels, 32).unwrap();
+    for i in [0usize, 13, 31] {
+        let alone = classify_rows(model.as_ref(), &screens, &pixels[i * 784..(i + 1) * 784], 1)
+            .unwrap()
+            .remove(0);
+        assert_eq!(alone.label, batched[i].label);
+        assert!((alone.confidence - batched[i].confidence).abs() < 1e-6, "row {i}");
+        assert!((alone.scores[0] - batched[i].scores[0]).abs() < 1e-6, "row {i}");
+    }
+    assert!(batched.iter().zip(mnist.labels()).filter(|(a, &y)| a.label == y).count() >= 30);
+}
