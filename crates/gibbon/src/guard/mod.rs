@@ -114,6 +114,7 @@ pub fn serve(
             max_inputs: config.max_inputs,
         },
         timeout: config.timeout,
+        max_body_bytes: config.max_body_bytes,
         model_name: model.info().path.clone(),
         num_classes: model.num_classes(),
         id_prefix: id_prefix(),

@@ -35,6 +35,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub limits: DecodeLimits,
     pub timeout: Duration,
+    /// The body cap, for the 413 message.
+    pub max_body_bytes: usize,
     pub model_name: String,
     pub num_classes: i64,
     pub id_prefix: String,
@@ -95,6 +97,11 @@ async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> R
         err(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded; slow down").into_response()
     } else {
         match tokio::time::timeout(st.timeout, next.run(req)).await {
+            // axum's own 413 is plain text: answer in the API's JSON form.
+            Ok(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                let msg = format!("request body over the {} byte limit", st.max_body_bytes);
+                err(StatusCode::PAYLOAD_TOO_LARGE, msg).into_response()
+            }
             Ok(r) => r,
             Err(_) => err(StatusCode::SERVICE_UNAVAILABLE, "request timed out").into_response(),
         }
