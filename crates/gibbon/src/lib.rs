@@ -12,6 +12,7 @@ pub mod defense;
 pub mod detect;
 pub mod error;
 pub mod eval;
+pub mod guard;
 pub mod model;
 pub mod random;
 pub mod redteam;

@@ -2,6 +2,7 @@
 //! through its type's `FromStr` (library types, or the flag types of [`values`]); `resolve`
 //! turns these into library settings and `cmd` runs the commands.
 pub mod detect;
+pub mod guard;
 pub mod report;
 pub mod values;
 
@@ -79,6 +80,9 @@ pub enum Command {
     /// Run a threat-model file: the strongest plan its knowledge allows, the audit, pass
     /// criteria; writes JSON and HTML; exit 0 when every criterion holds, 1 when one fails.
     Redteam(RedteamArgs),
+    /// The guard service: a classifier behind calibrated screens, a decision policy, a human
+    /// review queue and monitoring (`gibbon guard serve`).
+    Guard(guard::GuardArgs),
 }
 
 #[derive(Args, Debug)]

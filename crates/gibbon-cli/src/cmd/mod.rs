@@ -6,6 +6,7 @@ mod certify;
 mod demo;
 mod detect;
 mod eval;
+mod guard;
 mod inspect;
 mod redteam;
 mod report;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Detect(a) => detect::run(a, cli.quiet),
         Command::Report(a) => report::run(a),
         Command::Redteam(a) => redteam::run(a, cli.quiet),
+        Command::Guard(a) => guard::run(a),
     }
 }
 
