@@ -231,44 +231,93 @@ async fn rate_limit_answers_429_per_client() {
 }
 
 #[test]
-fn detector_files_and_missing_tokens_are_user_errors() {
-    let out = std::process::Command::new(BIN)
-        .args([
-            "guard",
-            "serve",
-            "--model",
-            "builtin:smallcnn-mnist",
-            "--db",
-            "/tmp/unused.sqlite",
-            "--detector",
-            "d.json",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("d.json") && err.contains("gibbon detect") && err.contains("--calib"),
-        "{err}"
-    );
+fn bad_detector_files_and_missing_tokens_are_user_errors() {
     let calib = format!("idx:{}", shared().join("data/mnist").display());
-    let out = std::process::Command::new(BIN)
-        .args([
-            "guard",
-            "serve",
-            "--model",
-            "builtin:smallcnn-mnist",
-            "--db",
-            "/tmp/unused.sqlite",
-            "--calib",
-            &calib,
-        ])
-        .env_remove("GIBBON_GUARD_REVIEWER_TOKENS")
+    let serve = |extra: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["guard", "serve", "--model", "builtin:smallcnn-mnist", "--calib", &calib])
+            .args(["--calib-n", "200", "--db", "/tmp/unused.sqlite"])
+            .args(extra)
+            .env_remove("GIBBON_GUARD_REVIEWER_TOKENS")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+        err
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("reviewers.txt");
+    std::fs::write(&tokens, format!("alice:{REVIEWER_TOKEN}\n")).unwrap();
+    let tokens = tokens.to_str().unwrap();
+    let err = serve(&["--reviewer-tokens", tokens, "--detector", "missing-d.json"]);
+    assert!(err.contains("missing-d.json"), "{err}");
+    // A detector fitted for the adversarially trained model, in front of the standard one.
+    let other = dir.path().join("other.json");
+    fit_energy("builtin:smallcnn-mnist-adv", &other);
+    let err = serve(&["--reviewer-tokens", tokens, "--detector", other.to_str().unwrap()]);
+    assert!(err.contains("other.json") && err.contains("fitted for model"), "{err}");
+    let err = serve(&[]);
+    assert!(err.contains("--reviewer-tokens"), "{err}");
+}
+
+/// `gibbon detect fit` of the energy detector (Liu et al. 2020) for `model`, calibrated on
+/// MNIST test images 2000..2400.
+fn fit_energy(model: &str, out: &std::path::Path) {
+    let calib = format!("idx:{}", shared().join("data/mnist").display());
+    let o = std::process::Command::new(BIN)
+        .args(["detect", "fit", "--model", model, "--detector", "energy", "--calib", &calib])
+        .args(["--calib-range", "2000..2400", "--threads", "1", "--out"])
+        .arg(out)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--reviewer-tokens"), "{err}");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A detector file from `gibbon detect fit` screens the service: its scores, threshold and
+/// rule name are the detector's, and it flags notMNIST letters far more often than MNIST digits
+/// the calibration never saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detect_file_screens_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let detector = dir.path().join("energy.json");
+    fit_energy("builtin:smallcnn-mnist", &detector);
+    let fitted: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&detector).unwrap()).unwrap();
+    let threshold = fitted["calibration"]["threshold"].as_f64().unwrap();
+    let guard = start_guard(
+        dir.path(),
+        &["--detector", detector.to_str().unwrap(), "--rate-limit", "0"],
+        "info",
+    );
+    let c = client();
+    let flagged = |dataset: &'static str, start: usize| {
+        let (c, url) = (c.clone(), guard.url.clone());
+        async move {
+            let mut results = Vec::new();
+            for chunk in idx_rows(dataset, start, 100).chunks(50) {
+                let r = c.post(format!("{url}/v1/classify")).body(classify_body(chunk)).send();
+                let v: serde_json::Value = r.await.unwrap().json().await.unwrap();
+                results.extend(v["results"].as_array().unwrap_or_else(|| panic!("{v}")).clone());
+            }
+            assert_eq!(results.len(), 100);
+            let mut flagged = 0;
+            for res in &results {
+                let s = &res["scores"]["energy"];
+                assert_eq!(s["threshold"].as_f64().unwrap(), threshold, "{res}");
+                assert!(res["scores"].get("msp").is_none(), "{res}");
+                let past = s["score"].as_f64().unwrap() > threshold;
+                let rule = res["rule"].as_str().unwrap();
+                assert_eq!(past, rule.ends_with(":energy"), "{res}");
+                flagged += past as usize;
+            }
+            flagged
+        }
+    };
+    let (digits, letters) = (flagged("mnist", 1000).await, flagged("notmnist", 0).await);
+    eprintln!("energy screen flags {digits}/100 MNIST digits and {letters}/100 notMNIST letters");
+    assert!(digits <= 15, "{digits} of 100 clean digits flagged at a 5% target");
+    assert!(letters >= 40 && letters >= digits + 30, "{letters} letters vs {digits} digits");
 }
 
 /// kill -9 in the middle of a load: every `escalate` answer and every reviewer 200 survives.

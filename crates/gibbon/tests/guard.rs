@@ -9,7 +9,7 @@ use gibbon::guard::decode::{decode_request, encode_png, DecodeError, DecodeLimit
 use gibbon::guard::drift::DriftMonitor;
 use gibbon::guard::policy::{Decision, Policy};
 use gibbon::guard::queue::{QueueError, ReviewItem, ReviewQueue};
-use gibbon::guard::screen::{MspScreen, Screen};
+use gibbon::guard::screen::{MspScreen, Screen, ScreenScorer};
 use gibbon::model::{load_model, Classifier, ModelSpec};
 use proptest::prelude::*;
 use tch::Device;
@@ -281,7 +281,7 @@ fn drift_fires_on_notmnist_after_mnist_and_not_on_mnist_alone() {
     )
     .unwrap();
     let (screen, confidences) = gibbon::guard::calibrate_msp(model.as_ref(), &calib, 0.05).unwrap();
-    let screens: [&dyn Screen; 1] = [&screen];
+    let screens: [&dyn ScreenScorer; 1] = [&screen];
     let mut scores = DriftMonitor::new("msp", screen.calibration().to_vec(), 300, 100, 1e-3);
     let mut conf = DriftMonitor::new("confidence", confidences, 300, 100, 1e-3);
     let mut feed = |data: &Dataset, range: std::ops::Range<usize>| {
@@ -323,7 +323,7 @@ fn model_throughput_reference() {
     let x = mnist.try_batch(&(0..32).collect::<Vec<_>>(), Device::Cpu).unwrap();
     let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
     let s = screen();
-    let screens: [&dyn Screen; 1] = [&s];
+    let screens: [&dyn ScreenScorer; 1] = [&s];
     for rows in [1usize, 32] {
         let start = std::time::Instant::now();
         let passes = 300;
@@ -360,7 +360,7 @@ fn answers_do_not_depend_on_the_batch() {
     let x = mnist.try_batch(&(0..32).collect::<Vec<_>>(), Device::Cpu).unwrap();
     let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
     let s = screen();
-    let screens: [&dyn Screen; 1] = [&s];
+    let screens: [&dyn ScreenScorer; 1] = [&s];
     let batched = classify_rows(model.as_ref(), &screens, &pixels, 32).unwrap();
     for i in [0usize, 13, 31] {
         let alone = classify_rows(model.as_ref(), &screens, &pixels[i * 784..(i + 1) * 784], 1)

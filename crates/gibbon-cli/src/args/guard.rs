@@ -22,7 +22,9 @@ pub enum GuardCommand {
 pub struct GuardServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// A detector file from `gibbon detect fit` (needs the detect module; use --calib for now).
+    /// A detector file from `gibbon detect fit` for this model (repeatable); its threshold and
+    /// target FPR decide flags, and its scores on --calib are the drift baseline. Without one,
+    /// the guard calibrates an MSP screen on --calib itself.
     #[arg(long)]
     pub detector: Vec<PathBuf>,
     /// Clean calibration data for the maximum-softmax-probability screen (idx:DIR, ...).

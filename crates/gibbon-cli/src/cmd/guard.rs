@@ -3,7 +3,10 @@ use crate::args::guard::{GuardArgs, GuardCommand, GuardServeArgs};
 use crate::resolve::{build_model, set_threads, usage};
 use anyhow::Result;
 use gibbon::data::Dataset;
+use gibbon::detect::file::DetectorFile;
+use gibbon::guard::screen::Screen;
 use gibbon::guard::{batcher::BatchSettings, policy::Policy, GuardConfig, TokenSet};
+use gibbon::guard::{DetectorScreen, MspScreen, ServedScreen};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +20,10 @@ pub fn run(args: GuardArgs) -> Result<()> {
 
 fn serve(args: GuardServeArgs) -> Result<()> {
     set_threads(args.model.threads)?;
-    if !args.detector.is_empty() {
-        return Err(usage(format!(
-            "--detector {}: detector files need gibbon detect; use --calib DATA --calib-n N --fpr F",
-            args.detector[0].display()
-        )));
-    }
     let Some(calib) = &args.calib else {
         return Err(usage(
-            "guard serve needs --calib DATA (a clean calibration slice for the MSP screen)",
+            "guard serve needs --calib DATA (a clean calibration slice: the MSP screen's \
+             threshold, and every screen's clean score distribution for the drift test)",
         ));
     };
     if args.calib_n == 0 || args.max_batch == 0 || args.max_inputs == 0 {
@@ -40,13 +38,8 @@ fn serve(args: GuardServeArgs) -> Result<()> {
     let classify_tokens = tokens(args.classify_tokens.as_deref(), "GIBBON_GUARD_CLASSIFY_TOKENS")?;
     let data = Dataset::load(calib, args.calib_split, Some(args.calib_n))?;
     let model = build_model(&args.model, &data)?;
-    let (screen, confidences) = gibbon::guard::calibrate_msp(model.as_ref(), &data, args.fpr)?;
-    tracing::info!(
-        "msp screen: threshold {:.5} (1 - max softmax) at FPR {} on {} calibration inputs",
-        gibbon::guard::screen::Screen::threshold(&screen),
-        args.fpr,
-        data.len()
-    );
+    let (msp, confidences) = gibbon::guard::calibrate_msp(model.as_ref(), &data, args.fpr)?;
+    let screens = screens(&args, model.as_ref(), &data, msp)?;
     let config = GuardConfig {
         listen: args.listen,
         db: args.db.clone(),
@@ -64,7 +57,7 @@ fn serve(args: GuardServeArgs) -> Result<()> {
         reviewers,
         classify_tokens,
     };
-    gibbon::guard::serve(model.as_ref(), vec![Arc::new(screen)], confidences, config, |addr| {
+    gibbon::guard::serve(model.as_ref(), screens, confidences, config, |addr| {
         println!("guard listening on http://{addr}");
         let _ = std::io::Write::flush(&mut std::io::stdout());
         tracing::info!(
@@ -72,6 +65,41 @@ fn serve(args: GuardServeArgs) -> Result<()> {
         );
     })?;
     Ok(())
+}
+
+/// The screens: every `--detector` file (fitted and calibrated by `gibbon detect fit` for this
+/// model), or, without one, the MSP screen calibrated on the guard's calibration slice.
+fn screens(
+    args: &GuardServeArgs,
+    model: &dyn gibbon::model::Classifier,
+    calib: &Dataset,
+    msp: MspScreen,
+) -> Result<Vec<ServedScreen>> {
+    if args.detector.is_empty() {
+        tracing::info!(
+            "msp screen: threshold {:.5} (1 - max softmax) at FPR {} on {} calibration inputs",
+            msp.threshold(),
+            args.fpr,
+            calib.len()
+        );
+        let msp = Arc::new(msp);
+        return Ok(vec![ServedScreen { screen: msp.clone(), scorer: Box::new((*msp).clone()) }]);
+    }
+    let mut out = Vec::new();
+    for path in &args.detector {
+        let file = DetectorFile::load(path)?;
+        let served = DetectorScreen::load(&file, path, model, calib)?;
+        tracing::info!(
+            "{} screen from {}: threshold {:.5} at FPR {} (calibrated by gibbon detect on n={})",
+            served.screen.name(),
+            path.display(),
+            served.screen.threshold(),
+            served.screen.target_fpr(),
+            file.calibration.n
+        );
+        out.push(served);
+    }
+    Ok(out)
 }
 
 /// Tokens from `file`, else from the environment variable `var`, else none.

@@ -3,10 +3,11 @@
 //! forward pass and answers each request on its own channel.
 use super::decode::DecodedBatch;
 use super::metrics::Metrics;
-use super::screen::Screen;
+use super::screen::ScreenScorer;
 use crate::model::Classifier;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
+use tch::Tensor;
 use tokio::sync::oneshot;
 
 /// The model's answer for one input.
@@ -39,7 +40,7 @@ pub struct BatchSettings {
 /// Serves jobs from `jobs` until every sender is gone.
 pub fn run_worker(
     model: &dyn Classifier,
-    screens: &[&dyn Screen],
+    screens: &[&dyn ScreenScorer],
     jobs: Receiver<ModelJob>,
     settings: BatchSettings,
     metrics: &Metrics,
@@ -82,13 +83,18 @@ pub fn run_worker(
 /// One forward pass over `rows` inputs: label, confidence and screen scores per row.
 pub fn classify_rows(
     model: &dyn Classifier,
-    screens: &[&dyn Screen],
+    screens: &[&dyn ScreenScorer],
     pixels: &[f32],
     rows: usize,
 ) -> Result<Vec<RowAnswer>, String> {
-    let probs = softmax_rows(model, pixels, rows).map_err(|e| e.to_string())?;
+    let x = input_tensor(model, pixels, rows).map_err(|e| e.to_string())?;
+    let probs = softmax_rows(model, &x).map_err(|e| e.to_string())?;
     let classes = model.num_classes() as usize;
-    let per_screen: Vec<Vec<f64>> = screens.iter().map(|s| s.scores(&probs, classes)).collect();
+    let per_screen = screens
+        .iter()
+        .map(|s| s.scores(model, &x, &probs, classes))
+        .collect::<crate::Result<Vec<Vec<f64>>>>()
+        .map_err(|e| e.to_string())?;
     Ok(probs
         .chunks(classes)
         .enumerate()
@@ -106,17 +112,16 @@ pub fn classify_rows(
         .collect())
 }
 
-/// Softmax probabilities (`rows × classes`, row-major) of the model on `pixels`.
-pub fn softmax_rows(
-    model: &dyn Classifier,
-    pixels: &[f32],
-    rows: usize,
-) -> crate::Result<Vec<f32>> {
+/// The inputs of a pass as one tensor `[rows, ...input_shape]` on the model's device.
+pub fn input_tensor(model: &dyn Classifier, pixels: &[f32], rows: usize) -> crate::Result<Tensor> {
     let mut shape = vec![rows as i64];
     shape.extend_from_slice(model.input_shape());
-    let x =
-        tch::Tensor::from_slice(pixels).f_view(shape.as_slice())?.f_to_device(model.device())?;
-    let logits = model.query_logits(&x)?;
+    Ok(Tensor::from_slice(pixels).f_view(shape.as_slice())?.f_to_device(model.device())?)
+}
+
+/// Softmax probabilities (`rows × classes`, row-major) of the model on `x`.
+pub fn softmax_rows(model: &dyn Classifier, x: &Tensor) -> crate::Result<Vec<f32>> {
+    let logits = model.query_logits(x)?;
     let probs =
         logits.f_softmax(-1, tch::Kind::Float)?.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
     Ok(Vec::<f32>::try_from(probs.f_flatten(0, -1)?)?)

@@ -21,7 +21,7 @@ use crate::{GibbonError, Result};
 use batcher::BatchSettings;
 use drift::DriftMonitor;
 use policy::Policy;
-use screen::Screen;
+use screen::{Screen, ScreenScorer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,7 @@ use std::time::Duration;
 
 pub use auth::TokenSet;
 pub use policy::Decision;
-pub use screen::MspScreen;
+pub use screen::{DetectorScreen, MspScreen, ServedScreen};
 
 /// Everything `gibbon guard serve` is configured with, besides the model and its screens.
 #[derive(Debug, Clone)]
@@ -66,11 +66,13 @@ pub fn confidences(probs: &[f32], classes: usize) -> Vec<f64> {
 /// `on_listen` gets the bound address before the first request is accepted.
 pub fn serve(
     model: &dyn Classifier,
-    screens: Vec<Arc<dyn Screen>>,
+    served: Vec<ServedScreen>,
     calibration_confidences: Vec<f64>,
     config: GuardConfig,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<()> {
+    let (screens, scorers): (Vec<Arc<dyn Screen>>, Vec<Box<dyn ScreenScorer>>) =
+        served.into_iter().map(|s| (s.screen, s.scorer)).unzip();
     let queue = queue::ReviewQueue::open(&config.db)
         .map_err(|e| GibbonError::invalid("db", format!("{}: {e}", config.db.display())))?;
     let d = &config.policy.drift;
@@ -135,7 +137,7 @@ pub fn serve(
         axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
     });
     on_listen(addr);
-    let screen_refs: Vec<&dyn Screen> = screens.iter().map(|s| s.as_ref()).collect();
+    let screen_refs: Vec<&dyn ScreenScorer> = scorers.iter().map(|s| s.as_ref()).collect();
     // Returns once the server has stopped and dropped every sender (its state).
     batcher::run_worker(model, &screen_refs, jobs_rx, config.batch, &metrics);
     let result = runtime.block_on(server);

@@ -1,17 +1,24 @@
 //! Screens: per-input scores with calibrated thresholds that the guard's policy turns into
 //! decisions, and the clean calibration sample each one keeps for the drift test.
 //!
-//! The guard is generic over [`Screen`]; [`MspScreen`] (maximum softmax probability, Hendrycks
-//! & Gimpel 2017) is the implementation that ships. A screen's score grows with how unusual an
+//! The guard is generic over [`Screen`] (what the policy, the drift monitors and the health
+//! endpoint read, shared with the server's threads) and [`ScreenScorer`] (what scores each pass,
+//! on the model's thread). Two implementations ship: [`MspScreen`] (maximum softmax probability,
+//! Hendrycks & Gimpel 2017, calibrated by the guard itself) and [`DetectorScreen`] (any detector
+//! fitted and calibrated by `gibbon detect fit`). A screen's score grows with how unusual an
 //! input looks: an input is *flagged* when its score is above the threshold.
+use crate::data::Dataset;
+use crate::detect::file::DetectorFile;
+use crate::detect::{score_dataset, to_f64s, Detector};
+use crate::model::Classifier;
 use crate::{GibbonError, Result};
+use std::sync::Arc;
+use tch::Tensor;
 
 /// One detector in front of the model.
 pub trait Screen: Send + Sync {
     /// The name scores are reported under (JSON, metrics, policy rules).
     fn name(&self) -> &str;
-    /// Scores of a batch from its softmax probabilities `probs` (`rows × classes`, row-major).
-    fn scores(&self, probs: &[f32], classes: usize) -> Vec<f64>;
     /// The calibrated threshold: scores above it are flagged.
     fn threshold(&self) -> f64;
     /// The false-positive rate the threshold was calibrated for on clean data.
@@ -29,6 +36,28 @@ pub trait Screen: Send + Sync {
         let below = cal.partition_point(|&c| c < score);
         (cal.len() - below) as f64 / cal.len() as f64
     }
+}
+
+/// How a screen scores one pass, on the model's thread (it may run the model again, read
+/// features or perturb the inputs).
+pub trait ScreenScorer {
+    /// Scores of the inputs `x` (`rows × ...`), whose softmax probabilities are `probs`
+    /// (`rows × classes`, row-major).
+    fn scores(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        probs: &[f32],
+        classes: usize,
+    ) -> Result<Vec<f64>>;
+}
+
+/// A screen as the service runs it: its calibration (shared) and its scorer (model thread).
+pub struct ServedScreen {
+    /// Name, threshold, target FPR and clean calibration scores.
+    pub screen: Arc<dyn Screen>,
+    /// Scores each pass.
+    pub scorer: Box<dyn ScreenScorer>,
 }
 
 /// Maximum softmax probability: score `1 − max_k p_k`, threshold the `1 − fpr` quantile of the
@@ -75,12 +104,21 @@ pub fn upper_quantile(sorted: &[f64], fpr: f64) -> f64 {
     sorted[n - 1 - allowed_above.min(n - 1)]
 }
 
+impl ScreenScorer for MspScreen {
+    fn scores(
+        &self,
+        _: &dyn Classifier,
+        _: &Tensor,
+        probs: &[f32],
+        classes: usize,
+    ) -> Result<Vec<f64>> {
+        Ok(msp_scores(probs, classes))
+    }
+}
+
 impl Screen for MspScreen {
     fn name(&self) -> &str {
         "msp"
-    }
-    fn scores(&self, probs: &[f32], classes: usize) -> Vec<f64> {
-        msp_scores(probs, classes)
     }
     fn threshold(&self) -> f64 {
         self.threshold
@@ -90,6 +128,66 @@ impl Screen for MspScreen {
     }
     fn calibration(&self) -> &[f64] {
         &self.calibration
+    }
+}
+
+/// A detector from `gibbon detect fit` in front of the model: the threshold and target
+/// false-positive rate are the detector file's (calibrated by `gibbon detect`); the clean score
+/// distribution that the refuse rule's tail probability and the drift test compare against is
+/// the detector's scores on the guard's own clean calibration slice.
+#[derive(Debug, Clone)]
+pub struct DetectorScreen {
+    name: String,
+    threshold: f64,
+    fpr: f64,
+    calibration: Vec<f64>,
+}
+
+impl DetectorScreen {
+    /// Loads `file`'s detector for `model` (refused when the file was fitted for another
+    /// model) and scores `calib` with it.
+    pub fn load(
+        file: &DetectorFile,
+        path: &std::path::Path,
+        model: &dyn Classifier,
+        calib: &Dataset,
+    ) -> Result<ServedScreen> {
+        file.check_model(model.info(), path)?;
+        let detector = file.detector()?;
+        let mut calibration =
+            score_dataset(detector.as_ref(), model, calib, model.device(), &mut |_| {})?;
+        calibration.sort_by(f64::total_cmp);
+        let screen = DetectorScreen {
+            name: file.kind.clone(),
+            threshold: file.calibration.threshold,
+            fpr: file.calibration.fpr_target,
+            calibration,
+        };
+        Ok(ServedScreen { screen: Arc::new(screen), scorer: Box::new(DetectorScorer(detector)) })
+    }
+}
+
+impl Screen for DetectorScreen {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn threshold(&self) -> f64 {
+        self.threshold
+    }
+    fn target_fpr(&self) -> f64 {
+        self.fpr
+    }
+    fn calibration(&self) -> &[f64] {
+        &self.calibration
+    }
+}
+
+/// Scores a pass with a `gibbon detect` detector.
+struct DetectorScorer(Box<dyn Detector>);
+
+impl ScreenScorer for DetectorScorer {
+    fn scores(&self, model: &dyn Classifier, x: &Tensor, _: &[f32], _: usize) -> Result<Vec<f64>> {
+        to_f64s(&self.0.score(model, x)?)
     }
 }
 
