@@ -99,6 +99,30 @@ fn certify_json() -> Value {
     })
 }
 
+fn detect_eval_json() -> Value {
+    let rate = |k: usize, n: usize| json!({ "k": k, "n": n, "rate": k as f64 / n as f64, "ci95": [0.0, 1.0] });
+    json!({
+        "model": model(), "detector": "energy",
+        "calibration": { "threshold": -7.5, "fpr_target": 0.05, "n": 3000, "fpr_upper_bound": 0.0567 },
+        "sets": [{ "kind": "ood", "spec": "idx:notmnist", "n": 2000, "n_total": 2000,
+                   "metrics": { "auroc": 0.945, "auroc_ci95": [0.938, 0.952], "tpr_at_threshold": rate(1434, 2000),
+                                "fpr_at_threshold": rate(100, 2000), "fpr_at_95_tpr": 0.24, "fpr_at_95_tpr_ci95": [0.2, 0.28] } }],
+    })
+}
+
+fn detect_attack_json() -> Value {
+    let rate = |k: usize, n: usize| json!({ "k": k, "n": n, "rate": k as f64 / n as f64, "ci95": [0.0, 1.0] });
+    let side = |robust: usize| {
+        json!({ "robust_accuracy_under_detection": rate(robust, 500),
+        "detection_rate": rate(robust, 500), "robust_accuracy_classifier": rate(0, 500), "seconds": 10.0 })
+    };
+    json!({
+        "model": model(), "detector": "msp", "eps": 0.3,
+        "calibration": { "threshold": 0.2, "fpr_target": 0.05, "n": 3000, "fpr_upper_bound": 0.0567 },
+        "non_adaptive": side(494), "adaptive": side(2),
+    })
+}
+
 fn redteam_json() -> Value {
     json!({ "passed": false, "threat_file": "t.toml", "threat_text": "[model]\nspec = \"x\"\n",
             "criteria": [{ "criterion": "robust_accuracy >= 0.8 at linf ε = 0.3", "measured": 0.5, "ci95": [0.4, 0.6], "passed": false }] })
@@ -136,11 +160,19 @@ fn each_section_renders_exactly_when_its_data_is_present() {
     assert_eq!(rendered(&certify), set(&["threat-model", "certification", "json"]));
     let redteam = ResultDoc::new("redteam.json", redteam_json());
     assert_eq!(rendered(&redteam), set(&["criteria", "json"]));
+    let detect = ResultDoc::new("detect.json", detect_eval_json());
+    assert_eq!(rendered(&detect), set(&["threat-model", "detection", "json"]));
+    let guarded = ResultDoc::new("guarded.json", detect_attack_json());
+    assert_eq!(rendered(&guarded), set(&["threat-model", "detection", "json"]));
+    let page = report_page("t", "", &[detect.clone(), guarded.clone()]).unwrap().render();
+    for needle in ["0.9450 (0.9380-0.9520)", "idx:notmnist", "0.0567", "adaptive", "2 / 500"] {
+        assert!(page.contains(needle), "{needle} missing from the detection section");
+    }
     assert_eq!(rendered(&ResultDoc::new("empty.json", json!({}))), set(&["json"]));
     // Every registered section is exercised by one of these results.
     let all: BTreeSet<_> = SECTIONS.iter().map(|s| s.name()).collect();
     let mut seen = BTreeSet::new();
-    for doc in [&eval, &curve, &transfer, &audit, &certify, &redteam] {
+    for doc in [&eval, &curve, &transfer, &audit, &certify, &redteam, &detect] {
         seen.extend(rendered(doc));
     }
     assert_eq!(seen, all);

@@ -4,14 +4,15 @@
 //! `gibbon redteam` all build their pages this way, so a page written from a JSON file read
 //! back later is the page the run itself would have written.
 //!
-//! Adding a section (e.g. the detection issue's): write `sections/NAME.rs` with a unit struct
-//! implementing [`Section`] that reads the fields its command writes into the result JSON, and
-//! add it to [`SECTIONS`]. Detection has no section yet: its result fields do not exist.
+//! Adding a section: write `sections/NAME.rs` with a unit struct implementing [`Section`] that
+//! reads the fields its command writes into the result JSON, and add it to [`SECTIONS`]
+//! (`detection.rs` is one such: `gibbon detect eval` and `gibbon detect attack` results).
 mod accuracy;
 mod audit;
 mod certify;
 mod criteria;
 mod curve;
+mod detection;
 mod gallery;
 mod min_norm;
 mod per_attack;
@@ -72,6 +73,7 @@ pub static SECTIONS: &[&(dyn Section + Sync)] = &[
     &transfer::TransferHeatMap,
     &audit::Audit,
     &certify::Certification,
+    &detection::Detection,
     &samples::Samples,
     &raw_json::RawJson,
 ];
