@@ -71,8 +71,12 @@ pub fn serve(
     config: GuardConfig,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<()> {
-    let (screens, scorers): (Vec<Arc<dyn Screen>>, Vec<Box<dyn ScreenScorer>>) =
-        served.into_iter().map(|s| (s.screen, s.scorer)).unzip();
+    let mut screens: Vec<Arc<dyn Screen>> = Vec::with_capacity(served.len());
+    let mut scorers: Vec<Box<dyn ScreenScorer>> = Vec::with_capacity(served.len());
+    for s in served {
+        screens.push(s.screen);
+        scorers.push(s.scorer);
+    }
     let queue = queue::ReviewQueue::open(&config.db)
         .map_err(|e| GibbonError::invalid("db", format!("{}: {e}", config.db.display())))?;
     let d = &config.policy.drift;
