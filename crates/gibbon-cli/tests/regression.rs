@@ -11,7 +11,8 @@
 //! "Determinism").
 //!
 //! * `cargo test -p gibbon-cli --test regression` compares the quick set (small budgets).
-//! * `GIBBON_REGRESSION_FULL=1` also compares the full set (every attack at its defaults; slow).
+//! * `cargo test -p gibbon-cli --test regression -- --ignored` compares the full set (every
+//!   attack at its defaults; slow; record it first, see the test).
 //! * `GIBBON_REGRESSION_RECORD=1` re-records the sets it runs instead of comparing.
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -227,12 +228,12 @@ fn restructurings_leave_every_result_unchanged() {
     compare_or_record("quick", runs);
 }
 
+/// Slow (every attack at its default budget): run it with `--ignored`. It needs the full set
+/// recorded first (`GIBBON_REGRESSION_RECORD=1`, on the code before a restructuring); without
+/// `tests/fixtures/regression/full.json` it fails naming the missing run.
 #[test]
+#[ignore]
 fn restructurings_leave_every_default_result_unchanged() {
-    if std::env::var_os("GIBBON_REGRESSION_FULL").is_none() {
-        eprintln!("skipped: set GIBBON_REGRESSION_FULL=1 to compare every attack at its defaults");
-        return;
-    }
     let mut runs = attack_runs(true);
     runs.extend(other_runs(true));
     compare_or_record("full", runs);
