@@ -204,6 +204,38 @@ fn onnx_models_expose_the_penultimate_and_named_feature_layers() {
     assert!((fc1 - builtin).abs() > 1e-3 * builtin.abs(), "another layer, another detector");
 }
 
+/// The TorchScript export's penultimate layer (the input of its last linear layer, or the
+/// graph value `input6` as in its code) gives the builtin SmallCNN's Mahalanobis detector; the
+/// submodule `fc2` (before its functional ReLU) is another layer.
+#[test]
+fn torchscript_models_expose_the_penultimate_and_named_feature_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mnist();
+    let threshold = |model: &[&str], extra: &[&str]| {
+        let out = dir.path().join("m.json");
+        let mut args = vec!["detect", "fit", "--detector", "mahalanobis", "--fit-data", &data];
+        args.extend(["--fit-range", "0..1000", "--calib", &data, "--calib-range", "2000..2400"]);
+        args.extend(["--threads", "1", "--out", out.to_str().unwrap()]);
+        args.extend(model);
+        args.extend(extra);
+        ok(&gibbon(&args));
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        file["calibration"]["threshold"].as_f64().unwrap()
+    };
+    let (st, ts) = (
+        shared("reference/mnist_smallcnn_std.safetensors"),
+        shared("reference/mnist_smallcnn_std.pt"),
+    );
+    let builtin = threshold(&["--model", &st, "--arch", "smallcnn"], &[]);
+    let found = threshold(&["--model", &ts], &[]);
+    let named = threshold(&["--model", &ts], &["--feature-layer", "input6"]);
+    assert!((found - builtin).abs() <= 1e-6 * builtin.abs(), "{found} vs {builtin}");
+    assert_eq!(found, named);
+    let fc2 = threshold(&["--model", &ts], &["--feature-layer", "fc2"]);
+    assert!((fc2 - builtin).abs() > 1e-3 * builtin.abs(), "another layer, another detector");
+}
+
 #[test]
 fn the_help_lists_every_registered_detector() {
     let o = gibbon(&["detect", "fit", "--help"]);
@@ -228,7 +260,7 @@ fn bad_input_is_one_error_line_with_exit_code_2() {
         &fit("msp", &dir.path().join("x.json"), &["--calib-range", "2000..2100"]),
         "too few",
     );
-    // A feature layer that does not exist; a model that exposes none.
+    // A feature layer that does not exist (a builtin model, a TorchScript model).
     let fit_data = mnist();
     let o = fit(
         "mahalanobis",
@@ -248,10 +280,13 @@ fn bad_input_is_one_error_line_with_exit_code_2() {
         &fit_data,
         "--calib",
         &fit_data,
+        "--feature-layer",
+        "conv9",
         "--out",
         dir.path().join("x.json").to_str().unwrap(),
     ]);
-    user_error(&o, "not found");
+    user_error(&o, "feature layer 'conv9' not found");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fc2"), "lists the submodules");
     // An unknown detector, and a fit set that overlaps the calibration set.
     user_error(&fit("lof", &dir.path().join("x.json"), &[]), "unknown detector");
     let o = fit(

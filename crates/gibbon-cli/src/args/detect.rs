@@ -2,6 +2,7 @@
 use super::{parse_flag, DataArgs, ModelArgs};
 use clap::{Args, Subcommand};
 use gibbon::data::{DataSpec, Split};
+use gibbon::threat::Norm;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -161,7 +162,10 @@ pub struct DetectAttackArgs {
     /// The detector file written by `gibbon detect fit`.
     #[arg(long)]
     pub detector: PathBuf,
-    /// L∞ radius.
+    /// Norm of the ball: linf, l2 or l1 (L1: sparse steepest-descent PGD steps).
+    #[arg(long, value_parser = parse_flag::<Norm>, default_value = "linf")]
+    pub norm: Norm,
+    /// Radius in --norm.
     #[arg(long, allow_hyphen_values = true)]
     pub eps: f64,
     /// PGD steps per restart.

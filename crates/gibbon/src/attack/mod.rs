@@ -27,6 +27,7 @@ mod min_norm;
 pub(crate) mod pool;
 mod registry;
 mod score;
+pub(crate) use score::square::MassMoves;
 
 pub use decision::boundary::{Boundary, BoundaryConfig, BOUNDARY_QUERIES};
 pub use decision::hsj::{Hsj, HsjConfig, HSJ_INITIAL_EVALS, HSJ_MAX_EVALS, HSJ_QUERIES};

@@ -2,7 +2,7 @@
 //! are not easily detected"; Tramèr, Carlini, Brendel & Madry 2020, "On adaptive attacks to
 //! adversarial example defenses").
 //!
-//! L∞ PGD (sign steps of size α, projection onto the ε-ball ∩ [0, 1]) minimizing, per sample,
+//! PGD in the threat model's norm minimizing, per sample,
 //!
 //!   max(m(x), −κ) + λ·1[m(x) < 0]·max((s(x) − τ) / σ + δ, 0)
 //!
@@ -21,19 +21,30 @@
 //! first misclassified iterate and never looks at the detector), as an attack that ignores the
 //! detector would.
 //!
+//! Steps and projections by norm: L∞, sign steps of size α (Madry et al. 2018); L2, steps of
+//! L2 length α along the gradient; L1, sparse steepest-descent steps (Tramèr & Boneh 2019,
+//! SLIDE): the sign of the gradient on its largest 1% of coordinates by magnitude (coordinates
+//! at a box bound whose step would leave the box excluded), scaled to L1 length α. Each step is
+//! followed by the exact projection onto the ball ∩ [0, 1] ([`ThreatModel::project`]). Random
+//! starts: L∞ uniform in the cube; L2 and L1 a uniform [−1, 1] direction scaled to a norm drawn
+//! uniformly in [0, ε], projected.
+//!
 //! Every returned example is re-verified by fresh passes: finite, inside the ball and the box,
 //! then judged by the guarded model ([`GuardedModel::verdicts`]).
 use super::guarded::{GuardedModel, Verdict};
 use crate::error::{GibbonError, Result};
 use crate::random::RngKey;
 use crate::threat::goal::margin;
+use crate::threat::{Norm, ThreatModel};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
 /// The attack's settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct GuardedAttackConfig {
-    /// L∞ radius.
+    /// The norm of the ball (L∞, L2 or L1).
+    pub norm: Norm,
+    /// Radius in that norm.
     pub eps: f64,
     /// Steps per restart.
     pub steps: usize,
@@ -52,9 +63,14 @@ pub struct GuardedAttackConfig {
 }
 
 impl GuardedAttackConfig {
-    /// The adaptive attack's defaults at radius `eps`.
+    /// The adaptive attack's defaults at L∞ radius `eps`.
     pub fn adaptive(eps: f64) -> Self {
+        Self::adaptive_in(Norm::Linf, eps)
+    }
+    /// The adaptive attack's defaults at radius `eps` in `norm`.
+    pub fn adaptive_in(norm: Norm, eps: f64) -> Self {
         GuardedAttackConfig {
+            norm,
             eps,
             steps: 100,
             step_size: None,
@@ -105,6 +121,8 @@ pub struct GuardedOutcome {
     pub adv_flagged: bool,
     /// L∞ distance of the returned example to the clean input.
     pub linf: f64,
+    /// Distance of the returned example to the clean input in the attack's norm.
+    pub distance: f64,
     /// Misclassified and not flagged (the attacker's success), verified.
     pub success: bool,
 }
@@ -135,7 +153,7 @@ pub fn attack_guarded(
         };
         run_restart(guarded, score_scale, x, y, start, config, &mut best, &mut found)?;
     }
-    verify(guarded, x, &labels, indices, &best, &clean, config.eps)
+    verify(guarded, x, &labels, indices, &best, &clean, config.norm, config.eps)
 }
 
 /// Fresh verification of the examples `adv` returned for the clean inputs `x0` (labels `y`).
@@ -145,11 +163,12 @@ pub fn verify_outcomes(
     y: &Tensor,
     indices: &[usize],
     adv: &Tensor,
+    norm: Norm,
     eps: f64,
 ) -> Result<Vec<GuardedOutcome>> {
     let clean = guarded.verdicts(x0)?;
     let labels = Vec::<i64>::try_from(&y.to_device(tch::Device::Cpu))?;
-    verify(guarded, x0, &labels, indices, adv, &clean, eps)
+    verify(guarded, x0, &labels, indices, adv, &clean, norm, eps)
 }
 
 fn random_start(
@@ -161,19 +180,60 @@ fn random_start(
     let per = x.numel() / indices.len().max(1);
     let mut values = Vec::with_capacity(x.numel());
     for &i in indices {
-        values.extend(
-            RngKey::new(config.seed, i)
-                .restart(restart)
-                .uniform(per)
-                .into_iter()
-                .map(|u| (2.0 * u - 1.0) * config.eps),
-        );
+        let key = RngKey::new(config.seed, i).restart(restart);
+        let mut d: Vec<f64> = key.uniform(per).into_iter().map(|u| 2.0 * u - 1.0).collect();
+        let length = match config.norm {
+            Norm::Linf => 1.0,
+            Norm::L2 => d.iter().map(|v| v * v).sum::<f64>().sqrt(),
+            Norm::L1 => d.iter().map(|v| v.abs()).sum::<f64>(),
+        };
+        let radius = match config.norm {
+            Norm::Linf => config.eps,
+            _ => config.eps * key.stream(1).uniform(1)[0],
+        };
+        d.iter_mut().for_each(|v| *v *= radius / length.max(1e-12));
+        values.extend(d);
     }
     let noise = Tensor::from_slice(&values)
         .to_kind(Kind::Float)
         .view(x.size().as_slice())
         .to_device(x.device());
-    Ok((x + noise).clamp(0.0, 1.0))
+    Ok(config.threat()?.project(x, &(x + noise)))
+}
+
+impl GuardedAttackConfig {
+    /// The ball ∩ [0, 1] the attack stays in.
+    pub(crate) fn threat(&self) -> Result<ThreatModel> {
+        ThreatModel::new(self.norm, self.eps)
+    }
+}
+
+/// The step `x − α·direction(g)` in the attack's norm (see the module docs), before projection.
+fn descent_step(x: &Tensor, grad: &Tensor, norm: Norm, alpha: f64) -> Tensor {
+    let b = grad.size()[0];
+    let per_sample = |t: Tensor| t.view([b, 1]);
+    let g = grad.to_kind(Kind::Float).view([b, -1]);
+    let direction = match norm {
+        Norm::Linf => g.sign(),
+        Norm::L2 => {
+            let n = per_sample(g.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Float).sqrt());
+            &g / n.clamp_min(1e-12)
+        }
+        Norm::L1 => {
+            // Descent moves x by −sign(g): at the lower bound only g < 0 may move, at the
+            // upper bound only g > 0.
+            let flat = x.view([b, -1]);
+            let blocked = flat.le(0.0).logical_and(&g.gt(0.0))
+                .logical_or(&flat.ge(1.0).logical_and(&g.lt(0.0)));
+            let magnitude = g.abs().masked_fill(&blocked, 0.0);
+            let cut = per_sample(magnitude.quantile_scalar(0.99, Some(1), false, "linear"));
+            let chosen = magnitude.ge_tensor(&cut).logical_and(&magnitude.gt(0.0));
+            let d = g.sign() * chosen.to_kind(Kind::Float);
+            let n = per_sample(d.abs().sum_dim_intlist([1i64].as_slice(), false, Kind::Float));
+            d / n.clamp_min(1e-12)
+        }
+    };
+    x - direction.view(x.size().as_slice()) * alpha
 }
 
 /// One restart of PGD; only the rows still unfound are computed (and stepped), and the first
@@ -190,6 +250,7 @@ fn run_restart(
     found: &mut [bool],
 ) -> Result<()> {
     let alpha = config.alpha();
+    let threat = config.threat()?;
     let mut current = start;
     for step in 0..=config.steps {
         let rows: Vec<i64> = (0..found.len() as i64).filter(|&r| !found[r as usize]).collect();
@@ -218,9 +279,8 @@ fn run_restart(
         let grad =
             grads.into_iter().next().ok_or_else(|| GibbonError::Internal("no gradient".into()))?;
         let xa0 = x0.index_select(0, &index);
-        let stepped = xa - grad.sign() * alpha;
-        let projected =
-            stepped.minimum(&(&xa0 + config.eps)).maximum(&(&xa0 - config.eps)).clamp(0.0, 1.0);
+        let stepped = descent_step(&xa, &grad, config.norm, alpha);
+        let projected = threat.project(&xa0, &stepped);
         let _ = current.index_copy_(0, &index, &projected);
     }
     Ok(())
@@ -249,6 +309,7 @@ fn objective(
 }
 
 /// Fresh checks of every returned example: finite, in the ball and the box, then judged.
+#[allow(clippy::too_many_arguments)]
 fn verify(
     guarded: &GuardedModel,
     x0: &Tensor,
@@ -256,22 +317,36 @@ fn verify(
     indices: &[usize],
     best: &Tensor,
     clean: &[Verdict],
+    norm: Norm,
     eps: f64,
 ) -> Result<Vec<GuardedOutcome>> {
     let b = labels.len() as i64;
-    let diff = (best - x0).abs().view([b, -1]).amax([1i64].as_slice(), false);
-    let linf = super::to_f64s(&diff)?;
+    let diff = (best.to_kind(Kind::Double) - x0.to_kind(Kind::Double)).abs().view([b, -1]);
+    let linf = super::to_f64s(&diff.amax([1i64].as_slice(), false))?;
+    let distance = super::to_f64s(&match norm {
+        Norm::Linf => diff.amax([1i64].as_slice(), false),
+        Norm::L2 => diff.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sqrt(),
+        Norm::L1 => diff.sum_dim_intlist([1i64].as_slice(), false, Kind::Double),
+    })?;
     let finite = Vec::<bool>::try_from(&best.isfinite().view([b, -1]).all_dim(1, false))?;
     let lo = super::to_f64s(&best.view([b, -1]).amin([1i64].as_slice(), false))?;
     let hi = super::to_f64s(&best.view([b, -1]).amax([1i64].as_slice(), false))?;
     let adv = guarded.verdicts(best)?;
     let mut out = Vec::with_capacity(labels.len());
     for i in 0..labels.len() {
-        let inside = finite[i] && linf[i] <= eps + 1e-6 && lo[i] >= 0.0 && hi[i] <= 1.0;
+        let inside = finite[i]
+            && distance[i] <= eps * (1.0 + 1e-6) + 1e-6
+            && lo[i] >= 0.0
+            && hi[i] <= 1.0;
         if !inside {
             return Err(GibbonError::Verification(format!(
-                "sample {}: returned example outside the threat model (L∞ {}, range [{}, {}])",
-                indices[i], linf[i], lo[i], hi[i]
+                "sample {}: returned example outside the threat model ({} distance {} > {eps}, \
+                 range [{}, {}])",
+                indices[i],
+                norm.as_str(),
+                distance[i],
+                lo[i],
+                hi[i]
             )));
         }
         out.push(GuardedOutcome {
@@ -284,6 +359,7 @@ fn verify(
             adv_score: adv[i].score,
             adv_flagged: adv[i].flagged,
             linf: linf[i],
+            distance: distance[i],
             success: !adv[i].holds(labels[i]),
         });
     }

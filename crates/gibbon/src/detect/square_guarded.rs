@@ -1,5 +1,5 @@
 //! The gradient-free attack on a guarded model, for detectors whose score has no useful
-//! gradient (feature squeezing): the L∞ Square attack's random search (Andriushchenko, Croce,
+//! gradient (feature squeezing): the Square attack's random search (Andriushchenko, Croce,
 //! Flammarion & Hein 2020) on the combined objective of [`super::adaptive`], without its gate:
 //!
 //!   max(m(x), −κ) + λ·max((s(x) − τ) / σ + δ, 0)
@@ -12,12 +12,19 @@
 //! schedule). One query per proposal (and one for the start); a sample stops at its first
 //! point that is misclassified and not flagged. Positions and signs come from the counter-based
 //! generator keyed by (seed, sample, iteration).
+//!
+//! L2 and L1 use Square's own L2 / L1 moves (the start grid of meta pseudo-gaussian patterns
+//! and the proposals that move one window's mass into another, [`crate::attack::MassMoves`]),
+//! perturbations aimed at norm ε less float32 rounding room; every query point, in every norm,
+//! is projected exactly onto the ball ∩ [0, 1], so the kept point is the queried one.
 use super::adaptive::GuardedOutcome;
 use super::guarded::GuardedModel;
 use super::to_f64s;
 use crate::error::Result;
 use crate::random::RngKey;
+use crate::attack::MassMoves;
 use crate::threat::goal::margin;
+use crate::threat::{rounding_margin, Norm, ThreatModel};
 use tch::{Kind, Tensor};
 
 /// The iterations after which p is halved.
@@ -26,7 +33,9 @@ const HALVINGS: [usize; 9] = [10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000];
 /// Settings of the gradient-free attack.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SquareGuardedConfig {
-    /// L∞ radius.
+    /// The norm of the ball (L∞, L2 or L1).
+    pub norm: Norm,
+    /// Radius in that norm.
     pub eps: f64,
     /// Queries per sample.
     pub queries: usize,
@@ -57,18 +66,32 @@ pub fn square_guarded(
     let clean: Vec<f32> =
         Vec::<f32>::try_from(&x0.to_kind(Kind::Float).to_device(tch::Device::Cpu).flatten(0, -1))?;
     let rows: Vec<usize> = (0..indices.len()).filter(|&r| run[r]).collect();
-    let mut current: Vec<Vec<f32>> = rows
-        .iter()
-        .map(|&r| {
-            let signs = RngKey::new(config.seed, indices[r]).stream(7).uniform(w);
-            (0..per)
-                .map(|k| {
-                    let sign = if signs[k % w] < 0.5 { -1.0 } else { 1.0 };
-                    (clean[r * per + k] + (sign * config.eps) as f32).clamp(0.0, 1.0)
-                })
-                .collect()
-        })
-        .collect();
+    let threat = ThreatModel::new(config.norm, config.eps)?;
+    let radius = match config.norm {
+        Norm::L2 => {
+            let room = rounding_margin(Kind::Float, x0, threat.bounds, Norm::L2);
+            (config.eps - 2.0 * room).max(0.0)
+        }
+        _ => config.eps,
+    };
+    let mut moves = MassMoves::new(config.norm, &size[1..]);
+    let clean_of = |r: usize| &clean[r * per..(r + 1) * per];
+    let mut current: Vec<Vec<f32>> = Vec::new();
+    for &r in &rows {
+        let key = RngKey::new(config.seed, indices[r]);
+        current.push(match config.norm {
+            Norm::Linf => {
+                let signs = key.stream(7).uniform(w);
+                (0..per)
+                    .map(|k| {
+                        let sign = if signs[k % w] < 0.5 { -1.0 } else { 1.0 };
+                        (clean[r * per + k] + (sign * config.eps) as f32).clamp(0.0, 1.0)
+                    })
+                    .collect()
+            }
+            _ => moves.start(clean_of(r), radius, key),
+        });
+    }
     let mut best = vec![f64::INFINITY; rows.len()];
     let mut done = vec![false; rows.len()];
     let mut p = config.p_init;
@@ -88,7 +111,11 @@ pub fn square_guarded(
                     return current[k].clone();
                 }
                 let r = rows[k];
-                let u = RngKey::new(config.seed, indices[r]).step(it).uniform(2 + c);
+                let key = RngKey::new(config.seed, indices[r]).step(it);
+                if config.norm != Norm::Linf {
+                    return moves.proposal(clean_of(r), &current[k], radius, p, key);
+                }
+                let u = key.uniform(2 + c);
                 let top = ((u[0] * (h - side + 1) as f64) as usize).min(h - side);
                 let left = ((u[1] * (w - side + 1) as f64) as usize).min(w - side);
                 let mut cand = current[k].clone();
@@ -105,11 +132,17 @@ pub fn square_guarded(
             })
             .collect();
         let flat: Vec<f32> = candidates.iter().flatten().copied().collect();
-        let xb = Tensor::from_slice(&flat)
-            .view([open.len() as i64, c as i64, h as i64, w as i64])
-            .to_device(x0.device());
         let ids = Tensor::from_slice(&open.iter().map(|&k| rows[k] as i64).collect::<Vec<_>>())
             .to_device(x0.device());
+        let xb = threat.project(
+            &x0.index_select(0, &ids),
+            &Tensor::from_slice(&flat)
+                .view([open.len() as i64, c as i64, h as i64, w as i64])
+                .to_device(x0.device()),
+        );
+        let queried: Vec<f32> =
+            Vec::<f32>::try_from(&xb.to_kind(Kind::Float).to_device(tch::Device::Cpu).flatten(0, -1))?;
+        let candidates: Vec<Vec<f32>> = queried.chunks(per).map(<[f32]>::to_vec).collect();
         let (loss, success) =
             objective(guarded, score_scale, &xb, &y.index_select(0, &ids), config)?;
         for (((&k, cand), l), s) in open.iter().zip(candidates).zip(loss).zip(success) {
@@ -125,7 +158,7 @@ pub fn square_guarded(
         adv[r * per..(r + 1) * per].copy_from_slice(&current[k]);
     }
     let adv = Tensor::from_slice(&adv).view(size.as_slice()).to_device(x0.device());
-    super::adaptive::verify_outcomes(guarded, x0, y, indices, &adv, config.eps)
+    super::adaptive::verify_outcomes(guarded, x0, y, indices, &adv, config.norm, config.eps)
 }
 
 /// The combined objective and "misclassified and not flagged" for a batch, without a graph.

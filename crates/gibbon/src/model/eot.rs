@@ -85,4 +85,12 @@ impl<M: Classifier> Classifier for EotView<M> {
     fn graph_scan(&self) -> GraphScan {
         self.inner.graph_scan()
     }
+    /// On the autograd path the mean features of `draws` passes (the gradient a feature-space
+    /// detector's adaptive attack follows is the expected one), else one pass as deployed.
+    fn features(&self, x: &Tensor, layer: Option<&str>) -> Result<Tensor> {
+        match x.requires_grad() {
+            true => self.expected(x, |t| self.inner.features(t, layer)),
+            false => self.inner.features(x, layer),
+        }
+    }
 }

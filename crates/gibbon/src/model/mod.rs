@@ -26,6 +26,7 @@ pub mod serve;
 mod spec;
 mod torchscript;
 mod torchscript_bpda;
+mod torchscript_features;
 pub mod torchscript_scan;
 pub mod weights;
 
@@ -154,7 +155,7 @@ pub fn unknown_feature_layer(model: &ModelInfo, layer: &str, available: &[&str])
     let available = if available.is_empty() {
         format!(
             "none: a {} model exposes no feature layer to gibbon (load its weights as .safetensors \
-             with --arch, or its ONNX export, whose nodes' values are feature layers)",
+             with --arch, or its ONNX or TorchScript export, whose layers are feature layers)",
             model.kind
         )
     } else {

@@ -3,7 +3,7 @@ use super::frozen::{self, QueryPath};
 use super::{Classifier, GraphScan, ModelInfo};
 use crate::error::{GibbonError, Result};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use tch::{CModule, Device, Kind, Tensor};
 
 /// A TorchScript module loaded through libtorch, in eval mode with weight gradients off.
@@ -21,6 +21,11 @@ pub struct TorchScriptModel {
     query_path: OnceLock<Option<QueryPath>>,
     /// Ops the BPDA rewrite swapped (empty for the model as loaded).
     swapped: Vec<String>,
+    /// The archive `module` was loaded from (the BPDA rewrite's for that view): feature
+    /// modules are built from it.
+    graph_bytes: Arc<Vec<u8>>,
+    /// Feature modules built so far, by layer name.
+    feature_modules: Mutex<Vec<(String, Arc<CModule>)>>,
 }
 
 impl TorchScriptModel {
@@ -72,9 +77,11 @@ impl TorchScriptModel {
             classes: size[1],
             device,
             info,
+            graph_bytes: Arc::new(bytes.clone()),
             bytes,
             query_path: OnceLock::new(),
             swapped: Vec::new(),
+            feature_modules: Mutex::new(Vec::new()),
         })
     }
 
@@ -133,7 +140,36 @@ impl TorchScriptModel {
             summarize(&rewrite.swapped),
             info.arch.clone().unwrap_or_default()
         ));
-        Ok(TorchScriptModel { module, info, swapped: rewrite.swapped, ..self })
+        Ok(TorchScriptModel {
+            module,
+            info,
+            swapped: rewrite.swapped,
+            graph_bytes: Arc::new(rewrite.bytes),
+            feature_modules: Mutex::new(Vec::new()),
+            ..self
+        })
+    }
+
+    /// The module returning the feature layer `layer` (built on first use, see
+    /// [`super::torchscript_features`]).
+    fn feature_module(&self, layer: &str) -> Result<Arc<CModule>> {
+        use super::torchscript_features::{feature_module, FeatureError};
+        let mut built = self.feature_modules.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, m)) = built.iter().find(|(name, _)| name == layer) {
+            return Ok(m.clone());
+        }
+        let module = match feature_module(&self.graph_bytes, layer, self.device, &self.info.path)
+        {
+            Ok(m) => Arc::new(m),
+            Err(FeatureError::Failed(e)) => return Err(e),
+            Err(FeatureError::Unknown(list)) => {
+                let names: Vec<&str> = list.split(", ").collect();
+                let shown: Vec<&str> = names.iter().take(40).copied().collect();
+                return Err(super::unknown_feature_layer(&self.info, layer, &shown));
+            }
+        };
+        built.push((layer.to_string(), module.clone()));
+        Ok(module)
     }
 
     /// Ops the BPDA rewrite swapped, one entry per rewritten node (empty for a plain model).
@@ -230,6 +266,21 @@ impl Classifier for TorchScriptModel {
             }),
             None => self.logits(x),
         }
+    }
+    /// The activations of `layer` (`None`: [`super::PENULTIMATE`], the input of the last linear
+    /// layer), flattened to `[B, D]`, on tiles, differentiable with respect to `x`.
+    fn features(&self, x: &Tensor, layer: Option<&str>) -> Result<Tensor> {
+        let layer = layer.unwrap_or(super::PENULTIMATE);
+        let module = self.feature_module(layer)?;
+        super::forward_tiled(x, super::TILE_ROWS, |t| {
+            let f = module.method_ts(super::torchscript_features::METHOD, &[t]).map_err(|e| {
+                GibbonError::model(
+                    &self.info.path,
+                    format!("feature layer '{layer}': {}", first_line(&e)),
+                )
+            })?;
+            Ok(if f.dim() > 2 { f.f_flatten(1, -1)? } else { f })
+        })
     }
     /// The operations of concern in the archive's code reachable from `forward` (see
     /// [`super::torchscript_scan`]); the rounding ops and `detach` have a surrogate (the BPDA

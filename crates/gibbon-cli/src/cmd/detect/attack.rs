@@ -12,6 +12,7 @@ use gibbon::detect::metrics::Rate;
 use gibbon::detect::square_guarded::{square_guarded, SquareGuardedConfig};
 use gibbon::detect::GuardedModel;
 use gibbon::model::ModelInfo;
+use gibbon::threat::Norm;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -43,6 +44,7 @@ struct AttackReport {
     calibration: Calibration,
     data: String,
     n: usize,
+    norm: Norm,
     eps: f64,
     clean_accuracy: Rate,
     clean_flagged: Rate,
@@ -73,13 +75,14 @@ pub fn run(args: DetectAttackArgs, quiet: bool) -> Result<()> {
         lambda: args.lambda,
         kappa: args.kappa,
         seed: args.seed,
-        ..GuardedAttackConfig::adaptive(args.eps)
+        ..GuardedAttackConfig::adaptive_in(args.norm, args.eps)
     };
     let non_adaptive =
         GuardedAttackConfig { lambda: 0.0, kappa: 0.0, delta: 0.0, ..adaptive.clone() };
     let scale = file.calibration.score_scale;
     let queries = args.square_queries.unwrap_or(if detector.differentiable() { 0 } else { 1000 });
     let square = (queries > 0).then_some(SquareGuardedConfig {
+        norm: args.norm,
         eps: args.eps,
         queries,
         p_init: 0.8,
@@ -132,6 +135,7 @@ pub fn run(args: DetectAttackArgs, quiet: bool) -> Result<()> {
         calibration: file.calibration.clone(),
         data: data.name().to_string(),
         n,
+        norm: args.norm,
         eps: args.eps,
         clean_accuracy: Rate::new(
             outcomes.iter().filter(|o| o.clean_prediction == o.label).count(),
@@ -179,8 +183,8 @@ fn print_summary(r: &AttackReport) {
         format!("{:.4} ({}/{}, 95% CI {:.4}-{:.4})", x.rate, x.k, x.n, x.ci95[0], x.ci95[1])
     };
     eprintln!(
-        "{} guarding {} at threshold {:.6} (target FPR {}), L∞ eps {} on {} samples: clean accuracy {}, clean flagged {}",
-        r.detector, r.model.path, r.calibration.threshold, r.calibration.fpr_target, r.eps, r.n,
+        "{} guarding {} at threshold {:.6} (target FPR {}), {} eps {} on {} samples: clean accuracy {}, clean flagged {}",
+        r.detector, r.model.path, r.calibration.threshold, r.calibration.fpr_target, r.norm.as_str(), r.eps, r.n,
         show(&r.clean_accuracy), show(&r.clean_flagged)
     );
     for (name, s) in [("non-adaptive", &r.non_adaptive), ("adaptive", &r.adaptive)] {

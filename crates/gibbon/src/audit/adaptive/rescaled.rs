@@ -75,4 +75,8 @@ impl Classifier for RescaledLogits<'_> {
     fn graph_scan(&self) -> GraphScan {
         self.inner.graph_scan()
     }
+    /// The inner model's features (rescaling touches the logits only).
+    fn features(&self, x: &Tensor, layer: Option<&str>) -> Result<Tensor> {
+        self.inner.features(x, layer)
+    }
 }

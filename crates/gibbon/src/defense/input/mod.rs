@@ -350,6 +350,11 @@ impl<M: Classifier> Classifier for Defended<M> {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.inner.forward(&self.defend(x)?)
     }
+    /// The inner model's features of the defended input (through the BPDA surrogates in the
+    /// BPDA view), so feature-space detectors watch the model as deployed.
+    fn features(&self, x: &Tensor, layer: Option<&str>) -> Result<Tensor> {
+        self.inner.features(&self.defend(x)?, layer)
+    }
     fn logits_padded(&self, x: &Tensor) -> Result<Tensor> {
         // Every defense works per sample, so applying it to the whole batch before the inner
         // model's tiling keeps per-sample results independent of the batch size.

@@ -114,8 +114,13 @@ impl Section for Detection {
         }
         if j.get("adaptive").is_some() {
             parts.push(Part::Note(format!(
-                "The guarded model under attack at L∞ ε = {}: an example counts for the attacker \
+                "The guarded model under attack at {} ε = {}: an example counts for the attacker \
                  only if it is misclassified and not flagged; every one was re-verified.",
+                match j.get("norm").and_then(Value::as_str) {
+                    Some("l2") => "L2",
+                    Some("l1") => "L1",
+                    _ => "L∞",
+                },
                 num(j, "eps").map_or("?".into(), |e| e.to_string())
             )));
             parts.push(attacks_table(j));
