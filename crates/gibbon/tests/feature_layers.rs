@@ -86,11 +86,9 @@ fn defense_and_eot_wrappers_pass_the_feature_layer_through() {
     // EOT over a randomized defense: the mean of the draws on the autograd path (different
     // from any one draw), one draw as deployed otherwise; the feature layer name reaches the
     // inner model (an unknown one is still refused).
-    let eot = EotView::new(
-        Defended::new(builtin(), "noise:sigma=0.2".parse().unwrap()).unwrap(),
-        8,
-    )
-    .unwrap();
+    let eot =
+        EotView::new(Defended::new(builtin(), "noise:sigma=0.2".parse().unwrap()).unwrap(), 8)
+            .unwrap();
     let (mean, g) = features_and_grad(&eot, &x, None);
     assert_eq!(mean.size(), [8, 200]);
     assert!(g.abs().max().double_value(&[]) > 0.0);

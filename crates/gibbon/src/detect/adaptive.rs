@@ -216,14 +216,18 @@ fn descent_step(x: &Tensor, grad: &Tensor, norm: Norm, alpha: f64) -> Tensor {
     let direction = match norm {
         Norm::Linf => g.sign(),
         Norm::L2 => {
-            let n = per_sample(g.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Float).sqrt());
+            let n = per_sample(
+                g.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Float).sqrt(),
+            );
             &g / n.clamp_min(1e-12)
         }
         Norm::L1 => {
             // Descent moves x by −sign(g): at the lower bound only g < 0 may move, at the
             // upper bound only g > 0.
             let flat = x.view([b, -1]);
-            let blocked = flat.le(0.0).logical_and(&g.gt(0.0))
+            let blocked = flat
+                .le(0.0)
+                .logical_and(&g.gt(0.0))
                 .logical_or(&flat.ge(1.0).logical_and(&g.lt(0.0)));
             let magnitude = g.abs().masked_fill(&blocked, 0.0);
             let cut = per_sample(magnitude.quantile_scalar(0.99, Some(1), false, "linear"));
@@ -334,10 +338,8 @@ fn verify(
     let adv = guarded.verdicts(best)?;
     let mut out = Vec::with_capacity(labels.len());
     for i in 0..labels.len() {
-        let inside = finite[i]
-            && distance[i] <= eps * (1.0 + 1e-6) + 1e-6
-            && lo[i] >= 0.0
-            && hi[i] <= 1.0;
+        let inside =
+            finite[i] && distance[i] <= eps * (1.0 + 1e-6) + 1e-6 && lo[i] >= 0.0 && hi[i] <= 1.0;
         if !inside {
             return Err(GibbonError::Verification(format!(
                 "sample {}: returned example outside the threat model ({} distance {} > {eps}, \

@@ -20,9 +20,9 @@
 use super::adaptive::GuardedOutcome;
 use super::guarded::GuardedModel;
 use super::to_f64s;
+use crate::attack::MassMoves;
 use crate::error::Result;
 use crate::random::RngKey;
-use crate::attack::MassMoves;
 use crate::threat::goal::margin;
 use crate::threat::{rounding_margin, Norm, ThreatModel};
 use tch::{Kind, Tensor};
@@ -140,8 +140,9 @@ pub fn square_guarded(
                 .view([open.len() as i64, c as i64, h as i64, w as i64])
                 .to_device(x0.device()),
         );
-        let queried: Vec<f32> =
-            Vec::<f32>::try_from(&xb.to_kind(Kind::Float).to_device(tch::Device::Cpu).flatten(0, -1))?;
+        let queried: Vec<f32> = Vec::<f32>::try_from(
+            &xb.to_kind(Kind::Float).to_device(tch::Device::Cpu).flatten(0, -1),
+        )?;
         let candidates: Vec<Vec<f32>> = queried.chunks(per).map(<[f32]>::to_vec).collect();
         let (loss, success) =
             objective(guarded, score_scale, &xb, &y.index_select(0, &ids), config)?;

@@ -158,8 +158,7 @@ impl TorchScriptModel {
         if let Some((_, m)) = built.iter().find(|(name, _)| name == layer) {
             return Ok(m.clone());
         }
-        let module = match feature_module(&self.graph_bytes, layer, self.device, &self.info.path)
-        {
+        let module = match feature_module(&self.graph_bytes, layer, self.device, &self.info.path) {
             Ok(m) => Arc::new(m),
             Err(FeatureError::Failed(e)) => return Err(e),
             Err(FeatureError::Unknown(list)) => {

@@ -79,9 +79,8 @@ pub(super) fn feature_module(
     // SAFETY: on success `out` holds `out_len` malloc'd bytes, copied then freed.
     let rewritten = unsafe { std::slice::from_raw_parts(out as *const u8, out_len) }.to_vec();
     unsafe { gibbon_features_free(out) };
-    let mut module =
-        CModule::load_data_on_device(&mut std::io::Cursor::new(&rewritten), device)
-            .map_err(|e| failed(format!("feature layer '{layer}': {e}")))?;
+    let mut module = CModule::load_data_on_device(&mut std::io::Cursor::new(&rewritten), device)
+        .map_err(|e| failed(format!("feature layer '{layer}': {e}")))?;
     module.set_eval();
     let params = module.named_parameters().map_err(|e| failed(e.to_string()))?;
     for (_, p) in params {
