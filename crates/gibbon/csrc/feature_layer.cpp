@@ -99,7 +99,10 @@ Value *submodule_output(const std::shared_ptr<Graph> &graph,
     if (ancestor == nullptr) return nullptr;
     auto cls = ancestor->input(0)->type()->expect<c10::ClassType>();
     Function &callee = cls->getMethod(ancestor->s(attr::name));
-    inlineCallTo(ancestor, &toGraphFunction(callee));
+    // The callee's own graph, not its optimized (already inlined) one: the calls of its
+    // submodules must stay calls.
+    GraphFunction &fn = toGraphFunction(callee);
+    inlineCallTo(ancestor, &fn, fn.graph().get());
   }
 }
 

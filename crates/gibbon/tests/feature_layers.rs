@@ -96,3 +96,29 @@ fn defense_and_eot_wrappers_pass_the_feature_layer_through() {
     assert!(!one.equal(&mean));
     assert!(eot.features(&x, Some("conv9")).is_err());
 }
+
+/// Submodule paths two levels deep, in a traced and in a scripted module (see
+/// scripts/make_feature_fixtures.py): the layers agree with each other as the architecture says.
+#[test]
+fn nested_submodule_paths_in_traced_and_scripted_modules() {
+    let x = images(5);
+    for file in ["nested_traced.pt", "nested_scripted.pt"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/torchscript")
+            .join(file);
+        let spec = ModelSpec::TorchScript(path);
+        let model = load_model(&spec, None, &[1, 28, 28], 3, Device::Cpu).unwrap();
+        let layer = |name: &str| model.features(&x, Some(name)).unwrap();
+        let conv = layer("features.2.0");
+        assert_eq!(conv.size(), [5, 4 * 24 * 24], "{file}");
+        assert!(conv.min().double_value(&[]) < 0.0, "{file}: before the ReLU");
+        let relu = layer("features.2.1");
+        assert!(relu.equal(&conv.relu()), "{file}");
+        assert!(layer("features.2").equal(&relu), "{file}: the inner Sequential's output");
+        assert!(layer("features").equal(&relu), "{file}: flattened, the same values");
+        assert!(layer("penultimate").equal(&relu), "{file}: the head's input");
+        assert_eq!(layer("features.0").size(), [5, 4 * 26 * 26], "{file}");
+        let err = model.features(&x, Some("features.9")).unwrap_err().to_string();
+        assert!(err.contains("features.2.0"), "{file}: {err}");
+    }
+}
