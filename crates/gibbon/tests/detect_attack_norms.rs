@@ -129,3 +129,28 @@ fn square_l2_on_the_combined_objective_breaks_guarded_inputs_inside_the_ball() {
     let spread: Vec<f64> = out.iter().map(|o| o.distance).collect();
     assert!(spread.iter().any(|&d| d > 2.9), "{spread:?}");
 }
+
+#[test]
+fn square_l1_on_the_combined_objective_stays_in_the_ball() {
+    let s = setup();
+    let g = GuardedModel {
+        model: s.model.as_ref(),
+        detector: s.detector.as_ref(),
+        threshold: s.threshold,
+    };
+    let (x, y, idx) = batch(&mnist(8), 8);
+    let config = SquareGuardedConfig {
+        norm: Norm::L1,
+        eps: 15.0,
+        queries: 300,
+        p_init: 0.8,
+        lambda: 1.0,
+        kappa: 5.0,
+        delta: 0.05,
+        seed: 0,
+    };
+    let out = square_guarded(&g, s.scale, &x, &y, &idx, &[true; 8], &config).unwrap();
+    let robust = robust_under_detection(&g, &out, Norm::L1, 15.0);
+    eprintln!("Square L1: robust accuracy under detection {robust}");
+    assert!(robust < 1.0, "the L1 search breaks some guarded inputs");
+}
