@@ -76,7 +76,7 @@ async fn load_client(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        let bad = k % 5 == 0;
+        let bad = k.is_multiple_of(5);
         let body = if bad { malformed(k / 5) } else { bodies[k % bodies.len()].clone() };
         let answer = match client.post(format!("{url}/v1/classify")).body(body).send().await {
             Ok(r) => {

@@ -14,8 +14,16 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::sync::Arc;
 
-const PAGE: &str = include_str!("review.html");
+/// The page skeleton (head, style) around a `{{title}}` and a `{{body}}`.
+const LAYOUT: &str = include_str!("layout.html");
+/// The queue (table and script).
+const REVIEW: &str = include_str!("review.html");
+/// The sign-in form, with a `{{message}}`.
 const LOGIN: &str = include_str!("login.html");
+
+fn page(title: &str, body: &str) -> String {
+    LAYOUT.replace("{{title}}", title).replacen("{{body}}", body, 1)
+}
 
 const CSP: &str = "default-src 'self'; img-src 'self' blob:; script-src 'unsafe-inline'; \
                    style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
@@ -37,13 +45,13 @@ fn html(status: StatusCode, body: String) -> Response {
 
 /// The sign-in form with `message`, as a 401.
 fn login_form(message: &str) -> Response {
-    html(StatusCode::UNAUTHORIZED, LOGIN.replace("{{message}}", message))
+    html(StatusCode::UNAUTHORIZED, page("sign in", &LOGIN.replace("{{message}}", message)))
 }
 
 /// `GET /review`: the page for a signed-in reviewer, else 401 with the sign-in form.
 pub async fn review_page(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match st.page_reviewer(&headers) {
-        Some(_) => html(StatusCode::OK, PAGE.to_string()),
+        Some(_) => html(StatusCode::OK, page("review queue", REVIEW)),
         None => login_form("Sign in with your reviewer token."),
     }
 }
