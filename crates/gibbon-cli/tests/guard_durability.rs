@@ -149,6 +149,20 @@ fn pending_ids(db: &std::path::Path) -> Vec<String> {
     query().unwrap_or_default()
 }
 
+/// Every escalation and every decision (with its reviewer and label) a client was answered is in
+/// the database.
+fn assert_all_stored(db: &std::path::Path, escalated: &[String], decided: &[(String, i64)]) {
+    let stored: HashMap<String, (String, Option<String>, Option<i64>)> =
+        db_rows(db).into_iter().map(|(id, s, r, l)| (id, (s, r, l))).collect();
+    let lost: Vec<&String> = escalated.iter().filter(|id| !stored.contains_key(*id)).collect();
+    assert!(lost.is_empty(), "{} of {} escalations lost: {lost:?}", lost.len(), escalated.len());
+    for (id, label) in decided {
+        let want = ("decided".to_string(), Some("alice".to_string()), Some(*label));
+        assert_eq!(stored[id], want, "decision on {id}");
+    }
+    println!("all {} escalations and {} decisions are in SQLite", escalated.len(), decided.len());
+}
+
 /// Runs the load for `before_kill`, SIGKILLs the server, restarts it on the same database,
 /// runs the load `after_restart` more, and checks SQLite against every answer received.
 async fn kill9_under_load(before_kill: Duration, after_restart: Duration) {
@@ -237,24 +251,7 @@ async fn kill9_under_load(before_kill: Duration, after_restart: Duration) {
     assert!(all.malformed_other.is_empty(), "malformed without 4xx: {:?}", all.malformed_other);
     assert!(all.escalated.len() >= 50 && decided.len() >= 10, "load too light: {all:?}");
 
-    let stored: HashMap<String, (String, Option<String>, Option<i64>)> =
-        db_rows(&db).into_iter().map(|(id, s, r, l)| (id, (s, r, l))).collect();
-    let lost: Vec<&String> = all.escalated.iter().filter(|id| !stored.contains_key(*id)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} escalations lost: {lost:?}",
-        lost.len(),
-        all.escalated.len()
-    );
-    for (id, label) in &decided {
-        let want = ("decided".to_string(), Some("alice".to_string()), Some(*label));
-        assert_eq!(stored[id], want, "decision on {id}");
-    }
-    println!(
-        "all {} escalations and {} decisions are in SQLite",
-        all.escalated.len(),
-        decided.len()
-    );
+    assert_all_stored(&db, &all.escalated, &decided);
     drop(restarted);
 }
 
