@@ -375,3 +375,26 @@ fn answers_do_not_depend_on_the_batch() {
     }
     assert!(batched.iter().zip(mnist.labels()).filter(|(a, &y)| a.label == y).count() >= 30);
 }
+
+/// The guard scores a pass from its logits (no second model pass) exactly as `gibbon detect`
+/// scores the inputs when it calibrates: the served scores and the threshold are on one scale.
+#[test]
+fn served_scores_are_detects_scores() {
+    let spec = "builtin:smallcnn-mnist".parse::<ModelSpec>().unwrap();
+    let model = load_model(&spec, None, &[1, 28, 28], 10, Device::Cpu).unwrap();
+    let mnist = support::mnist(40);
+    let x = mnist.try_batch(&(0..40).collect::<Vec<_>>(), Device::Cpu).unwrap();
+    let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
+    let energy = gibbon::detect::Energy { temperature: 1.0 };
+    let detectors: [Box<dyn gibbon::detect::Detector>; 2] =
+        [Box::new(MaxSoftmax), Box::new(energy)];
+    for detector in detectors {
+        let direct = gibbon::detect::to_f64s(&detector.score(model.as_ref(), &x).unwrap()).unwrap();
+        let scorer = DetectorScorer(detector);
+        let screens: [&dyn ScreenScorer; 1] = [&scorer];
+        let served = classify_rows(model.as_ref(), &screens, &pixels, 40).unwrap();
+        for (a, d) in served.iter().zip(&direct) {
+            assert!((a.scores[0] - d).abs() <= 1e-9 * d.abs().max(1.0), "{} vs {d}", a.scores[0]);
+        }
+    }
+}
