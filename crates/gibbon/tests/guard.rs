@@ -4,25 +4,27 @@
 mod support;
 
 use gibbon::data::{DataSpec, Dataset, Split};
+use gibbon::detect::MaxSoftmax;
 use gibbon::guard::batcher::classify_rows;
 use gibbon::guard::decode::{decode_request, encode_png, DecodeError, DecodeLimits};
 use gibbon::guard::drift::DriftMonitor;
 use gibbon::guard::policy::{Decision, Policy};
 use gibbon::guard::queue::{QueueError, ReviewItem, ReviewQueue};
-use gibbon::guard::screen::{MspScreen, Screen, ScreenScorer};
+use gibbon::guard::screen::{DetectorScorer, DetectorScreen, Screen, ScreenScorer};
 use gibbon::model::{load_model, Classifier, ModelSpec};
 use proptest::prelude::*;
 use tch::Device;
 
-/// A screen calibrated on 1,000 rows with top probabilities spread over [0.5, 1).
-fn screen() -> MspScreen {
-    let probs: Vec<f32> = (0..1000)
-        .flat_map(|i| {
-            let p = 0.5 + 0.5 * (i as f32 / 1000.0);
-            [p, 1.0 - p]
-        })
-        .collect();
-    MspScreen::calibrate(&probs, 2, 0.05).unwrap()
+/// An MSP screen (score −log max softmax) calibrated with detect's rule on 1,000 rows with
+/// top probabilities spread over [0.5, 1): scores in (0, log 2].
+fn screen() -> DetectorScreen {
+    let scores: Vec<f64> = (0..1000).map(|i| -(0.5 + 0.5 * (i as f64 / 1000.0)).ln()).collect();
+    DetectorScreen::from_scores("msp", scores, 0.05).unwrap().0
+}
+
+/// detect's MSP detector, scoring the guard's passes from their logits.
+fn msp_scorer() -> DetectorScorer {
+    DetectorScorer(Box::new(MaxSoftmax))
 }
 
 #[test]
@@ -39,7 +41,7 @@ fn policy_defaults_and_rules_in_order() {
     let v = p.decide(0.9, &[t + 1e-4], &screens);
     assert_eq!((v.decision, v.rule.as_str()), (Decision::Escalate, "escalate:past-threshold:msp"));
     // Beyond every calibration score: refuse, even when the confidence is low too.
-    let v = p.decide(0.3, &[0.6], &screens);
+    let v = p.decide(0.3, &[1.0], &screens);
     assert_eq!((v.decision, v.rule.as_str()), (Decision::Refuse, "refuse:far-past-threshold:msp"));
     // Below the threshold but unconfident: escalate.
     let v = p.decide(0.55, &[t * 0.5], &screens);
@@ -280,9 +282,10 @@ fn drift_fires_on_notmnist_after_mnist_and_not_on_mnist_alone() {
         "calib",
     )
     .unwrap();
-    let (screen, confidences) = gibbon::guard::calibrate_msp(model.as_ref(), &calib, 0.05).unwrap();
-    let screens: [&dyn ScreenScorer; 1] = [&screen];
-    let mut scores = DriftMonitor::new("msp", screen.calibration().to_vec(), 300, 100, 1e-3);
+    let (screen, _) = DetectorScreen::msp(model.as_ref(), &calib, 0.05).unwrap();
+    let confidences = gibbon::guard::calibration_confidences(model.as_ref(), &calib).unwrap();
+    let screens: [&dyn ScreenScorer; 1] = [screen.scorer.as_ref()];
+    let mut scores = DriftMonitor::new("msp", screen.screen.calibration().to_vec(), 300, 100, 1e-3);
     let mut conf = DriftMonitor::new("confidence", confidences, 300, 100, 1e-3);
     let mut feed = |data: &Dataset, range: std::ops::Range<usize>| {
         let idx: Vec<usize> = range.collect();
@@ -322,7 +325,7 @@ fn model_throughput_reference() {
     let mnist = support::mnist(32);
     let x = mnist.try_batch(&(0..32).collect::<Vec<_>>(), Device::Cpu).unwrap();
     let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
-    let s = screen();
+    let s = msp_scorer();
     let screens: [&dyn ScreenScorer; 1] = [&s];
     for rows in [1usize, 32] {
         let start = std::time::Instant::now();
@@ -359,7 +362,7 @@ fn answers_do_not_depend_on_the_batch() {
     let mnist = support::mnist(32);
     let x = mnist.try_batch(&(0..32).collect::<Vec<_>>(), Device::Cpu).unwrap();
     let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
-    let s = screen();
+    let s = msp_scorer();
     let screens: [&dyn ScreenScorer; 1] = [&s];
     let batched = classify_rows(model.as_ref(), &screens, &pixels, 32).unwrap();
     for i in [0usize, 13, 31] {
@@ -371,4 +374,27 @@ fn answers_do_not_depend_on_the_batch() {
         assert!((alone.scores[0] - batched[i].scores[0]).abs() < 1e-6, "row {i}");
     }
     assert!(batched.iter().zip(mnist.labels()).filter(|(a, &y)| a.label == y).count() >= 30);
+}
+
+/// The guard scores a pass from its logits (no second model pass) exactly as `gibbon detect`
+/// scores the inputs when it calibrates: the served scores and the threshold are on one scale.
+#[test]
+fn served_scores_are_detects_scores() {
+    let spec = "builtin:smallcnn-mnist".parse::<ModelSpec>().unwrap();
+    let model = load_model(&spec, None, &[1, 28, 28], 10, Device::Cpu).unwrap();
+    let mnist = support::mnist(40);
+    let x = mnist.try_batch(&(0..40).collect::<Vec<_>>(), Device::Cpu).unwrap();
+    let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
+    let energy = gibbon::detect::Energy { temperature: 1.0 };
+    let detectors: [Box<dyn gibbon::detect::Detector>; 2] =
+        [Box::new(MaxSoftmax), Box::new(energy)];
+    for detector in detectors {
+        let direct = gibbon::detect::to_f64s(&detector.score(model.as_ref(), &x).unwrap()).unwrap();
+        let scorer = DetectorScorer(detector);
+        let screens: [&dyn ScreenScorer; 1] = [&scorer];
+        let served = classify_rows(model.as_ref(), &screens, &pixels, 40).unwrap();
+        for (a, d) in served.iter().zip(&direct) {
+            assert!((a.scores[0] - d).abs() <= 1e-9 * d.abs().max(1.0), "{} vs {d}", a.scores[0]);
+        }
+    }
 }

@@ -24,7 +24,7 @@ pub struct GuardServeArgs {
     pub model: ModelArgs,
     /// A detector file from `gibbon detect fit` for this model (repeatable); its threshold and
     /// target FPR decide flags, and its scores on --calib are the drift baseline. Without one,
-    /// the guard calibrates an MSP screen on --calib itself.
+    /// the guard calibrates detect's MSP detector on --calib (detect's split-conformal rule).
     #[arg(long)]
     pub detector: Vec<PathBuf>,
     /// Clean calibration data for the maximum-softmax-probability screen (idx:DIR, ...).

@@ -4,11 +4,9 @@ use crate::resolve::{build_model, set_threads, usage};
 use anyhow::Result;
 use gibbon::data::Dataset;
 use gibbon::detect::file::DetectorFile;
-use gibbon::guard::screen::Screen;
 use gibbon::guard::{batcher::BatchSettings, policy::Policy, GuardConfig, TokenSet};
-use gibbon::guard::{DetectorScreen, MspScreen, ServedScreen};
+use gibbon::guard::{DetectorScreen, ServedScreen};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs the `guard` subcommand.
@@ -38,8 +36,8 @@ fn serve(args: GuardServeArgs) -> Result<()> {
     let classify_tokens = tokens(args.classify_tokens.as_deref(), "GIBBON_GUARD_CLASSIFY_TOKENS")?;
     let data = Dataset::load(calib, args.calib_split, Some(args.calib_n))?;
     let model = build_model(&args.model, &data)?;
-    let (msp, confidences) = gibbon::guard::calibrate_msp(model.as_ref(), &data, args.fpr)?;
-    let screens = screens(&args, model.as_ref(), &data, msp)?;
+    let confidences = gibbon::guard::calibration_confidences(model.as_ref(), &data)?;
+    let screens = screens(&args, model.as_ref(), &data)?;
     let config = GuardConfig {
         listen: args.listen,
         db: args.db.clone(),
@@ -68,22 +66,26 @@ fn serve(args: GuardServeArgs) -> Result<()> {
 }
 
 /// The screens: every `--detector` file (fitted and calibrated by `gibbon detect fit` for this
-/// model), or, without one, the MSP screen calibrated on the guard's calibration slice.
+/// model), or, without one, detect's MSP detector calibrated on the guard's calibration slice
+/// with detect's split-conformal rule.
 fn screens(
     args: &GuardServeArgs,
     model: &dyn gibbon::model::Classifier,
     calib: &Dataset,
-    msp: MspScreen,
 ) -> Result<Vec<ServedScreen>> {
     if args.detector.is_empty() {
+        let (msp, cal) = DetectorScreen::msp(model, calib, args.fpr)?;
         tracing::info!(
-            "msp screen: threshold {:.5} (1 - max softmax) at FPR {} on {} calibration inputs",
-            msp.threshold(),
+            "msp screen: threshold {:.5} (-log max softmax, rank {} of {}) at FPR {}; {} \
+             calibration inputs flagged, 95% bound on the true FPR {:.4}",
+            cal.threshold,
+            cal.rank,
+            cal.n,
             args.fpr,
-            calib.len()
+            cal.flagged,
+            cal.fpr_upper_bound
         );
-        let msp = Arc::new(msp);
-        return Ok(vec![ServedScreen { screen: msp.clone(), scorer: Box::new((*msp).clone()) }]);
+        return Ok(vec![msp]);
     }
     let mut out = Vec::new();
     for path in &args.detector {

@@ -24,11 +24,21 @@ impl Detector for Energy {
         true
     }
     fn score_graph(&self, model: &dyn Classifier, x: &Tensor) -> Result<Tensor> {
-        let z = model.logits_padded(x)?.to_kind(Kind::Double) / self.temperature;
-        Ok(z.logsumexp([-1i64].as_slice(), false) * (-self.temperature))
+        Ok(self.energy(&model.logits_padded(x)?))
+    }
+    fn score_logits(&self, logits: &Tensor) -> Option<Tensor> {
+        Some(self.energy(logits))
     }
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "temperature": self.temperature })
+    }
+}
+
+impl Energy {
+    /// E = −T·logsumexp(z / T) of each row of `logits` (double).
+    fn energy(&self, logits: &Tensor) -> Tensor {
+        let z = logits.to_kind(Kind::Double) / self.temperature;
+        z.logsumexp([-1i64].as_slice(), false) * (-self.temperature)
     }
 }
 

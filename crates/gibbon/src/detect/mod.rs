@@ -53,6 +53,14 @@ pub trait Detector {
     fn score(&self, model: &dyn Classifier, x: &Tensor) -> Result<Tensor> {
         Ok(self.score_graph(model, &x.detach())?.detach())
     }
+
+    /// Scores `[B]` from the model's logits `[B, classes]` alone, for a detector that is a
+    /// function of the logits (MSP, energy): a caller that already ran the model (the guard's
+    /// batched pass) then needs no second pass. `None` for a detector that needs the input.
+    /// [`Detector::score_graph`] of such a detector is this function of `logits_padded(x)`.
+    fn score_logits(&self, _logits: &Tensor) -> Option<Tensor> {
+        None
+    }
 }
 
 /// The options of `gibbon detect fit` a detector may read; `None` takes its paper's default.

@@ -23,6 +23,9 @@ impl Detector for MaxSoftmax {
     fn score_graph(&self, model: &dyn Classifier, x: &Tensor) -> Result<Tensor> {
         Ok(super::neg_log_max_softmax(&model.logits_padded(x)?))
     }
+    fn score_logits(&self, logits: &Tensor) -> Option<Tensor> {
+        Some(super::neg_log_max_softmax(logits))
+    }
     fn params(&self) -> serde_json::Value {
         serde_json::json!({})
     }

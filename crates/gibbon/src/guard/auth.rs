@@ -76,7 +76,13 @@ impl TokenSet {
     /// Who holds the bearer token of an `Authorization` header value, if it is one of ours.
     /// Every token is compared (no early exit), each in constant time.
     pub fn authorize(&self, authorization: Option<&str>) -> Option<&str> {
-        let candidate = authorization?.strip_prefix("Bearer ")?.trim();
+        self.holder(authorization?.strip_prefix("Bearer ")?)
+    }
+
+    /// Who holds `token` (as typed into the reviewer page's sign-in form), if it is one of ours.
+    /// Every token is compared (no early exit), each in constant time.
+    pub fn holder(&self, token: &str) -> Option<&str> {
+        let candidate = token.trim();
         let mut found = None;
         for (name, secret) in &self.tokens {
             if secret.matches(candidate) && found.is_none() {

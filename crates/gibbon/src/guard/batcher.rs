@@ -88,11 +88,12 @@ pub fn classify_rows(
     rows: usize,
 ) -> Result<Vec<RowAnswer>, String> {
     let x = input_tensor(model, pixels, rows).map_err(|e| e.to_string())?;
-    let probs = softmax_rows(model, &x).map_err(|e| e.to_string())?;
+    let logits = model.query_logits(&x).map_err(|e| e.to_string())?;
+    let probs = softmax_of(&logits).map_err(|e| e.to_string())?;
     let classes = model.num_classes() as usize;
     let per_screen = screens
         .iter()
-        .map(|s| s.scores(model, &x, &probs, classes))
+        .map(|s| s.scores(model, &x, &logits))
         .collect::<crate::Result<Vec<Vec<f64>>>>()
         .map_err(|e| e.to_string())?;
     Ok(probs
@@ -121,7 +122,11 @@ pub fn input_tensor(model: &dyn Classifier, pixels: &[f32], rows: usize) -> crat
 
 /// Softmax probabilities (`rows × classes`, row-major) of the model on `x`.
 pub fn softmax_rows(model: &dyn Classifier, x: &Tensor) -> crate::Result<Vec<f32>> {
-    let logits = model.query_logits(x)?;
+    softmax_of(&model.query_logits(x)?)
+}
+
+/// Softmax probabilities (`rows × classes`, row-major) of `logits`.
+fn softmax_of(logits: &Tensor) -> crate::Result<Vec<f32>> {
     let probs =
         logits.f_softmax(-1, tch::Kind::Float)?.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
     Ok(Vec::<f32>::try_from(probs.f_flatten(0, -1)?)?)

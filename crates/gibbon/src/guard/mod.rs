@@ -4,7 +4,8 @@
 //! One concept per module: [`screen`] (detectors and their calibration), [`policy`] (scores to
 //! decisions), [`decode`] (request validation), [`batcher`] (the model worker), [`queue`]
 //! (SQLite review queue), [`auth`] (tokens, rate limit), [`metrics`] (Prometheus), [`drift`]
-//! (KS test), [`server`] (routes) and [`page`] (the reviewer page).
+//! (KS test), [`server`] (routes), [`page`] (the reviewer page) and [`session`] (its sign-in
+//! sessions).
 pub mod auth;
 pub mod batcher;
 pub mod decode;
@@ -15,6 +16,7 @@ pub mod policy;
 pub mod queue;
 pub mod screen;
 pub mod server;
+pub mod session;
 
 use crate::model::Classifier;
 use crate::{GibbonError, Result};
@@ -29,7 +31,7 @@ use std::time::Duration;
 
 pub use auth::TokenSet;
 pub use policy::Decision;
-pub use screen::{DetectorScreen, MspScreen, ServedScreen};
+pub use screen::{DetectorScreen, ServedScreen};
 
 /// Everything `gibbon guard serve` is configured with, besides the model and its screens.
 #[derive(Debug, Clone)]
@@ -113,6 +115,7 @@ pub fn serve(
             pushes: 0,
         }),
         reviewers: config.reviewers.clone(),
+        sessions: Default::default(),
         classify_tokens: config.classify_tokens.clone(),
         limiter: auth::RateLimiter::new(config.rate_per_s, config.rate_burst),
         limits: decode::DecodeLimits {
@@ -198,24 +201,18 @@ pub fn utc_now() -> String {
     )
 }
 
-/// Calibrates the MSP screen on a clean slice: returns it and the slice's confidences (for the
-/// confidence drift monitor). The threshold flags a fraction `fpr` of the slice.
-pub fn calibrate_msp(
+/// The confidence (top softmax probability, as the service computes it) of every row of a
+/// clean slice: the confidence drift monitor's baseline.
+pub fn calibration_confidences(
     model: &dyn Classifier,
     data: &crate::data::Dataset,
-    fpr: f64,
-) -> Result<(MspScreen, Vec<f64>)> {
+) -> Result<Vec<f64>> {
     let classes = model.num_classes() as usize;
-    let mut probs = Vec::with_capacity(data.len() * classes);
+    let mut out = Vec::with_capacity(data.len());
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(256) {
         let x = data.try_batch(chunk, model.device())?;
-        let p = tch::no_grad(|| model.query_logits(&x))?
-            .f_softmax(-1, tch::Kind::Float)?
-            .f_to_device(tch::Device::Cpu)?
-            .f_contiguous()?;
-        probs.extend(Vec::<f32>::try_from(p.f_flatten(0, -1)?)?);
+        out.extend(confidences(&batcher::softmax_rows(model, &x)?, classes));
     }
-    let screen = MspScreen::calibrate(&probs, classes, fpr)?;
-    Ok((screen, confidences(&probs, classes)))
+    Ok(out)
 }

@@ -3,15 +3,18 @@
 //!
 //! The guard is generic over [`Screen`] (what the policy, the drift monitors and the health
 //! endpoint read, shared with the server's threads) and [`ScreenScorer`] (what scores each pass,
-//! on the model's thread). Two implementations ship: [`MspScreen`] (maximum softmax probability,
-//! Hendrycks & Gimpel 2017, calibrated by the guard itself) and [`DetectorScreen`] (any detector
-//! fitted and calibrated by `gibbon detect fit`). A screen's score grows with how unusual an
-//! input looks: an input is *flagged* when its score is above the threshold.
+//! on the model's thread). Every screen is a `gibbon detect` detector ([`DetectorScreen`]) with
+//! detect's calibration (the split-conformal threshold of [`crate::detect::calibrate`]): either
+//! fitted and calibrated by `gibbon detect fit` (a `--detector` file), or, by default, the
+//! maximum softmax probability detector (Hendrycks & Gimpel 2017, [`MaxSoftmax`]) calibrated on
+//! the guard's own clean slice. A screen's score grows with how unusual an input looks: an input
+//! is *flagged* when its score is above the threshold.
 use crate::data::Dataset;
+use crate::detect::calibrate::{calibrate, Calibration};
 use crate::detect::file::DetectorFile;
-use crate::detect::{score_dataset, to_f64s, Detector};
+use crate::detect::{score_dataset, to_f64s, Detector, MaxSoftmax};
 use crate::model::Classifier;
-use crate::{GibbonError, Result};
+use crate::Result;
 use std::sync::Arc;
 use tch::Tensor;
 
@@ -41,15 +44,9 @@ pub trait Screen: Send + Sync {
 /// How a screen scores one pass, on the model's thread (it may run the model again, read
 /// features or perturb the inputs).
 pub trait ScreenScorer {
-    /// Scores of the inputs `x` (`rows × ...`), whose softmax probabilities are `probs`
-    /// (`rows × classes`, row-major).
-    fn scores(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        probs: &[f32],
-        classes: usize,
-    ) -> Result<Vec<f64>>;
+    /// Scores of the inputs `x` (`rows × ...`), on which the model gave `logits`
+    /// (`rows × classes`).
+    fn scores(&self, model: &dyn Classifier, x: &Tensor, logits: &Tensor) -> Result<Vec<f64>>;
 }
 
 /// A screen as the service runs it: its calibration (shared) and its scorer (model thread).
@@ -58,77 +55,6 @@ pub struct ServedScreen {
     pub screen: Arc<dyn Screen>,
     /// Scores each pass.
     pub scorer: Box<dyn ScreenScorer>,
-}
-
-/// Maximum softmax probability: score `1 − max_k p_k`, threshold the `1 − fpr` quantile of the
-/// clean calibration scores (so about `fpr` of clean inputs are flagged).
-#[derive(Debug, Clone)]
-pub struct MspScreen {
-    threshold: f64,
-    fpr: f64,
-    calibration: Vec<f64>,
-}
-
-impl MspScreen {
-    /// Calibrates on the softmax probabilities of a clean slice (`rows × classes`).
-    pub fn calibrate(probs: &[f32], classes: usize, fpr: f64) -> Result<MspScreen> {
-        if !(fpr > 0.0 && fpr < 1.0) {
-            return Err(GibbonError::invalid("fpr", format!("{fpr} is not in (0, 1)")));
-        }
-        let mut calibration = msp_scores(probs, classes);
-        if calibration.len() < 20 {
-            return Err(GibbonError::invalid(
-                "calib-n",
-                format!("{} calibration inputs; at least 20 are needed", calibration.len()),
-            ));
-        }
-        calibration.sort_by(f64::total_cmp);
-        let threshold = upper_quantile(&calibration, fpr);
-        Ok(MspScreen { threshold, fpr, calibration })
-    }
-}
-
-/// `1 − max p` of every row.
-fn msp_scores(probs: &[f32], classes: usize) -> Vec<f64> {
-    probs
-        .chunks(classes.max(1))
-        .map(|row| 1.0 - row.iter().copied().fold(f32::MIN, f32::max) as f64)
-        .collect()
-}
-
-/// The smallest calibration value with at most a fraction `fpr` of the sorted sample strictly
-/// above it.
-pub fn upper_quantile(sorted: &[f64], fpr: f64) -> f64 {
-    let n = sorted.len();
-    let allowed_above = (fpr * n as f64).floor() as usize;
-    sorted[n - 1 - allowed_above.min(n - 1)]
-}
-
-impl ScreenScorer for MspScreen {
-    fn scores(
-        &self,
-        _: &dyn Classifier,
-        _: &Tensor,
-        probs: &[f32],
-        classes: usize,
-    ) -> Result<Vec<f64>> {
-        Ok(msp_scores(probs, classes))
-    }
-}
-
-impl Screen for MspScreen {
-    fn name(&self) -> &str {
-        "msp"
-    }
-    fn threshold(&self) -> f64 {
-        self.threshold
-    }
-    fn target_fpr(&self) -> f64 {
-        self.fpr
-    }
-    fn calibration(&self) -> &[f64] {
-        &self.calibration
-    }
 }
 
 /// A detector from `gibbon detect fit` in front of the model: the threshold and target
@@ -165,6 +91,49 @@ impl DetectorScreen {
         };
         Ok(ServedScreen { screen: Arc::new(screen), scorer: Box::new(DetectorScorer(detector)) })
     }
+
+    /// Calibrates `detector` on the clean slice `calib` for the target false-positive rate
+    /// `fpr`, with detect's split-conformal rule ([`calibrate`]: the ⌈(n + 1)(1 − fpr)⌉-th
+    /// smallest score; too small a slice is refused). Returns the served screen and the
+    /// calibration (threshold rank, flagged share, bound on the true false-positive rate).
+    pub fn calibrate(
+        detector: Box<dyn Detector>,
+        model: &dyn Classifier,
+        calib: &Dataset,
+        fpr: f64,
+    ) -> Result<(ServedScreen, Calibration)> {
+        let scores = score_dataset(detector.as_ref(), model, calib, model.device(), &mut |_| {})?;
+        let (screen, calibration) = DetectorScreen::from_scores(detector.kind(), scores, fpr)?;
+        let served =
+            ServedScreen { screen: Arc::new(screen), scorer: Box::new(DetectorScorer(detector)) };
+        Ok((served, calibration))
+    }
+
+    /// The maximum-softmax-probability screen ([`MaxSoftmax`]) calibrated on `calib`.
+    pub fn msp(
+        model: &dyn Classifier,
+        calib: &Dataset,
+        fpr: f64,
+    ) -> Result<(ServedScreen, Calibration)> {
+        DetectorScreen::calibrate(Box::new(MaxSoftmax), model, calib, fpr)
+    }
+
+    /// A screen named `name` calibrated on clean `scores` with detect's rule.
+    pub fn from_scores(
+        name: &str,
+        mut scores: Vec<f64>,
+        fpr: f64,
+    ) -> Result<(DetectorScreen, Calibration)> {
+        let calibration = calibrate(&scores, fpr)?;
+        scores.sort_by(f64::total_cmp);
+        let screen = DetectorScreen {
+            name: name.to_string(),
+            threshold: calibration.threshold,
+            fpr,
+            calibration: scores,
+        };
+        Ok((screen, calibration))
+    }
 }
 
 impl Screen for DetectorScreen {
@@ -182,12 +151,16 @@ impl Screen for DetectorScreen {
     }
 }
 
-/// Scores a pass with a `gibbon detect` detector.
-struct DetectorScorer(Box<dyn Detector>);
+/// Scores a pass with a `gibbon detect` detector: from the pass's logits when the detector
+/// is a function of them (no second model pass), else on the inputs.
+pub struct DetectorScorer(pub Box<dyn Detector>);
 
 impl ScreenScorer for DetectorScorer {
-    fn scores(&self, model: &dyn Classifier, x: &Tensor, _: &[f32], _: usize) -> Result<Vec<f64>> {
-        to_f64s(&self.0.score(model, x)?)
+    fn scores(&self, model: &dyn Classifier, x: &Tensor, logits: &Tensor) -> Result<Vec<f64>> {
+        match self.0.score_logits(logits) {
+            Some(scores) => to_f64s(&scores),
+            None => to_f64s(&self.0.score(model, x)?),
+        }
     }
 }
 
@@ -195,18 +168,24 @@ impl ScreenScorer for DetectorScorer {
 mod tests {
     use super::*;
 
+    /// detect's split-conformal rule: with n = 200 distinct clean scores and a 5% target, the
+    /// threshold is the ⌈201 × 0.95⌉ = 191st smallest, so 9 of 200 (4.5%) are flagged, and a
+    /// fresh clean score exceeds it with probability at most 9/201 ≤ 0.05. (The guard's former
+    /// rule, at most ⌊0.05 n⌋ above, flagged 10/200 = 5% with no such guarantee; it flagged
+    /// 5/100 on a 100-row slice, which detect refuses: fewer than 10 expected false positives.)
     #[test]
-    fn threshold_flags_at_most_the_target_fraction_of_calibration() {
-        // 100 rows of 2 classes with top probabilities 0.50, 0.505, ..., 0.995.
-        let probs: Vec<f32> =
-            (0..100).flat_map(|i| [0.5 + i as f32 * 0.005, 0.5 - i as f32 * 0.005]).collect();
-        let s = MspScreen::calibrate(&probs, 2, 0.05).unwrap();
+    fn threshold_is_detects_split_conformal_quantile() {
+        let scores: Vec<f64> = (0..200).rev().map(f64::from).collect();
+        let (s, cal) = DetectorScreen::from_scores("msp", scores.clone(), 0.05).unwrap();
+        assert_eq!((cal.n, cal.rank, cal.flagged), (200, 191, 9));
+        assert_eq!(s.threshold(), 190.0);
         let flagged = s.calibration().iter().filter(|&&c| c > s.threshold()).count();
-        assert_eq!(flagged, 5);
-        assert!((s.tail_probability(s.threshold()) - 0.06).abs() < 1e-9);
-        assert_eq!(s.tail_probability(1.0), 0.0);
+        assert_eq!(flagged, 9);
+        assert!((s.tail_probability(s.threshold()) - 10.0 / 200.0).abs() < 1e-12);
+        assert_eq!(s.tail_probability(250.0), 0.0);
         assert_eq!(s.tail_probability(-1.0), 1.0);
-        assert!(MspScreen::calibrate(&probs, 2, 0.0).is_err());
-        assert!(MspScreen::calibrate(&probs[..20], 2, 0.05).is_err());
+        assert!(DetectorScreen::from_scores("msp", scores.clone(), 0.0).is_err());
+        let e = DetectorScreen::from_scores("msp", scores[..100].to_vec(), 0.05).unwrap_err();
+        assert!(e.to_string().contains("need at least 200"), "{e}");
     }
 }

@@ -7,6 +7,7 @@ use super::metrics::Metrics;
 use super::policy::{Decision, Policy};
 use super::queue::{QueueError, ReviewItem, ReviewQueue};
 use super::screen::Screen;
+use super::session::{SessionStore, CSRF_HEADER};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -31,6 +32,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub drift: Mutex<DriftState>,
     pub reviewers: TokenSet,
+    /// Signed-in reviewers of the page.
+    pub sessions: SessionStore,
     pub classify_tokens: Option<TokenSet>,
     pub limiter: RateLimiter,
     pub limits: DecodeLimits,
@@ -80,6 +83,8 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/review/items/{id}/image.png", get(get_image))
         .route("/v1/review/items/{id}/decision", post(decide))
         .route("/review", get(super::page::review_page))
+        .route("/review/login", post(super::page::login))
+        .route("/review/logout", post(super::page::logout))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -91,7 +96,9 @@ async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> R
     let route =
         req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
     let method = req.method().clone();
-    let limited = route.starts_with("/v1/classify") || route.starts_with("/v1/review");
+    let limited = route.starts_with("/v1/classify")
+        || route.starts_with("/v1/review")
+        || route.starts_with("/review");
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let response = if limited && peer.is_some_and(|ip| !st.limiter.allow(ip)) {
         err(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded; slow down").into_response()
@@ -115,13 +122,36 @@ async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> R
     response
 }
 
-/// The reviewer holding the request's bearer token, or 401.
-fn reviewer(st: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    st.reviewers
-        .authorize(auth)
-        .map(str::to_string)
-        .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "a reviewer bearer token is required"))
+impl AppState {
+    /// The reviewer of a request: the holder of its bearer token, else of its session cookie.
+    fn reviewer_of(&self, headers: &HeaderMap) -> Option<(String, bool)> {
+        let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if let Some(name) = self.reviewers.authorize(auth) {
+            return Some((name.to_string(), false));
+        }
+        let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
+        self.sessions.reviewer(cookie).map(|name| (name, true))
+    }
+
+    /// The reviewer allowed to see the review page, if any.
+    pub fn page_reviewer(&self, headers: &HeaderMap) -> Option<String> {
+        self.reviewer_of(headers).map(|(name, _)| name)
+    }
+}
+
+/// The reviewer of the request (bearer token or session cookie), or 401. A cookie-authenticated
+/// request that `changes_state` must carry the CSRF header (403 without it).
+fn reviewer(st: &AppState, headers: &HeaderMap, changes_state: bool) -> Result<String, ApiError> {
+    let (name, by_cookie) = st.reviewer_of(headers).ok_or_else(|| {
+        err(StatusCode::UNAUTHORIZED, "a reviewer bearer token or session is required")
+    })?;
+    if by_cookie && changes_state && !headers.contains_key(CSRF_HEADER) {
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            format!("a session-authenticated decision needs the {CSRF_HEADER} header"),
+        ));
+    }
+    Ok(name)
 }
 
 async fn classify(
@@ -293,7 +323,7 @@ async fn list_items(
     headers: HeaderMap,
     q: Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    reviewer(&st, &headers)?;
+    reviewer(&st, &headers, false)?;
     let limit = q.limit.unwrap_or(100).min(1000);
     let items = with_queue(&st, move |q| q.pending(limit)).await?;
     Ok(Json(json!({ "items": items, "num_classes": st.num_classes })))
@@ -304,7 +334,7 @@ async fn get_item(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    reviewer(&st, &headers)?;
+    reviewer(&st, &headers, false)?;
     let item = with_queue(&st, move |q| q.get(&id)).await?;
     let png = encode_png(&item.pixels, &item.shape).unwrap_or_default();
     let mut value = serde_json::to_value(&item).unwrap_or(Value::Null);
@@ -318,7 +348,7 @@ async fn get_image(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    reviewer(&st, &headers)?;
+    reviewer(&st, &headers, false)?;
     let item = with_queue(&st, move |q| q.get(&id)).await?;
     let png = encode_png(&item.pixels, &item.shape).ok_or_else(|| {
         err(StatusCode::INTERNAL_SERVER_ERROR, "the stored input is not an image")
@@ -340,7 +370,7 @@ async fn decide(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let name = reviewer(&st, &headers)?;
+    let name = reviewer(&st, &headers, true)?;
     let d: DecisionBody = serde_json::from_slice(&body)
         .map_err(|e| err(StatusCode::BAD_REQUEST, format!("malformed decision: {e}")))?;
     if !(0..st.num_classes).contains(&d.label) {
