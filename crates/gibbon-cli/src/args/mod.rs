@@ -2,6 +2,7 @@
 //! through its type's `FromStr` (library types, or the flag types of [`values`]); `resolve`
 //! turns these into library settings and `cmd` runs the commands.
 pub mod detect;
+pub mod text;
 pub mod guard;
 pub mod report;
 pub mod values;
@@ -83,6 +84,9 @@ pub enum Command {
     /// The guard service: a classifier behind calibrated screens, a decision policy, a human
     /// review queue and monitoring (`gibbon guard serve`).
     Guard(guard::GuardArgs),
+    /// Text classifiers: train (spam filter, sentiment, prompt-injection guard), attack with
+    /// recipes (TextAttack's decomposition), and evaluate a guard against obfuscations.
+    Text(text::TextArgs),
 }
 
 #[derive(Args, Debug)]
