@@ -63,7 +63,7 @@ pub struct TextTrainArgs {
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Adam learning rate (default 0.02 linear, 0.002 cnn).
+    /// Adam learning rate (default 0.1 linear, 0.002 cnn).
     #[arg(long)]
     pub lr: Option<f64>,
     /// Hash buckets of the linear model.

@@ -1,5 +1,5 @@
 //! The Unicode normalization defense in front of a text model: NFKC (compatibility forms, e.g.
-//! fullwidth letters), removal of default-ignorable characters (zero-width and other invisible
+//! fullwidth letters; Unicode Standard Annex #15), removal of default-ignorable characters (zero-width and other invisible
 //! format characters: the UTS #39 skeleton drops them), and every remaining non-ASCII character
 //! whose UTS #39 confusable skeleton is ASCII replaced by that skeleton (Cyrillic `а` → `a`).
 //! ASCII is left alone (the skeleton would also map `m` → `rn`, `l`/`I` → `l`, hurting accuracy).
@@ -7,27 +7,40 @@ use super::model::TextClassifier;
 use crate::error::Result;
 use unicode_normalization::UnicodeNormalization;
 
-/// The normalization.
+/// The normalization, character by character: ASCII is kept; a default-ignorable character is
+/// dropped; a character whose skeleton is ASCII becomes that skeleton; anything else is
+/// NFKC-folded and each resulting character mapped the same way (so `ϲ`, whose NFKC form is
+/// `ς`, still maps through its own skeleton to `c`).
 pub fn normalize_text(text: &str) -> String {
-    let nfkc: String = text.nfkc().collect();
-    let mut out = String::with_capacity(nfkc.len());
-    let mut buf = [0u8; 4];
-    for c in nfkc.chars() {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
         if c.is_ascii() {
             out.push(c);
             continue;
         }
-        let sk: String = unicode_security::skeleton(c.encode_utf8(&mut buf)).collect();
-        if sk.is_empty() {
-            continue;
-        }
-        if sk.is_ascii() {
-            out.push_str(&sk);
-        } else {
-            out.push(c);
+        match ascii_skeleton(c) {
+            Some(sk) => out.push_str(&sk),
+            None => {
+                for d in std::iter::once(c).nfkc() {
+                    match ascii_skeleton(d) {
+                        Some(sk) => out.push_str(&sk),
+                        None => out.push(d),
+                    }
+                }
+            }
         }
     }
     out
+}
+
+/// The UTS #39 skeleton of `c` when it is ASCII (empty for default-ignorable characters).
+fn ascii_skeleton(c: char) -> Option<String> {
+    if c.is_ascii() {
+        return Some(c.to_string());
+    }
+    let mut buf = [0u8; 4];
+    let sk: String = unicode_security::skeleton(c.encode_utf8(&mut buf)).collect();
+    sk.is_ascii().then_some(sk)
 }
 
 /// A model behind [`normalize_text`]: attacks on it see the deployed, defended system.

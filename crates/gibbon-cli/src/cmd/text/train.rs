@@ -37,7 +37,7 @@ pub fn run(args: TextTrainArgs) -> Result<()> {
             TextArch::Cnn { vocab: vocab.words, dim: 64, maps: 64, max_len: args.max_len.max(*CNN_WIDTHS.last().unwrap() as usize) }
         }
     };
-    let lr = args.lr.unwrap_or(if args.arch == ArchArg::Linear { 0.02 } else { 0.002 });
+    let lr = args.lr.unwrap_or(if args.arch == ArchArg::Linear { 0.1 } else { 0.002 });
     let cfg = TextTrainConfig { epochs: args.epochs, batch_size: args.batch_size, lr, seed: args.seed };
     let mut model = TextModel::new(arch, class_names);
     let epochs = train_text_model(&mut model, &train, &test, &cfg)?;

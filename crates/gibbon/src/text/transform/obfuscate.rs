@@ -4,7 +4,6 @@
 //! zero-width space inserted inside every word (`zero-width`). Each comes with a payload check:
 //! decoding/normalizing the result must give back the original instruction, so an "evasion" is
 //! only counted when the instruction really survives in the text.
-use crate::text::normalize::normalize_text;
 use base64::Engine;
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -50,7 +49,7 @@ pub fn payload_survives(name: &str, original: &str, obfuscated: &str) -> bool {
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
             .is_some_and(|d| d == original.as_bytes()),
         "rot13" => obfuscated.strip_prefix(ROT13_PREFIX).is_some_and(|r| rot13(r) == original),
-        "homoglyphs" | "zero-width" => normalize_text(obfuscated) == normalize_text(original),
+        "homoglyphs" | "zero-width" => skeleton(obfuscated) == skeleton(original),
         _ => false,
     }
 }
@@ -105,4 +104,9 @@ pub fn rot13(text: &str) -> String {
             _ => c,
         })
         .collect()
+}
+
+/// The UTS #39 confusable skeleton (two strings are confusable when their skeletons are equal).
+fn skeleton(text: &str) -> String {
+    unicode_security::skeleton(text).collect()
 }

@@ -4,7 +4,7 @@
 //!
 //! The homoglyphs come from the Unicode confusables data (UTS #39) of the maintained
 //! `unicode-security` crate: every code point whose skeleton is a single ASCII letter is a
-//! homoglyph of that letter (e.g. Cyrillic `а` for `a`).
+//! homoglyph of that letter (e.g. Cyrillic `а` for `a`), Cyrillic and Greek ones first.
 use super::Transformation;
 use crate::random::RngKey;
 use std::collections::BTreeMap;
@@ -28,6 +28,15 @@ pub fn homoglyph_table() -> &'static BTreeMap<char, Vec<char>> {
                     table.entry(p).or_default().push(c);
                 }
             }
+        }
+        // Cyrillic and Greek look-alikes first (the classic homoglyphs), then by code point.
+        let script_rank = |c: &char| match *c as u32 {
+            0x400..=0x4FF => 0,
+            0x370..=0x3FF => 1,
+            _ => 2,
+        };
+        for glyphs in table.values_mut() {
+            glyphs.sort_by_key(|c| (script_rank(c), *c as u32));
         }
         table
     })
