@@ -7,7 +7,12 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_gibbon");
 
 fn gibbon(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env("GIBBON_LOG", "warn").env("OMP_NUM_THREADS", "1").output().expect("run gibbon")
+    Command::new(BIN)
+        .args(args)
+        .env("GIBBON_LOG", "warn")
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .expect("run gibbon")
 }
 
 fn assert_user_error(out: &Output, needle: &str) {
@@ -20,7 +25,11 @@ fn assert_user_error(out: &Output, needle: &str) {
 /// An SMS-format fixture: 42 spam and 42 ham messages that differ in one word (so an edit of
 /// that word can flip the filter).
 fn sms_fixture(dir: &Path) -> PathBuf {
-    let spam = ["free: see you at lunch then", "prize: ok lar on my way home", "cash: call me when you get home"];
+    let spam = [
+        "free: see you at lunch then",
+        "prize: ok lar on my way home",
+        "cash: call me when you get home",
+    ];
     let ham = ["see you at lunch then", "ok lar on my way home", "call me when you get home"];
     let mut text = String::new();
     for r in 0..14 {
@@ -42,17 +51,54 @@ fn train_attack_and_report_end_to_end() {
     let data = sms_fixture(dir.path());
     let model = dir.path().join("model");
     let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
-    let out = gibbon(&["text", "train", "--data", d, "--arch", "linear", "--epochs", "6", "--buckets", "4096", "--out", m, "--threads", "1"]);
+    let out = gibbon(&[
+        "text",
+        "train",
+        "--data",
+        d,
+        "--arch",
+        "linear",
+        "--epochs",
+        "6",
+        "--buckets",
+        "4096",
+        "--out",
+        m,
+        "--threads",
+        "1",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).unwrap()).unwrap();
-    assert_eq!(meta["training"]["split"]["test_indices"].as_array().unwrap().len(), 16, "round(0.2 · 42) of each class, stratified");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["training"]["split"]["test_indices"].as_array().unwrap().len(),
+        16,
+        "round(0.2 · 42) of each class, stratified"
+    );
     assert!(meta["training"]["test_accuracy"].as_f64().unwrap() >= 0.9);
     let json = dir.path().join("attack.json");
     let html = dir.path().join("attack.html");
-    let out = gibbon(&["text", "attack", "--model", m, "--data", d, "--only-label", "spam", "--n", "10",
-        "--recipe", "deepwordbug,homoglyph-label", "--out", json.to_str().unwrap(), "--html", html.to_str().unwrap()]);
+    let out = gibbon(&[
+        "text",
+        "attack",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--only-label",
+        "spam",
+        "--n",
+        "10",
+        "--recipe",
+        "deepwordbug,homoglyph-label",
+        "--out",
+        json.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let runs = doc["text_attack"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[1]["label_only"], true);
@@ -65,9 +111,15 @@ fn train_attack_and_report_end_to_end() {
         assert!(!s["edits"].as_array().unwrap().is_empty());
         assert!(s["queries"].as_u64().unwrap() > 0);
     }
-    assert!(dwb["summary"]["successes"].as_u64().unwrap() > 0, "deepwordbug breaks some of the toy filter's spam");
+    assert!(
+        dwb["summary"]["successes"].as_u64().unwrap() > 0,
+        "deepwordbug breaks some of the toy filter's spam"
+    );
     let page = std::fs::read_to_string(&html).unwrap();
-    assert!(page.contains("Text attacks") && page.contains("<mark>"), "highlighted edits in the page");
+    assert!(
+        page.contains("Text attacks") && page.contains("<mark>"),
+        "highlighted edits in the page"
+    );
 }
 
 #[test]
@@ -81,7 +133,22 @@ fn bad_text_inputs_exit_2() {
     std::fs::write(&empty, b"ham\tok\nspam\t  \n").unwrap();
     let m = dir.path().join("m");
     let m = m.to_str().unwrap();
-    let train = |data: &str| gibbon(&["text", "train", "--data", data, "--arch", "linear", "--epochs", "1", "--buckets", "64", "--out", m]);
+    let train = |data: &str| {
+        gibbon(&[
+            "text",
+            "train",
+            "--data",
+            data,
+            "--arch",
+            "linear",
+            "--epochs",
+            "1",
+            "--buckets",
+            "64",
+            "--out",
+            m,
+        ])
+    };
     assert_user_error(&train(bad_utf8.to_str().unwrap()), "line 2: invalid UTF-8");
     assert_user_error(&train(empty.to_str().unwrap()), "line 2: empty text");
     assert_user_error(&train("/nonexistent/sms.txt"), "/nonexistent/sms.txt");
@@ -95,8 +162,28 @@ fn bad_text_inputs_exit_2() {
     };
     assert_user_error(&attack(&["--recipe", "textbugger"]), "unknown recipe \"textbugger\"");
     assert_user_error(&attack(&["--recipe", "deepwordbug", "--query-budget=-5"]), "--query-budget");
-    assert_user_error(&attack(&["--recipe", "deepwordbug", "--only-label", "eggs"]), "--only-label");
+    assert_user_error(
+        &attack(&["--recipe", "deepwordbug", "--only-label", "eggs"]),
+        "--only-label",
+    );
     assert_user_error(&attack(&["--recipe", "deepwordbug", "--fpr", "1.5"]), "--fpr");
-    assert_user_error(&attack(&["--recipe", "pwws", "--synonyms", "/nonexistent/wn.tsv.gz"]), "/nonexistent/wn.tsv.gz");
-    assert_user_error(&gibbon(&["text", "attack", "--model", "/nonexistent/model", "--data", d, "--recipe", "pwws", "--out", "x.json"]), "model.json");
+    assert_user_error(
+        &attack(&["--recipe", "pwws", "--synonyms", "/nonexistent/wn.tsv.gz"]),
+        "/nonexistent/wn.tsv.gz",
+    );
+    assert_user_error(
+        &gibbon(&[
+            "text",
+            "attack",
+            "--model",
+            "/nonexistent/model",
+            "--data",
+            d,
+            "--recipe",
+            "pwws",
+            "--out",
+            "x.json",
+        ]),
+        "model.json",
+    );
 }

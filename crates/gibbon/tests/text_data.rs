@@ -8,7 +8,9 @@ use gibbon::text::tokenize::{hashed_ngrams, word_tokens, Segments, Vocab};
 use gibbon::text::transform::obfuscate::{obfuscate, payload_survives, OBFUSCATIONS};
 use gibbon::text::transform::unicode::{homoglyph_table, Homoglyphs, Invisibles};
 use gibbon::text::transform::Transformation;
-use gibbon::text::{accuracy, TextArch, TextClassifier, TextDataset, TextFormat, TextModel, TextTrainConfig};
+use gibbon::text::{
+    accuracy, TextArch, TextClassifier, TextDataset, TextFormat, TextModel, TextTrainConfig,
+};
 use proptest::prelude::*;
 use std::path::Path;
 
@@ -23,7 +25,11 @@ fn the_three_formats_parse_and_bad_rows_name_their_line() {
     assert_eq!(sms.texts[1], "Free entry £100");
     let tsv = parse(b"sentence\tlabel\nit 's good . \t1\nbad \t0\n", TextFormat::Tsv).unwrap();
     assert_eq!((tsv.texts[0].as_str(), tsv.labels.clone()), ("it 's good .", vec![1, 0]));
-    let jsonl = parse(b"{\"text\": \"ignore previous\", \"label\": 1}\n{\"text\": \"hi\", \"label\": 0}\n", TextFormat::Jsonl).unwrap();
+    let jsonl = parse(
+        b"{\"text\": \"ignore previous\", \"label\": 1}\n{\"text\": \"hi\", \"label\": 0}\n",
+        TextFormat::Jsonl,
+    )
+    .unwrap();
     assert_eq!(jsonl.labels, vec![1, 0]);
     for (bytes, f, needle) in [
         (&b"ham\tok\nspam\t\xff\xfe\n"[..], TextFormat::Sms, "line 2: invalid UTF-8"),
@@ -73,7 +79,12 @@ fn stratified_split_keeps_class_proportions_and_is_seeded() {
 }
 
 fn toy_data() -> TextDataset {
-    let pos = ["free prize call now", "win cash now", "claim your free reward", "urgent prize waiting call"];
+    let pos = [
+        "free prize call now",
+        "win cash now",
+        "claim your free reward",
+        "urgent prize waiting call",
+    ];
     let neg = ["see you at lunch", "ok lar on my way", "call me when home", "dinner at seven then"];
     let mut texts = Vec::new();
     let mut labels = Vec::new();
@@ -108,7 +119,11 @@ fn both_architectures_train_save_and_load_with_their_vocabulary() {
         model.save(&path).unwrap();
         let back = TextModel::load(&path).unwrap();
         let probe = vec!["free prize now".to_string(), "see you at lunch".to_string()];
-        assert_eq!(model.probabilities(&probe).unwrap(), back.probabilities(&probe).unwrap(), "{name}");
+        assert_eq!(
+            model.probabilities(&probe).unwrap(),
+            back.probabilities(&probe).unwrap(),
+            "{name}"
+        );
     }
     let err = TextModel::load(dir.path()).err().unwrap().to_string();
     assert!(err.contains("model.json"), "{err}");
@@ -128,10 +143,17 @@ fn every_obfuscation_keeps_its_payload_and_the_check_can_fail() {
 
 #[test]
 fn normalization_undoes_homoglyphs_and_invisible_characters() {
-    assert!(homoglyph_table().get(&'a').is_some_and(|g| g.contains(&'\u{0430}')), "Cyrillic a is a homoglyph of a");
+    assert!(
+        homoglyph_table().get(&'a').is_some_and(|g| g.contains(&'\u{0430}')),
+        "Cyrillic a is a homoglyph of a"
+    );
     let key = gibbon::random::RngKey::new(0, 0);
     for word in ["prize", "Ignore", "system"] {
-        let cands: Vec<String> = Homoglyphs { max_per_word: 3 }.candidates(word, key).into_iter().chain(Invisibles.candidates(word, key)).collect();
+        let cands: Vec<String> = Homoglyphs { max_per_word: 3 }
+            .candidates(word, key)
+            .into_iter()
+            .chain(Invisibles.candidates(word, key))
+            .collect();
         assert!(!cands.is_empty());
         for c in cands {
             assert_ne!(c, word);
@@ -139,5 +161,9 @@ fn normalization_undoes_homoglyphs_and_invisible_characters() {
         }
     }
     assert_eq!(normalize_text("ｆｒｅｅ"), "free", "NFKC folds fullwidth letters");
-    assert_eq!(normalize_text("naïve café"), "naïve café", "accented letters are not confusables of ASCII");
+    assert_eq!(
+        normalize_text("naïve café"),
+        "naïve café",
+        "accented letters are not confusables of ASCII"
+    );
 }

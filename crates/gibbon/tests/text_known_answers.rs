@@ -5,7 +5,9 @@
 //! violations; a label-only search never sees scores.
 use gibbon::random::RngKey;
 use gibbon::text::constraints::TextConstraints;
-use gibbon::text::search::{search_by_name, BeamSearch, Edits, GreedyWordImportance, Oracle, Problem, TextSearch};
+use gibbon::text::search::{
+    search_by_name, BeamSearch, Edits, GreedyWordImportance, Oracle, Problem, TextSearch,
+};
 use gibbon::text::tokenize::Segments;
 use gibbon::text::TextClassifier;
 use std::collections::HashMap;
@@ -18,7 +20,11 @@ struct BagOfWords {
 
 impl BagOfWords {
     fn logit(&self, text: &str) -> f32 {
-        self.bias + gibbon::text::tokenize::word_tokens(text).iter().map(|w| self.weights.get(w).copied().unwrap_or(0.0)).sum::<f32>()
+        self.bias
+            + gibbon::text::tokenize::word_tokens(text)
+                .iter()
+                .map(|w| self.weights.get(w).copied().unwrap_or(0.0))
+                .sum::<f32>()
     }
 }
 
@@ -27,7 +33,13 @@ impl TextClassifier for BagOfWords {
         2
     }
     fn probabilities(&self, texts: &[String]) -> gibbon::Result<Vec<Vec<f32>>> {
-        Ok(texts.iter().map(|t| { let p = 1.0 / (1.0 + (-self.logit(t)).exp()); vec![1.0 - p, p] }).collect())
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let p = 1.0 / (1.0 + (-self.logit(t)).exp());
+                vec![1.0 - p, p]
+            })
+            .collect())
     }
 }
 
@@ -83,7 +95,10 @@ fn greedy_reaches_the_exact_minimum_where_greedy_is_optimal() {
     // optimal. Margin 5.5 - 0.5: the three heaviest words (3 + 2 + 1.5 > 5) are needed.
     let words = ["alpha", "bravo", "charlie", "delta", "echo"];
     let w = [3.0, 2.0, 1.5, 0.4, 0.1];
-    let model = BagOfWords { weights: words.iter().zip(w).map(|(a, b)| (a.to_string(), b)).collect(), bias: -1.5 };
+    let model = BagOfWords {
+        weights: words.iter().zip(w).map(|(a, b)| (a.to_string(), b)).collect(),
+        bias: -1.5,
+    };
     let constraints = TextConstraints { protect_stopwords: false, ..Default::default() };
     let text = "echo delta charlie bravo alpha";
     let seg = Segments::new(text);
@@ -125,7 +140,12 @@ fn beam_is_never_worse_than_greedy_and_neither_beats_the_exact_minimum() {
         if model.logit(&text) <= 0.0 {
             continue;
         }
-        let problem = Problem { original: Segments::new(&text), label: 1, candidates, constraints: &constraints };
+        let problem = Problem {
+            original: Segments::new(&text),
+            label: 1,
+            candidates,
+            constraints: &constraints,
+        };
         let exact = brute_force_minimum(&problem, &model);
         let greedy = run(&GreedyWordImportance, &problem, &model);
         let beam = run(&BeamSearch { width: 3 }, &problem, &model);
@@ -147,11 +167,14 @@ fn beam_is_never_worse_than_greedy_and_neither_beats_the_exact_minimum() {
 #[test]
 fn every_registered_search_respects_the_word_budget_and_the_label_only_one_sees_no_scores() {
     let words = ["alpha", "bravo", "charlie", "delta"];
-    let model = BagOfWords { weights: words.iter().map(|w| (w.to_string(), 1.0)).collect(), bias: -1.0 };
-    let constraints = TextConstraints { protect_stopwords: false, max_word_fraction: 0.5, ..Default::default() };
+    let model =
+        BagOfWords { weights: words.iter().map(|w| (w.to_string(), 1.0)).collect(), bias: -1.0 };
+    let constraints =
+        TextConstraints { protect_stopwords: false, max_word_fraction: 0.5, ..Default::default() };
     let seg = Segments::new("alpha bravo charlie delta");
     let candidates = (0..4).map(|k| vec![format!("{}z", words[k])]).collect();
-    let problem = Problem { original: seg.clone(), label: 1, candidates, constraints: &constraints };
+    let problem =
+        Problem { original: seg.clone(), label: 1, candidates, constraints: &constraints };
     for name in ["greedy", "beam", "pwws", "label-only"] {
         let search = search_by_name(name).unwrap();
         let mut oracle = Oracle::new(&model, search.label_only(), 10_000);
@@ -161,15 +184,27 @@ fn every_registered_search_respects_the_word_budget_and_the_label_only_one_sees_
         assert!(!out.claimed_success, "{name}");
     }
     let mut oracle = Oracle::new(&model, true, 10);
-    assert!(oracle.probabilities(&["alpha".to_string()]).is_err(), "label-only oracle refuses scores");
+    assert!(
+        oracle.probabilities(&["alpha".to_string()]).is_err(),
+        "label-only oracle refuses scores"
+    );
     let mut oracle = Oracle::new(&model, false, 2);
-    assert!(oracle.labels(&["a".into(), "b".into(), "c".into()]).unwrap().is_none(), "budget refuses 3 queries");
+    assert!(
+        oracle.labels(&["a".into(), "b".into(), "c".into()]).unwrap().is_none(),
+        "budget refuses 3 queries"
+    );
     assert_eq!(oracle.queries, 0);
 }
 
 #[test]
 fn the_constraint_check_rejects_every_violation() {
-    let c = TextConstraints { max_word_fraction: 0.5, protect_stopwords: true, keep_pos: false, max_word_edit: Some(2), max_char_edits: Some(3) };
+    let c = TextConstraints {
+        max_word_fraction: 0.5,
+        protect_stopwords: true,
+        keep_pos: false,
+        max_word_edit: Some(2),
+        max_char_edits: Some(3),
+    };
     let orig = Segments::new("the quick brown fox");
     let ok = orig.with_word(1, "quack");
     assert!(c.check(&orig, &ok, None).violations.is_empty());

@@ -2,9 +2,9 @@
 //! through its type's `FromStr` (library types, or the flag types of [`values`]); `resolve`
 //! turns these into library settings and `cmd` runs the commands.
 pub mod detect;
-pub mod text;
 pub mod guard;
 pub mod report;
+pub mod text;
 pub mod values;
 
 use clap::{Args, Parser, Subcommand};

@@ -150,7 +150,15 @@ pub struct TextDiff {
 fn diff_spans(spans: &[(String, bool)], tag: &str) -> String {
     spans
         .iter()
-        .map(|(t, changed)| if *changed { format!("<{tag}>{}</{tag}>", escape(t)) } else { escape(t) })
+        .map(
+            |(t, changed)| {
+                if *changed {
+                    format!("<{tag}>{}</{tag}>", escape(t))
+                } else {
+                    escape(t)
+                }
+            },
+        )
         .collect()
 }
 

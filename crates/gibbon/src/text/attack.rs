@@ -110,9 +110,15 @@ pub fn attack_texts(
     s: &TextAttackSettings,
 ) -> Result<(TextAttackSummary, Vec<TextSampleRecord>)> {
     let start = std::time::Instant::now();
-    let indices: Vec<usize> = (0..data.len()).filter(|&i| s.only_label.is_none_or(|l| data.labels[i] == l)).take(s.n).collect();
+    let indices: Vec<usize> = (0..data.len())
+        .filter(|&i| s.only_label.is_none_or(|l| data.labels[i] == l))
+        .take(s.n)
+        .collect();
     if indices.is_empty() {
-        return Err(GibbonError::invalid("data", "no texts to attack (check --n and --only-label)"));
+        return Err(GibbonError::invalid(
+            "data",
+            "no texts to attack (check --n and --only-label)",
+        ));
     }
     let texts: Vec<String> = indices.iter().map(|&i| data.texts[i].clone()).collect();
     let clean = model.probabilities(&texts)?;
@@ -136,8 +142,17 @@ fn attack_one(
     let clean_pred = argmax(clean);
     let original = Segments::new(text);
     let mut record = TextSampleRecord {
-        index, label, clean_pred, text: text.clone(), adversarial: text.clone(), adv_pred: clean_pred,
-        success: false, stop: "misclassified".into(), queries: 0, p_label: [clean[label]; 2], edits: vec![],
+        index,
+        label,
+        clean_pred,
+        text: text.clone(),
+        adversarial: text.clone(),
+        adv_pred: clean_pred,
+        success: false,
+        stop: "misclassified".into(),
+        queries: 0,
+        p_label: [clean[label]; 2],
+        edits: vec![],
         constraints: ConstraintValues::default(),
     };
     if clean_pred != label {
@@ -148,11 +163,15 @@ fn attack_one(
         .map(|k| {
             let w = original.word(k);
             let mut c = recipe.transformation.candidates(w, key.stream(k as u64 + 1));
-            c.retain(|c| recipe.constraints.word_edit_allowed(w, c, synonyms) && Segments::new(c).parts.len() == 1);
+            c.retain(|c| {
+                recipe.constraints.word_edit_allowed(w, c, synonyms)
+                    && Segments::new(c).parts.len() == 1
+            });
             c
         })
         .collect();
-    let problem = Problem { original: original.clone(), label, candidates, constraints: &recipe.constraints };
+    let problem =
+        Problem { original: original.clone(), label, candidates, constraints: &recipe.constraints };
     let mut oracle = Oracle::new(model, recipe.search.label_only(), s.query_budget);
     let outcome = recipe.search.run(&problem, &mut oracle, key)?;
     record.queries = oracle.queries;
@@ -161,7 +180,15 @@ fn attack_one(
     for (&k, w) in &outcome.edits {
         claimed.parts[original.words[k]] = w.clone();
     }
-    verify(model, recipe, synonyms, &original, &claimed, &problem.apply(&outcome.edits), &mut record)?;
+    verify(
+        model,
+        recipe,
+        synonyms,
+        &original,
+        &claimed,
+        &problem.apply(&outcome.edits),
+        &mut record,
+    )?;
     if outcome.claimed_success && !record.success {
         tracing::warn!("text {index}: the search claimed success the verifier does not confirm");
     }
@@ -191,11 +218,18 @@ pub fn verify(
     record: &mut TextSampleRecord,
 ) -> Result<()> {
     if claimed.text() != adversarial {
-        return Err(GibbonError::Verification(format!("text {}: the adversarial text is not its claimed segments", record.index)));
+        return Err(GibbonError::Verification(format!(
+            "text {}: the adversarial text is not its claimed segments",
+            record.index
+        )));
     }
     let values = recipe.constraints.check(original, claimed, synonyms);
     if !values.violations.is_empty() {
-        return Err(GibbonError::Verification(format!("text {}: {}", record.index, values.violations.join("; "))));
+        return Err(GibbonError::Verification(format!(
+            "text {}: {}",
+            record.index,
+            values.violations.join("; ")
+        )));
     }
     let p = model.probabilities(&[adversarial.to_string()])?;
     record.adv_pred = argmax(&p[0]);
@@ -208,10 +242,15 @@ pub fn verify(
 
 fn summarize(records: &[TextSampleRecord], seconds: f64) -> TextAttackSummary {
     let n = records.len();
-    let attacked: Vec<&TextSampleRecord> = records.iter().filter(|r| r.clean_pred == r.label).collect();
+    let attacked: Vec<&TextSampleRecord> =
+        records.iter().filter(|r| r.clean_pred == r.label).collect();
     let wins: Vec<&&TextSampleRecord> = attacked.iter().filter(|r| r.success).collect();
     let mean = |f: &dyn Fn(&TextSampleRecord) -> f64, v: &[&&TextSampleRecord]| {
-        if v.is_empty() { 0.0 } else { v.iter().map(|r| f(r)).sum::<f64>() / v.len() as f64 }
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().map(|r| f(r)).sum::<f64>() / v.len() as f64
+        }
     };
     let (lo, hi) = clopper_pearson(wins.len(), attacked.len(), 0.05);
     let all: Vec<&&TextSampleRecord> = attacked.iter().collect();
@@ -219,7 +258,11 @@ fn summarize(records: &[TextSampleRecord], seconds: f64) -> TextAttackSummary {
         n,
         attacked: attacked.len(),
         successes: wins.len(),
-        success_rate: if attacked.is_empty() { 0.0 } else { wins.len() as f64 / attacked.len() as f64 },
+        success_rate: if attacked.is_empty() {
+            0.0
+        } else {
+            wins.len() as f64 / attacked.len() as f64
+        },
         success_rate_ci95: [lo, hi],
         clean_accuracy: attacked.len() as f64 / n.max(1) as f64,
         adversarial_accuracy: (attacked.len() - wins.len()) as f64 / n.max(1) as f64,

@@ -22,7 +22,13 @@ pub struct TextConstraints {
 
 impl Default for TextConstraints {
     fn default() -> Self {
-        TextConstraints { max_word_fraction: 1.0, protect_stopwords: true, keep_pos: false, max_word_edit: None, max_char_edits: None }
+        TextConstraints {
+            max_word_fraction: 1.0,
+            protect_stopwords: true,
+            keep_pos: false,
+            max_word_edit: None,
+            max_char_edits: None,
+        }
     }
 }
 
@@ -44,17 +50,139 @@ pub struct ConstraintValues {
 /// English stopwords never changed when [`TextConstraints::protect_stopwords`] is set (function
 /// words: articles, pronouns, auxiliaries, prepositions, conjunctions, negations).
 pub const STOPWORDS: &[&str] = &[
-    "a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as",
-    "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can",
-    "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further",
-    "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his",
-    "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my",
-    "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our",
-    "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than",
-    "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this",
-    "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what",
-    "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your",
-    "yours", "yourself", "yourselves", "n't", "'s", "won't", "don't", "can't", "isn't", "aren't",
+    "a",
+    "about",
+    "above",
+    "after",
+    "again",
+    "against",
+    "all",
+    "am",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "be",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "between",
+    "both",
+    "but",
+    "by",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "doing",
+    "down",
+    "during",
+    "each",
+    "few",
+    "for",
+    "from",
+    "further",
+    "had",
+    "has",
+    "have",
+    "having",
+    "he",
+    "her",
+    "here",
+    "hers",
+    "herself",
+    "him",
+    "himself",
+    "his",
+    "how",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "itself",
+    "just",
+    "me",
+    "more",
+    "most",
+    "my",
+    "myself",
+    "no",
+    "nor",
+    "not",
+    "now",
+    "of",
+    "off",
+    "on",
+    "once",
+    "only",
+    "or",
+    "other",
+    "our",
+    "ours",
+    "ourselves",
+    "out",
+    "over",
+    "own",
+    "same",
+    "she",
+    "should",
+    "so",
+    "some",
+    "such",
+    "than",
+    "that",
+    "the",
+    "their",
+    "theirs",
+    "them",
+    "themselves",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "through",
+    "to",
+    "too",
+    "under",
+    "until",
+    "up",
+    "very",
+    "was",
+    "we",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "whom",
+    "why",
+    "will",
+    "with",
+    "would",
+    "you",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
+    "n't",
+    "'s",
+    "won't",
+    "don't",
+    "can't",
+    "isn't",
+    "aren't",
 ];
 
 /// True when `word` (any case) is a stopword.
@@ -73,15 +201,22 @@ impl TextConstraints {
 
     /// The budgets on the whole perturbation: `words` changed out of `total`, `chars` edits.
     pub fn within_budget(&self, words: usize, total: usize, chars: usize) -> bool {
-        words as f64 <= self.max_word_fraction * total as f64 + 1e-9 && self.max_char_edits.is_none_or(|m| chars <= m)
+        words as f64 <= self.max_word_fraction * total as f64 + 1e-9
+            && self.max_char_edits.is_none_or(|m| chars <= m)
     }
 
     /// Checks `adversarial` against `original` (the segments of the same text before and after
     /// the attack): same segmentation outside the words, and every constraint.
-    pub fn check(&self, original: &Segments, adversarial: &Segments, synonyms: Option<&Synonyms>) -> ConstraintValues {
+    pub fn check(
+        &self,
+        original: &Segments,
+        adversarial: &Segments,
+        synonyms: Option<&Synonyms>,
+    ) -> ConstraintValues {
         let mut v = ConstraintValues::default();
         if original.parts.len() != adversarial.parts.len() || original.words != adversarial.words {
-            v.violations.push("the adversarial text's segments do not line up with the original's".into());
+            v.violations
+                .push("the adversarial text's segments do not line up with the original's".into());
             return v;
         }
         for (i, (a, b)) in original.parts.iter().zip(&adversarial.parts).enumerate() {

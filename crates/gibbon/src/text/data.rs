@@ -119,7 +119,9 @@ fn check_tsv_header(header: &str, path: &Path) -> Result<()> {
     } else {
         Err(GibbonError::format(
             path,
-            format!("line 1: header must be `sentence<TAB>label` or `text<TAB>label`, got {header:?}"),
+            format!(
+                "line 1: header must be `sentence<TAB>label` or `text<TAB>label`, got {header:?}"
+            ),
         ))
     }
 }
@@ -153,7 +155,8 @@ struct JsonRow {
 }
 
 fn jsonl_row(line: &str) -> std::result::Result<(String, usize), String> {
-    let row: JsonRow = serde_json::from_str(line).map_err(|e| format!("not a {{text, label}} object: {e}"))?;
+    let row: JsonRow =
+        serde_json::from_str(line).map_err(|e| format!("not a {{text, label}} object: {e}"))?;
     let label = match &row.label {
         serde_json::Value::Number(n) => parse_label(&n.to_string())?,
         serde_json::Value::String(s) => parse_label(s)?,
@@ -165,7 +168,11 @@ fn jsonl_row(line: &str) -> std::result::Result<(String, usize), String> {
 /// A stratified split: within each class, indices are shuffled with `seed` (SplitMix64) and the
 /// first `round(test_fraction · n_class)` go to the test side. Returns (train, test) indices,
 /// each sorted.
-pub fn stratified_split(labels: &[usize], test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+pub fn stratified_split(
+    labels: &[usize],
+    test_fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
     let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for c in 0..classes {

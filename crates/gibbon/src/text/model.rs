@@ -104,13 +104,25 @@ impl TextModel {
                 let embed = nn::embedding(&root / "embed", vocab.len() as i64, *dim, cfg);
                 let convs = CNN_WIDTHS
                     .iter()
-                    .map(|&w| nn::conv1d(&root / format!("conv{w}"), *dim, *maps, w, Default::default()))
+                    .map(|&w| {
+                        nn::conv1d(&root / format!("conv{w}"), *dim, *maps, w, Default::default())
+                    })
                     .collect();
-                let out = nn::linear(&root / "out", maps * CNN_WIDTHS.len() as i64, classes, Default::default());
+                let out = nn::linear(
+                    &root / "out",
+                    maps * CNN_WIDTHS.len() as i64,
+                    classes,
+                    Default::default(),
+                );
                 (Net::Cnn { embed, convs, out }, Some(Vocab::from_words(vocab.clone())))
             }
         };
-        TextModel { meta: TextModelMeta { arch, class_names, training: serde_json::Value::Null }, vs, net, vocab }
+        TextModel {
+            meta: TextModelMeta { arch, class_names, training: serde_json::Value::Null },
+            vs,
+            net,
+            vocab,
+        }
     }
 
     /// The variables (for the optimizer).
@@ -142,12 +154,20 @@ impl TextModel {
             }
             (Net::Cnn { embed, convs, out }, TextArch::Cnn { max_len, .. }) => {
                 let vocab = self.vocab.as_ref().expect("cnn has a vocabulary");
-                let encoded: Vec<Vec<i64>> = texts.iter().map(|t| vocab.encode(t, 5, *max_len)).collect();
+                let encoded: Vec<Vec<i64>> =
+                    texts.iter().map(|t| vocab.encode(t, 5, *max_len)).collect();
                 let len = encoded.iter().map(Vec::len).max().unwrap_or(5);
-                let flat: Vec<i64> = encoded.into_iter().flat_map(|mut e| { e.resize(len, 0); e }).collect();
+                let flat: Vec<i64> = encoded
+                    .into_iter()
+                    .flat_map(|mut e| {
+                        e.resize(len, 0);
+                        e
+                    })
+                    .collect();
                 let ids = Tensor::from_slice(&flat).view([texts.len() as i64, len as i64]);
                 let x = embed.forward(&ids).transpose(1, 2);
-                let pooled: Vec<Tensor> = convs.iter().map(|c| c.forward(&x).relu().amax([2], false)).collect();
+                let pooled: Vec<Tensor> =
+                    convs.iter().map(|c| c.forward(&x).relu().amax([2], false)).collect();
                 out.forward(&Tensor::cat(&pooled, 1).dropout(0.5, train))
             }
             _ => unreachable!("net and arch are built together"),
@@ -157,7 +177,8 @@ impl TextModel {
     /// Saves the model folder.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| GibbonError::io(dir, e))?;
-        let json = serde_json::to_string_pretty(&self.meta).map_err(|e| GibbonError::Internal(e.to_string()))?;
+        let json = serde_json::to_string_pretty(&self.meta)
+            .map_err(|e| GibbonError::Internal(e.to_string()))?;
         let meta = dir.join("model.json");
         std::fs::write(&meta, json).map_err(|e| GibbonError::io(&meta, e))?;
         crate::model::weights::save(&self.vs, &dir.join("weights.safetensors"))
@@ -166,9 +187,11 @@ impl TextModel {
     /// Loads a model folder written by [`TextModel::save`].
     pub fn load(dir: &Path) -> Result<TextModel> {
         let meta_path = dir.join("model.json");
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| GibbonError::io(&meta_path, e))?;
-        let meta: TextModelMeta = serde_json::from_str(&text)
-            .map_err(|e| GibbonError::format(&meta_path, format!("not a gibbon text model: {e}")))?;
+        let text =
+            std::fs::read_to_string(&meta_path).map_err(|e| GibbonError::io(&meta_path, e))?;
+        let meta: TextModelMeta = serde_json::from_str(&text).map_err(|e| {
+            GibbonError::format(&meta_path, format!("not a gibbon text model: {e}"))
+        })?;
         if meta.class_names.len() < 2 {
             return Err(GibbonError::format(&meta_path, "fewer than 2 classes"));
         }

@@ -22,7 +22,8 @@ impl Segments {
     /// Splits `text`.
     pub fn new(text: &str) -> Segments {
         let parts: Vec<String> = text.split_word_bounds().map(str::to_string).collect();
-        let words = (0..parts.len()).filter(|&i| parts[i].chars().any(char::is_alphanumeric)).collect();
+        let words =
+            (0..parts.len()).filter(|&i| parts[i].chars().any(char::is_alphanumeric)).collect();
         Segments { parts, words }
     }
 
@@ -76,7 +77,8 @@ impl Vocab {
                 *counts.entry(w).or_default() += 1;
             }
         }
-        let mut ranked: Vec<(String, usize)> = counts.into_iter().filter(|(_, c)| *c >= min_count).collect();
+        let mut ranked: Vec<(String, usize)> =
+            counts.into_iter().filter(|(_, c)| *c >= min_count).collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let mut words = vec!["<pad>".to_string(), "<unk>".to_string()];
         words.extend(ranked.into_iter().take(max_size.saturating_sub(2)).map(|(w, _)| w));
@@ -134,7 +136,8 @@ pub fn hashed_ngrams(text: &str, buckets: u64, char_n: &[usize]) -> Vec<i64> {
             let bigram = format!("{w} {next}");
             ids.push((fnv1a(bigram.as_bytes(), 2) % buckets) as i64);
         }
-        let chars: Vec<char> = std::iter::once('<').chain(w.chars()).chain(std::iter::once('>')).collect();
+        let chars: Vec<char> =
+            std::iter::once('<').chain(w.chars()).chain(std::iter::once('>')).collect();
         for &n in char_n {
             for window in chars.windows(n) {
                 let gram: String = window.iter().collect();

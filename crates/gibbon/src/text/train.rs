@@ -56,13 +56,24 @@ pub fn train_text_model(
         for batch in order.chunks(cfg.batch_size) {
             let texts: Vec<String> = batch.iter().map(|&i| train.texts[i].clone()).collect();
             let labels: Vec<i64> = batch.iter().map(|&i| train.labels[i] as i64).collect();
-            let loss = model.logits(&texts, true).cross_entropy_for_logits(&Tensor::from_slice(&labels));
+            let loss =
+                model.logits(&texts, true).cross_entropy_for_logits(&Tensor::from_slice(&labels));
             opt.backward_step(&loss);
             total += loss.double_value(&[]) * batch.len() as f64;
         }
         let eval_accuracy = accuracy(model, eval)?;
-        let e = TextEpoch { epoch, train_loss: total / train.len() as f64, eval_accuracy, seconds: start.elapsed().as_secs_f64() };
-        tracing::info!("epoch {epoch}: loss {:.4}, eval accuracy {:.4} ({:.1}s)", e.train_loss, e.eval_accuracy, e.seconds);
+        let e = TextEpoch {
+            epoch,
+            train_loss: total / train.len() as f64,
+            eval_accuracy,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        tracing::info!(
+            "epoch {epoch}: loss {:.4}, eval accuracy {:.4} ({:.1}s)",
+            e.train_loss,
+            e.eval_accuracy,
+            e.seconds
+        );
         epochs.push(e);
     }
     Ok(epochs)

@@ -6,7 +6,10 @@ use anyhow::Result;
 use gibbon::text::normalize::{Normalized, Thresholded};
 use gibbon::text::recipes::needs_synonyms;
 use gibbon::text::transform::Synonyms;
-use gibbon::text::{attack_texts, recipe_by_name, RecipeContext, TextAttackSettings, TextClassifier, TextDataset, TextModel};
+use gibbon::text::{
+    attack_texts, recipe_by_name, RecipeContext, TextAttackSettings, TextClassifier, TextDataset,
+    TextModel,
+};
 use std::sync::Arc;
 
 /// Attacks with every recipe and writes the result JSON.
@@ -19,10 +22,16 @@ pub fn run(args: TextAttackArgs) -> Result<()> {
     }
     let only_label = args.only_label.as_deref().map(|l| class_index(&model, l)).transpose()?;
     let ctx = RecipeContext {
-        synonyms: if args.recipe.iter().any(|r| needs_synonyms(r)) { Some(Arc::new(Synonyms::load(&args.synonyms)?)) } else { None },
+        synonyms: if args.recipe.iter().any(|r| needs_synonyms(r)) {
+            Some(Arc::new(Synonyms::load(&args.synonyms)?))
+        } else {
+            None
+        },
     };
-    let recipes = args.recipe.iter().map(|r| recipe_by_name(r, &ctx)).collect::<gibbon::Result<Vec<_>>>()?;
-    let base: Box<dyn TextClassifier> = if args.normalize { Box::new(Normalized { inner: &model }) } else { Box::new(&model) };
+    let recipes =
+        args.recipe.iter().map(|r| recipe_by_name(r, &ctx)).collect::<gibbon::Result<Vec<_>>>()?;
+    let base: Box<dyn TextClassifier> =
+        if args.normalize { Box::new(Normalized { inner: &model }) } else { Box::new(&model) };
     let mut threshold = None;
     let target: Box<dyn TextClassifier> = match args.fpr {
         None => base,
@@ -30,17 +39,29 @@ pub fn run(args: TextAttackArgs) -> Result<()> {
             if model.meta.class_names.len() != 2 {
                 return Err(usage("--fpr needs a binary model"));
             }
-            let benign: Vec<String> = data.texts.iter().zip(&data.labels).filter(|(_, &l)| l == 0).map(|(t, _)| t.clone()).collect();
+            let benign: Vec<String> = data
+                .texts
+                .iter()
+                .zip(&data.labels)
+                .filter(|(_, &l)| l == 0)
+                .map(|(t, _)| t.clone())
+                .collect();
             let scores: Vec<f32> = base.probabilities(&benign)?.iter().map(|p| p[1]).collect();
             let t = threshold_at_fpr(&scores, fpr)?;
             threshold = Some(t);
             Box::new(Thresholded { inner: base, threshold: t })
         }
     };
-    let settings = TextAttackSettings { n: args.n, only_label, query_budget: args.query_budget, seed: args.seed };
+    let settings = TextAttackSettings {
+        n: args.n,
+        only_label,
+        query_budget: args.query_budget,
+        seed: args.seed,
+    };
     let mut results = Vec::new();
     for recipe in &recipes {
-        let (summary, records) = attack_texts(target.as_ref(), &data, recipe, ctx.synonyms.as_deref(), &settings)?;
+        let (summary, records) =
+            attack_texts(target.as_ref(), &data, recipe, ctx.synonyms.as_deref(), &settings)?;
         eprintln!(
             "{}: success {}/{} = {:.4} (95% CI {:.4}-{:.4}), {:.2} words / {:.2} chars changed, {:.1} queries per success, {:.1}s",
             recipe.name, summary.successes, summary.attacked, summary.success_rate, summary.success_rate_ci95[0],
@@ -75,7 +96,9 @@ fn model_test_split(model: &TextModel, data: &TextDataset) -> Result<TextDataset
     })?;
     let idx: Vec<usize> = idx.iter().filter_map(|v| v.as_u64()).map(|v| v as usize).collect();
     if idx.iter().any(|&i| i >= data.len()) {
-        return Err(usage("--model-test-split: the recorded test indices do not fit --data (another file?)"));
+        return Err(usage(
+            "--model-test-split: the recorded test indices do not fit --data (another file?)",
+        ));
     }
     Ok(data.subset(&idx))
 }
@@ -87,5 +110,10 @@ fn class_index(model: &TextModel, label: &str) -> Result<usize> {
         .iter()
         .position(|n| n == label)
         .or_else(|| label.parse::<usize>().ok().filter(|&i| i < names.len()))
-        .ok_or_else(|| usage(format!("--only-label {label:?} is not a class of the model ({})", names.join(", "))))
+        .ok_or_else(|| {
+            usage(format!(
+                "--only-label {label:?} is not a class of the model ({})",
+                names.join(", ")
+            ))
+        })
 }

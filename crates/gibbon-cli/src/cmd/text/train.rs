@@ -6,7 +6,10 @@ use anyhow::Result;
 use gibbon::eval::clopper_pearson;
 use gibbon::text::model::CNN_WIDTHS;
 use gibbon::text::tokenize::Vocab;
-use gibbon::text::{accuracy, load_text_dataset, stratified_split, train_text_model, TextArch, TextModel, TextTrainConfig};
+use gibbon::text::{
+    accuracy, load_text_dataset, stratified_split, train_text_model, TextArch, TextModel,
+    TextTrainConfig,
+};
 
 /// Trains, prints the per-epoch accuracy, writes the model folder.
 pub fn run(args: TextTrainArgs) -> Result<()> {
@@ -20,7 +23,10 @@ pub fn run(args: TextTrainArgs) -> Result<()> {
         }
         None => {
             if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) {
-                return Err(usage(format!("--test-fraction {} must be in (0, 1)", args.test_fraction)));
+                return Err(usage(format!(
+                    "--test-fraction {} must be in (0, 1)",
+                    args.test_fraction
+                )));
             }
             let (tr, te) = stratified_split(&data.labels, args.test_fraction, args.seed);
             let record = serde_json::json!({"stratified": true, "seed": args.seed,
@@ -29,16 +35,26 @@ pub fn run(args: TextTrainArgs) -> Result<()> {
         }
     };
     let classes = data.class_names.len().max(test.class_names.len());
-    let class_names: Vec<String> = if classes == data.class_names.len() { data.class_names.clone() } else { test.class_names.clone() };
+    let class_names: Vec<String> = if classes == data.class_names.len() {
+        data.class_names.clone()
+    } else {
+        test.class_names.clone()
+    };
     let arch = match args.arch {
         ArchArg::Linear => TextArch::Linear { buckets: args.buckets.max(1), char_n: vec![2, 3, 4] },
         ArchArg::Cnn => {
             let vocab = Vocab::train(&train.texts, args.min_count, 50_000);
-            TextArch::Cnn { vocab: vocab.words, dim: 64, maps: 64, max_len: args.max_len.max(*CNN_WIDTHS.last().unwrap() as usize) }
+            TextArch::Cnn {
+                vocab: vocab.words,
+                dim: 64,
+                maps: 64,
+                max_len: args.max_len.max(*CNN_WIDTHS.last().unwrap() as usize),
+            }
         }
     };
     let lr = args.lr.unwrap_or(if args.arch == ArchArg::Linear { 0.1 } else { 0.002 });
-    let cfg = TextTrainConfig { epochs: args.epochs, batch_size: args.batch_size, lr, seed: args.seed };
+    let cfg =
+        TextTrainConfig { epochs: args.epochs, batch_size: args.batch_size, lr, seed: args.seed };
     let mut model = TextModel::new(arch, class_names);
     let epochs = train_text_model(&mut model, &train, &test, &cfg)?;
     let acc = accuracy(&model, &test)?;
@@ -50,6 +66,11 @@ pub fn run(args: TextTrainArgs) -> Result<()> {
         "test_accuracy_ci95": [lo, hi], "seconds": start.elapsed().as_secs_f64(), "command": command_line(),
     });
     model.save(&args.out)?;
-    eprintln!("test accuracy {acc:.4} (95% CI {lo:.4}-{hi:.4}) on {} texts, {:.1}s; wrote {}", test.len(), start.elapsed().as_secs_f64(), args.out.display());
+    eprintln!(
+        "test accuracy {acc:.4} (95% CI {lo:.4}-{hi:.4}) on {} texts, {:.1}s; wrote {}",
+        test.len(),
+        start.elapsed().as_secs_f64(),
+        args.out.display()
+    );
     Ok(())
 }

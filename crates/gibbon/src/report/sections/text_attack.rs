@@ -19,8 +19,19 @@ impl Section for TextAttacks {
     }
 
     fn render(&self, doc: &ResultDoc) -> Result<Option<(String, Vec<Part>)>> {
-        let Some(recipes) = doc.json.get("text_attack").and_then(Value::as_array) else { return Ok(None) };
-        let mut t = table(&["recipe", "search", "attacked", "success rate [95% CI]", "words changed", "chars changed", "queries / success", "seconds"]);
+        let Some(recipes) = doc.json.get("text_attack").and_then(Value::as_array) else {
+            return Ok(None);
+        };
+        let mut t = table(&[
+            "recipe",
+            "search",
+            "attacked",
+            "success rate [95% CI]",
+            "words changed",
+            "chars changed",
+            "queries / success",
+            "seconds",
+        ]);
         for r in recipes {
             let s = r.get("summary").cloned().unwrap_or(Value::Null);
             let f = |k: &str, d: usize| num(&s, k).map_or("n/a".into(), |v| format!("{v:.d$}"));
@@ -59,7 +70,9 @@ impl Section for TextAttacks {
 
 /// Shows invisible and non-ASCII characters as code points.
 fn visible(word: &str) -> String {
-    word.chars().map(|c| if c.is_ascii() { c.to_string() } else { format!("⟨U+{:04X}⟩", c as u32) }).collect()
+    word.chars()
+        .map(|c| if c.is_ascii() { c.to_string() } else { format!("⟨U+{:04X}⟩", c as u32) })
+        .collect()
 }
 
 /// The spans of one sample from its text and edits (byte offsets into the original).
@@ -71,7 +84,11 @@ fn diff(recipe: &str, s: &Value) -> TextDiff {
         .into_iter()
         .flatten()
         .filter_map(|e| {
-            Some((e.get("offset")?.as_u64()? as usize, e.get("from")?.as_str()?.to_string(), e.get("to")?.as_str()?.to_string()))
+            Some((
+                e.get("offset")?.as_u64()? as usize,
+                e.get("from")?.as_str()?.to_string(),
+                e.get("to")?.as_str()?.to_string(),
+            ))
         })
         .collect();
     edits.sort();

@@ -11,7 +11,12 @@ pub fn build(_ctx: &RecipeContext) -> Result<Recipe> {
     Ok(Recipe {
         name: "homoglyph".into(),
         transformation: Box::new(Homoglyphs { max_per_word: 3 }),
-        constraints: TextConstraints { protect_stopwords: false, max_word_edit: Some(1), max_char_edits: Some(5), ..Default::default() },
+        constraints: TextConstraints {
+            protect_stopwords: false,
+            max_word_edit: Some(1),
+            max_char_edits: Some(5),
+            ..Default::default()
+        },
         search: Box::new(GreedyWordImportance),
         notes: "greedy by deletion importance instead of the paper's differential evolution",
     })

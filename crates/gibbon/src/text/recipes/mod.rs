@@ -40,13 +40,19 @@ impl RecipeContext {
     /// The synonym table, or an error naming the recipe that needs it.
     pub fn synonyms(&self, recipe: &str) -> Result<Arc<Synonyms>> {
         self.synonyms.clone().ok_or_else(|| {
-            GibbonError::invalid("recipe", format!("{recipe} needs the WordNet synonym table (--synonyms)"))
+            GibbonError::invalid(
+                "recipe",
+                format!("{recipe} needs the WordNet synonym table (--synonyms)"),
+            )
         })
     }
 }
 
+/// Builds a recipe from the shared context.
+pub type RecipeBuilder = fn(&RecipeContext) -> Result<Recipe>;
+
 /// The recipes by name.
-pub const RECIPES: &[(&str, fn(&RecipeContext) -> Result<Recipe>)] = &[
+pub const RECIPES: &[(&str, RecipeBuilder)] = &[
     ("deepwordbug", deepwordbug::build),
     ("pwws", pwws::build),
     ("textfooler-wordnet", textfooler_wordnet::build),
@@ -73,7 +79,10 @@ pub fn recipe_by_name(name: &str, ctx: &RecipeContext) -> Result<Recipe> {
         None => (name, false),
     };
     let build = RECIPES.iter().find(|(n, _)| *n == base).map(|(_, b)| b).ok_or_else(|| {
-        GibbonError::invalid("recipe", format!("unknown recipe {name:?}; known: {}", recipe_names().join(", ")))
+        GibbonError::invalid(
+            "recipe",
+            format!("unknown recipe {name:?}; known: {}", recipe_names().join(", ")),
+        )
     })?;
     let mut recipe = build(ctx)?;
     if label_only {

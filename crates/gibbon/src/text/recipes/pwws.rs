@@ -12,6 +12,7 @@ pub fn build(ctx: &RecipeContext) -> Result<Recipe> {
         transformation: Box::new(ctx.synonyms("pwws")?),
         constraints: TextConstraints { keep_pos: true, ..Default::default() },
         search: Box::new(Pwws),
-        notes: "WordNet synonyms (POS = WordNet lexical category, no tagger); no named-entity swaps",
+        notes:
+            "WordNet synonyms (POS = WordNet lexical category, no tagger); no named-entity swaps",
     })
 }

@@ -12,7 +12,11 @@ pub fn build(ctx: &RecipeContext) -> Result<Recipe> {
     Ok(Recipe {
         name: "textfooler-wordnet".into(),
         transformation: Box::new(ctx.synonyms("textfooler-wordnet")?),
-        constraints: TextConstraints { keep_pos: true, max_word_fraction: 0.25, ..Default::default() },
+        constraints: TextConstraints {
+            keep_pos: true,
+            max_word_fraction: 0.25,
+            ..Default::default()
+        },
         search: Box::new(GreedyWordImportance),
         notes: "WordNet instead of counter-fitted embeddings; no sentence encoder; <= 25% of words",
     })

@@ -49,13 +49,17 @@ impl TextSearch for BeamSearch {
             let mut children: Vec<Edits> = Vec::new();
             for (state, _) in &beam {
                 children.push(state.clone());
-                children.extend(problem.candidates[k].iter().filter_map(|c| problem.extend(state, k, c)));
+                children.extend(
+                    problem.candidates[k].iter().filter_map(|c| problem.extend(state, k, c)),
+                );
             }
             children.push(greedy.clone());
             children.sort();
             children.dedup();
             let texts: Vec<String> = children.iter().map(|e| problem.apply(e)).collect();
-            let Some(probs) = oracle.probabilities(&texts)? else { return budget_stop(best_success.map(|b| b.0)) };
+            let Some(probs) = oracle.probabilities(&texts)? else {
+                return budget_stop(best_success.map(|b| b.0));
+            };
             let mut scored: Vec<Scored> = Vec::new();
             for (e, p) in children.into_iter().zip(&probs) {
                 if argmax(p) != label {
@@ -63,7 +67,9 @@ impl TextSearch for BeamSearch {
                 }
                 scored.push((e, p[label]));
             }
-            scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.len().cmp(&b.0.len())).then(a.0.cmp(&b.0)));
+            scored.sort_by(|a, b| {
+                a.1.total_cmp(&b.1).then(a.0.len().cmp(&b.0.len())).then(a.0.cmp(&b.0))
+            });
             scored.truncate(self.width.max(1));
             beam = scored;
             if best_success.as_ref().is_some_and(|(e, _)| greedy_done || e.len() <= greedy.len()) {
@@ -72,14 +78,19 @@ impl TextSearch for BeamSearch {
         }
         Ok(match best_success {
             Some((edits, _)) => SearchOutcome { edits, claimed_success: true, stop: "success" },
-            None => SearchOutcome { edits: beam.swap_remove(0).0, claimed_success: false, stop: "exhausted" },
+            None => SearchOutcome {
+                edits: beam.swap_remove(0).0,
+                claimed_success: false,
+                stop: "exhausted",
+            },
         })
     }
 }
 
 /// Keeps the state with fewer changed words (then lower probability).
 fn keep_best(best: &mut Option<Scored>, candidate: Scored) {
-    let better = best.as_ref().is_none_or(|(e, p)| (candidate.0.len(), candidate.1) < (e.len(), *p));
+    let better =
+        best.as_ref().is_none_or(|(e, p)| (candidate.0.len(), candidate.1) < (e.len(), *p));
     if better {
         *best = Some(candidate);
     }

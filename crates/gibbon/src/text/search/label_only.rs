@@ -21,7 +21,8 @@ impl TextSearch for LabelOnlyRandomWalk {
     }
 
     fn run(&self, problem: &Problem, oracle: &mut Oracle, seed: RngKey) -> Result<SearchOutcome> {
-        let mut order: Vec<usize> = (0..problem.candidates.len()).filter(|&k| !problem.candidates[k].is_empty()).collect();
+        let mut order: Vec<usize> =
+            (0..problem.candidates.len()).filter(|&k| !problem.candidates[k].is_empty()).collect();
         crate::text::data::shuffle(&mut order, seed.uniform(1)[0].to_bits());
         let mut edits = Edits::new();
         let mut success = false;

@@ -15,8 +15,8 @@ pub use pwws::Pwws;
 use super::constraints::TextConstraints;
 use super::model::TextClassifier;
 use super::tokenize::Segments;
-use super::transform::chars::edit_distance;
 use super::train::argmax;
+use super::transform::chars::edit_distance;
 use crate::error::Result;
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,7 +47,8 @@ impl Problem<'_> {
 
     /// True when `edits` keep the whole-text budgets (fraction of words, character edits).
     pub fn within_budget(&self, edits: &Edits) -> bool {
-        let chars: usize = edits.iter().map(|(&k, w)| edit_distance(self.original.word(k), w)).sum();
+        let chars: usize =
+            edits.iter().map(|(&k, w)| edit_distance(self.original.word(k), w)).sum();
         self.constraints.within_budget(edits.len(), self.original.words.len().max(1), chars)
     }
 
@@ -98,7 +99,11 @@ impl<'a> Oracle<'a> {
     fn ask(&mut self, texts: &[String]) -> Result<Option<Vec<Vec<f32>>>> {
         let new: Vec<String> = {
             let mut seen = std::collections::HashSet::new();
-            texts.iter().filter(|t| !self.cache.contains_key(*t) && seen.insert((*t).clone())).cloned().collect()
+            texts
+                .iter()
+                .filter(|t| !self.cache.contains_key(*t) && seen.insert((*t).clone()))
+                .cloned()
+                .collect()
         };
         if self.queries + new.len() > self.budget {
             return Ok(None);
@@ -115,7 +120,9 @@ impl<'a> Oracle<'a> {
     /// Class probabilities (score access); `None` when the budget would be exceeded.
     pub fn probabilities(&mut self, texts: &[String]) -> Result<Option<Vec<Vec<f32>>>> {
         if self.label_only {
-            return Err(crate::GibbonError::Internal("a score-based search ran on a label-only oracle".into()));
+            return Err(crate::GibbonError::Internal(
+                "a score-based search ran on a label-only oracle".into(),
+            ));
         }
         self.ask(texts)
     }
@@ -135,11 +142,19 @@ pub trait TextSearch: Send + Sync {
         false
     }
     /// Searches edits moving the prediction away from `problem.label`.
-    fn run(&self, problem: &Problem, oracle: &mut Oracle, seed: crate::random::RngKey) -> Result<SearchOutcome>;
+    fn run(
+        &self,
+        problem: &Problem,
+        oracle: &mut Oracle,
+        seed: crate::random::RngKey,
+    ) -> Result<SearchOutcome>;
 }
 
+/// Builds a search with its default parameters.
+pub type SearchBuilder = fn() -> Box<dyn TextSearch>;
+
 /// The searches by name.
-pub const SEARCHES: &[(&str, fn() -> Box<dyn TextSearch>)] = &[
+pub const SEARCHES: &[(&str, SearchBuilder)] = &[
     ("greedy", || Box::new(GreedyWordImportance)),
     ("beam", || Box::new(BeamSearch { width: 4 })),
     ("pwws", || Box::new(Pwws)),
@@ -155,13 +170,18 @@ pub fn search_by_name(name: &str) -> Option<Box<dyn TextSearch>> {
 /// word with candidates, the drop in the label's probability when the word is removed. Returns
 /// the words in decreasing importance (ties by position) and the original probability; `None`
 /// when the budget ran out.
-pub fn deletion_order(problem: &Problem, oracle: &mut Oracle) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-    let ks: Vec<usize> = (0..problem.candidates.len()).filter(|&k| !problem.candidates[k].is_empty()).collect();
+pub fn deletion_order(
+    problem: &Problem,
+    oracle: &mut Oracle,
+) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+    let ks: Vec<usize> =
+        (0..problem.candidates.len()).filter(|&k| !problem.candidates[k].is_empty()).collect();
     let mut texts = vec![problem.original.text()];
     texts.extend(ks.iter().map(|&k| problem.with_word(k, "")));
     let Some(probs) = oracle.probabilities(&texts)? else { return Ok(None) };
     let p0 = probs[0][problem.label];
-    let mut scored: Vec<(usize, f32)> = ks.iter().zip(&probs[1..]).map(|(&k, p)| (k, p0 - p[problem.label])).collect();
+    let mut scored: Vec<(usize, f32)> =
+        ks.iter().zip(&probs[1..]).map(|(&k, p)| (k, p0 - p[problem.label])).collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     Ok(Some((scored.into_iter().map(|(k, _)| k).collect(), probs[0].clone())))
 }
@@ -177,7 +197,8 @@ pub fn greedy_step(
     p_current: f32,
     k: usize,
 ) -> Result<Option<(Edits, f32, bool)>> {
-    let trials: Vec<Edits> = problem.candidates[k].iter().filter_map(|c| problem.extend(current, k, c)).collect();
+    let trials: Vec<Edits> =
+        problem.candidates[k].iter().filter_map(|c| problem.extend(current, k, c)).collect();
     if trials.is_empty() {
         return Ok(Some((current.clone(), p_current, false)));
     }

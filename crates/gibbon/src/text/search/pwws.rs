@@ -21,9 +21,11 @@ impl TextSearch for Pwws {
     }
 
     fn run(&self, problem: &Problem, oracle: &mut Oracle, _seed: RngKey) -> Result<SearchOutcome> {
-        let budget = |edits: Edits| Ok(SearchOutcome { edits, claimed_success: false, stop: "budget" });
+        let budget =
+            |edits: Edits| Ok(SearchOutcome { edits, claimed_success: false, stop: "budget" });
         let label = problem.label;
-        let ks: Vec<usize> = (0..problem.candidates.len()).filter(|&k| !problem.candidates[k].is_empty()).collect();
+        let ks: Vec<usize> =
+            (0..problem.candidates.len()).filter(|&k| !problem.candidates[k].is_empty()).collect();
         let mut texts = vec![problem.original.text()];
         texts.extend(ks.iter().map(|&k| problem.with_word(k, UNKNOWN)));
         let Some(probs) = oracle.probabilities(&texts)? else { return budget(Edits::new()) };
@@ -45,7 +47,9 @@ impl TextSearch for Pwws {
         let mut edits = Edits::new();
         for (k, c, _) in ranked {
             let Some(next) = problem.extend(&edits, k, &c) else { continue };
-            let Some(p) = oracle.probabilities(&[problem.apply(&next)])? else { return budget(edits) };
+            let Some(p) = oracle.probabilities(&[problem.apply(&next)])? else {
+                return budget(edits);
+            };
             edits = next;
             if argmax(&p[0]) != label {
                 return Ok(SearchOutcome { edits, claimed_success: true, stop: "success" });

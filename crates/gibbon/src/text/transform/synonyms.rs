@@ -34,10 +34,15 @@ impl Synonyms {
         let mut entries: HashMap<String, Vec<(char, Vec<String>)>> = HashMap::new();
         for (i, line) in text.lines().enumerate().skip(1) {
             let mut cols = line.split('\t');
-            let (Some(word), Some(pos), Some(syns)) = (cols.next(), cols.next(), cols.next()) else {
+            let (Some(word), Some(pos), Some(syns)) = (cols.next(), cols.next(), cols.next())
+            else {
                 return Err(format!("line {}: expected 3 tab-separated columns", i + 1));
             };
-            let pos = pos.chars().next().filter(|p| "nvar".contains(*p)).ok_or(format!("line {}: bad POS {pos:?}", i + 1))?;
+            let pos = pos
+                .chars()
+                .next()
+                .filter(|p| "nvar".contains(*p))
+                .ok_or(format!("line {}: bad POS {pos:?}", i + 1))?;
             let list = syns.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
             entries.entry(word.to_string()).or_default().push((pos, list));
         }
@@ -47,13 +52,16 @@ impl Synonyms {
     /// True when `substitute` is listed as a synonym of `word` under a shared part of speech.
     pub fn shares_pos(&self, word: &str, substitute: &str) -> bool {
         let sub = substitute.to_lowercase();
-        self.entries.get(&word.to_lowercase()).is_some_and(|e| e.iter().any(|(_, l)| l.contains(&sub)))
+        self.entries
+            .get(&word.to_lowercase())
+            .is_some_and(|e| e.iter().any(|(_, l)| l.contains(&sub)))
     }
 }
 
 /// Restores the capitalisation pattern of `like` on `word` (all caps or first capital).
 fn match_case(word: &str, like: &str) -> String {
-    let upper = like.chars().filter(|c| c.is_alphabetic()).all(char::is_uppercase) && like.chars().count() > 1;
+    let upper = like.chars().filter(|c| c.is_alphabetic()).all(char::is_uppercase)
+        && like.chars().count() > 1;
     if upper {
         return word.to_uppercase();
     }
