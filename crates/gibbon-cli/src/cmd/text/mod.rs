@@ -1,6 +1,7 @@
 //! `gibbon text train | attack | guard`: the text modality (README, "Text").
 mod attack;
 mod guard;
+mod score;
 mod train;
 
 use crate::args::text::{FormatArg, TextArgs, TextCommand, TextDataArgs};
@@ -14,6 +15,7 @@ pub fn run(args: TextArgs) -> Result<()> {
         TextCommand::Train(a) => train::run(a),
         TextCommand::Attack(a) => attack::run(a),
         TextCommand::Guard(a) => guard::run(a),
+        TextCommand::Score(a) => score::run(a),
     }
 }
 
