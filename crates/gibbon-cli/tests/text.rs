@@ -115,6 +115,25 @@ fn train_attack_and_report_end_to_end() {
         dwb["summary"]["successes"].as_u64().unwrap() > 0,
         "deepwordbug breaks some of the toy filter's spam"
     );
+    let mut child = Command::new(BIN)
+        .args(["text", "score", "--model", m])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"[\"free: see you at lunch then\", \"see you at lunch then\"]\n")
+        .unwrap();
+    let scored = child.wait_with_output().unwrap();
+    let probs: Vec<Vec<f32>> = serde_json::from_slice(&scored.stdout).unwrap();
+    assert!(
+        probs[0][1] > 0.5 && probs[1][0] > 0.5,
+        "text score answers the model's probabilities: {probs:?}"
+    );
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(
         page.contains("Text attacks") && page.contains("<mark>"),

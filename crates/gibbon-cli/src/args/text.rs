@@ -18,7 +18,7 @@ pub enum TextCommand {
     /// Prompt-injection guard: TPR at a target FPR, evasion by each obfuscation (leetspeak,
     /// token-split, base64, rot13) with and without the Unicode normalization defense.
     Guard(TextGuardArgs),
-    /// Score texts for another program (scripts/textattack_compare.py): each stdin line a JSON
+    /// Score texts for another program: each stdin line a JSON
     /// array of texts, each stdout line the JSON array of their class probabilities.
     Score(TextScoreArgs),
 }
