@@ -18,6 +18,7 @@ pub mod random;
 pub mod redteam;
 pub mod report;
 pub mod tensor;
+pub mod text;
 pub mod threat;
 /// The training defenses under their earlier path (`gibbon::train`).
 pub use defense::training as train;

@@ -4,6 +4,7 @@
 pub mod detect;
 pub mod guard;
 pub mod report;
+pub mod text;
 pub mod values;
 
 use clap::{Args, Parser, Subcommand};
@@ -83,6 +84,9 @@ pub enum Command {
     /// The guard service: a classifier behind calibrated screens, a decision policy, a human
     /// review queue and monitoring (`gibbon guard serve`).
     Guard(guard::GuardArgs),
+    /// Text classifiers: train (spam filter, sentiment, prompt-injection guard), attack with
+    /// recipes (TextAttack's decomposition), and evaluate a guard against obfuscations.
+    Text(text::TextArgs),
 }
 
 #[derive(Args, Debug)]

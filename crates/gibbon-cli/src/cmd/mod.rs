@@ -11,6 +11,7 @@ mod inspect;
 mod redteam;
 mod report;
 mod serve;
+mod text;
 mod tradeoff;
 mod train;
 mod transfer;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => report::run(a),
         Command::Redteam(a) => redteam::run(a, cli.quiet),
         Command::Guard(a) => guard::run(a),
+        Command::Text(a) => text::run(a),
     }
 }
 

@@ -113,6 +113,8 @@ pub enum Part {
     Examples(Vec<ExampleCard>),
     /// An SVG document (a plot drawn by `plotters`), inlined into the page.
     Svg(String),
+    /// Original and adversarial texts with the changed spans highlighted.
+    TextDiffs(Vec<TextDiff>),
     /// Preformatted text (a file, JSON) in a collapsed block with a one-line summary.
     Code {
         /// The line shown while the block is collapsed.
@@ -129,7 +131,35 @@ enum RenderedPart {
     Table(SummaryTable),
     Examples(Vec<RenderedCard>),
     Svg(String),
+    TextDiffs(Vec<TextDiff>),
     Code { summary: String, text: String },
+}
+
+/// One text before and after an attack, as spans (text, changed?).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextDiff {
+    /// The line above the pair (index, predictions, queries).
+    pub caption: String,
+    /// The original's spans.
+    pub original: Vec<(String, bool)>,
+    /// The adversarial text's spans.
+    pub adversarial: Vec<(String, bool)>,
+}
+
+/// `spans` escaped, the changed ones wrapped in `tag`.
+fn diff_spans(spans: &[(String, bool)], tag: &str) -> String {
+    spans
+        .iter()
+        .map(
+            |(t, changed)| {
+                if *changed {
+                    format!("<{tag}>{}</{tag}>", escape(t))
+                } else {
+                    escape(t)
+                }
+            },
+        )
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +251,7 @@ impl HtmlReport {
                     RenderedPart::Examples(cards.into_iter().map(render_card).collect())
                 }
                 Part::Svg(svg) => RenderedPart::Svg(svg),
+                Part::TextDiffs(d) => RenderedPart::TextDiffs(d),
                 Part::Code { summary, text } => RenderedPart::Code { summary, text },
             })
             .collect();
@@ -495,6 +526,17 @@ fn render_named(out: &mut String, id: &str, name: &str, heading: &str, parts: &[
                 // plotters escapes the text it draws; the document is inlined from its root.
                 let start = svg.find("<svg").unwrap_or(0);
                 let _ = writeln!(out, "<div class=\"plot\">{}</div>", &svg[start..]);
+            }
+            RenderedPart::TextDiffs(diffs) => {
+                for d in diffs {
+                    let _ = writeln!(
+                        out,
+                        "<div class=\"textdiff\"><p class=\"note\">{}</p><p>original: {}</p><p>adversarial: {}</p></div>",
+                        escape(&d.caption),
+                        diff_spans(&d.original, "del"),
+                        diff_spans(&d.adversarial, "mark")
+                    );
+                }
             }
             RenderedPart::Code { summary, text } => {
                 let _ = write!(

@@ -23,8 +23,21 @@ pub mod sections;
 
 pub use audit::audit_sections;
 pub use examples::write_examples;
-pub use html::{ExampleCard, HtmlReport, Part, SummaryTable};
+pub use html::{ExampleCard, HtmlReport, Part, SummaryTable, TextDiff};
 pub use png_image::{
     auto_amplification, encode_png, perturbation_image, write_png, ImageData, MAX_IMAGE_VALUES,
 };
 pub use sections::{report_page, ResultDoc, SampleImages, Section, SECTIONS};
+
+/// Writes the HTML page of a `gibbon text attack` result.
+pub fn write_text_attack_page(
+    path: &std::path::Path,
+    json: &serde_json::Value,
+) -> crate::Result<()> {
+    let doc = ResultDoc::new(
+        path.file_name().map_or(String::new(), |n| n.to_string_lossy().into()),
+        json.clone(),
+    );
+    report_page("gibbon text attack", "Text attacks: original and adversarial texts.", &[doc])?
+        .write(path)
+}

@@ -18,6 +18,7 @@ mod min_norm;
 mod per_attack;
 mod raw_json;
 mod samples;
+mod text_attack;
 mod threat_model;
 mod transfer;
 
@@ -74,6 +75,7 @@ pub static SECTIONS: &[&(dyn Section + Sync)] = &[
     &audit::Audit,
     &certify::Certification,
     &detection::Detection,
+    &text_attack::TextAttacks,
     &samples::Samples,
     &raw_json::RawJson,
 ];

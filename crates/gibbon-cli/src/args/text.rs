@@ -1,0 +1,165 @@
+//! `gibbon text` flags: train, attack and guard evaluation of text classifiers.
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct TextArgs {
+    #[command(subcommand)]
+    pub command: TextCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TextCommand {
+    /// Train a text classifier (linear over hashed word + char n-grams, or Kim's word-CNN).
+    Train(TextTrainArgs),
+    /// Attack a text classifier with a recipe (deepwordbug, pwws, textfooler-wordnet,
+    /// homoglyph, invisible, bad-characters, each also as NAME-label); JSON with per-text edits.
+    Attack(TextAttackArgs),
+    /// Prompt-injection guard: TPR at a target FPR, evasion by each obfuscation (leetspeak,
+    /// token-split, base64, rot13) with and without the Unicode normalization defense.
+    Guard(TextGuardArgs),
+    /// Score texts for another program: each stdin line a JSON
+    /// array of texts, each stdout line the JSON array of their class probabilities.
+    Score(TextScoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TextScoreArgs {
+    /// The model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FormatArg {
+    Sms,
+    Tsv,
+    Jsonl,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum ArchArg {
+    Linear,
+    Cnn,
+}
+
+#[derive(Args, Debug)]
+pub struct TextDataArgs {
+    /// The data file (SMS `ham<TAB>text`, TSV `sentence<TAB>label` with header, JSONL {text,label}).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Its format (default: from the extension: .tsv, .jsonl, else SMS).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+}
+
+#[derive(Args, Debug)]
+pub struct TextTrainArgs {
+    #[command(flatten)]
+    pub data: TextDataArgs,
+    /// A separate test file; without it a stratified split of --data is made (--test-fraction)
+    /// and its test indices recorded in model.json.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Fraction of each class held out as the test split when there is no --test.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Architecture.
+    #[arg(long, value_enum)]
+    pub arch: ArchArg,
+    /// Epochs.
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Adam learning rate (default 0.1 linear, 0.002 cnn).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Hash buckets of the linear model.
+    #[arg(long, default_value_t = 1 << 18)]
+    pub buckets: u64,
+    /// Words read per text by the CNN.
+    #[arg(long, default_value_t = 64)]
+    pub max_len: usize,
+    /// Minimum train count of a CNN vocabulary word.
+    #[arg(long, default_value_t = 2)]
+    pub min_count: usize,
+    /// Seed of the split, initialisation and order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output model folder (model.json + weights.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+#[derive(Args, Debug)]
+pub struct TextAttackArgs {
+    /// The model folder from `gibbon text train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: TextDataArgs,
+    /// Attack only the test split recorded in model.json (when --data is the file it was split from).
+    #[arg(long)]
+    pub model_test_split: bool,
+    /// Recipe (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub recipe: Vec<String>,
+    /// Texts considered (first N after --only-label).
+    #[arg(long, default_value_t = 100)]
+    pub n: usize,
+    /// Attack only texts of this class (name or index, e.g. spam or 1).
+    #[arg(long)]
+    pub only_label: Option<String>,
+    /// Queries per text.
+    #[arg(long, default_value_t = 5000)]
+    pub query_budget: usize,
+    /// The WordNet synonym table (pwws, textfooler-wordnet).
+    #[arg(long, default_value = "../shared/data/wordnet_synonyms/wordnet_synonyms.tsv.gz")]
+    pub synonyms: PathBuf,
+    /// Put the Unicode normalization defense (NFKC, invisibles stripped, confusables mapped) in
+    /// front of the model: the attack sees the defended system (adaptive).
+    #[arg(long)]
+    pub normalize: bool,
+    /// Binary models: decide class 1 at the threshold giving this FPR on the data's class-0
+    /// texts (e.g. 0.05 for a guard's operating point) instead of the argmax.
+    #[arg(long)]
+    pub fpr: Option<f64>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Result JSON.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write an HTML page with the original and adversarial texts.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+#[derive(Args, Debug)]
+pub struct TextGuardArgs {
+    /// The guard model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: TextDataArgs,
+    /// Target false-positive rate of the operating point.
+    #[arg(long, default_value_t = 0.05)]
+    pub fpr: f64,
+    /// Result JSON.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+}

@@ -1,0 +1,119 @@
+//! `gibbon text attack`: runs recipes on a text model; JSON (and HTML) with per-text edits.
+use super::{load, threshold_at_fpr};
+use crate::args::text::TextAttackArgs;
+use crate::resolve::{command_line, set_threads, usage};
+use anyhow::Result;
+use gibbon::text::normalize::{Normalized, Thresholded};
+use gibbon::text::recipes::needs_synonyms;
+use gibbon::text::transform::Synonyms;
+use gibbon::text::{
+    attack_texts, recipe_by_name, RecipeContext, TextAttackSettings, TextClassifier, TextDataset,
+    TextModel,
+};
+use std::sync::Arc;
+
+/// Attacks with every recipe and writes the result JSON.
+pub fn run(args: TextAttackArgs) -> Result<()> {
+    set_threads(args.threads)?;
+    let model = TextModel::load(&args.model)?;
+    let (mut data, _) = load(&args.data)?;
+    if args.model_test_split {
+        data = model_test_split(&model, &data)?;
+    }
+    let only_label = args.only_label.as_deref().map(|l| class_index(&model, l)).transpose()?;
+    let ctx = RecipeContext {
+        synonyms: if args.recipe.iter().any(|r| needs_synonyms(r)) {
+            Some(Arc::new(Synonyms::load(&args.synonyms)?))
+        } else {
+            None
+        },
+    };
+    let recipes =
+        args.recipe.iter().map(|r| recipe_by_name(r, &ctx)).collect::<gibbon::Result<Vec<_>>>()?;
+    let base: Box<dyn TextClassifier> =
+        if args.normalize { Box::new(Normalized { inner: &model }) } else { Box::new(&model) };
+    let mut threshold = None;
+    let target: Box<dyn TextClassifier> = match args.fpr {
+        None => base,
+        Some(fpr) => {
+            if model.meta.class_names.len() != 2 {
+                return Err(usage("--fpr needs a binary model"));
+            }
+            let benign: Vec<String> = data
+                .texts
+                .iter()
+                .zip(&data.labels)
+                .filter(|(_, &l)| l == 0)
+                .map(|(t, _)| t.clone())
+                .collect();
+            let scores: Vec<f32> = base.probabilities(&benign)?.iter().map(|p| p[1]).collect();
+            let t = threshold_at_fpr(&scores, fpr)?;
+            threshold = Some(t);
+            Box::new(Thresholded { inner: base, threshold: t })
+        }
+    };
+    let settings = TextAttackSettings {
+        n: args.n,
+        only_label,
+        query_budget: args.query_budget,
+        seed: args.seed,
+    };
+    let mut results = Vec::new();
+    for recipe in &recipes {
+        let (summary, records) =
+            attack_texts(target.as_ref(), &data, recipe, ctx.synonyms.as_deref(), &settings)?;
+        eprintln!(
+            "{}: success {}/{} = {:.4} (95% CI {:.4}-{:.4}), {:.2} words / {:.2} chars changed, {:.1} queries per success, {:.1}s",
+            recipe.name, summary.successes, summary.attacked, summary.success_rate, summary.success_rate_ci95[0],
+            summary.success_rate_ci95[1], summary.mean_words_changed, summary.mean_char_edits, summary.mean_queries_per_success, summary.seconds
+        );
+        results.push(serde_json::json!({
+            "name": recipe.name, "search": recipe.search.name(), "transformation": recipe.transformation.name(),
+            "constraints": recipe.constraints, "notes": recipe.notes, "label_only": recipe.search.label_only(),
+            "summary": summary, "per_sample": records,
+        }));
+    }
+    let doc = serde_json::json!({
+        "gibbon_version": gibbon::VERSION, "command": command_line(), "seed": args.seed,
+        "model": {"path": args.model, "arch": model.meta.arch_name(), "class_names": model.meta.class_names,
+            "test_accuracy": model.meta.training.get("test_accuracy")},
+        "data": {"path": args.data.data, "n": data.len(), "model_test_split": args.model_test_split},
+        "defense": {"normalize": args.normalize, "fpr": args.fpr, "threshold": threshold},
+        "settings": settings, "text_attack": results,
+    });
+    super::super::write_json(&args.out, &doc)?;
+    if let Some(html) = &args.html {
+        gibbon::report::write_text_attack_page(html, &doc)?;
+    }
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// The test texts recorded in model.json by a stratified `gibbon text train` split.
+fn model_test_split(model: &TextModel, data: &TextDataset) -> Result<TextDataset> {
+    let idx = model.meta.training.pointer("/split/test_indices").and_then(|v| v.as_array()).ok_or_else(|| {
+        usage("--model-test-split: the model records no stratified test split (it was trained with --test)")
+    })?;
+    let idx: Vec<usize> = idx.iter().filter_map(|v| v.as_u64()).map(|v| v as usize).collect();
+    if idx.iter().any(|&i| i >= data.len()) {
+        return Err(usage(
+            "--model-test-split: the recorded test indices do not fit --data (another file?)",
+        ));
+    }
+    Ok(data.subset(&idx))
+}
+
+/// A class given by name or index.
+fn class_index(model: &TextModel, label: &str) -> Result<usize> {
+    let names = &model.meta.class_names;
+    names
+        .iter()
+        .position(|n| n == label)
+        .or_else(|| label.parse::<usize>().ok().filter(|&i| i < names.len()))
+        .ok_or_else(|| {
+            usage(format!(
+                "--only-label {label:?} is not a class of the model ({})",
+                names.join(", ")
+            ))
+        })
+}

@@ -1,0 +1,21 @@
+//! The text modality: datasets, tokenization, classifiers trained by gibbon, and attacks built
+//! from TextAttack's decomposition (Morris et al. 2020): a goal, constraints, a transformation
+//! and a search, with every returned example re-verified against the constraints and re-scored
+//! by the model.
+pub mod data;
+pub mod model;
+pub mod tokenize;
+pub mod train;
+
+pub use data::{load_text_dataset, stratified_split, TextDataset, TextFormat};
+pub use model::{TextArch, TextClassifier, TextModel};
+pub use train::{accuracy, predict, train_text_model, TextTrainConfig};
+pub mod attack;
+pub mod constraints;
+pub mod normalize;
+pub mod recipes;
+pub mod search;
+pub mod transform;
+
+pub use attack::{attack_texts, TextAttackSettings, TextAttackSummary, TextSampleRecord};
+pub use recipes::{recipe_by_name, Recipe, RecipeContext};
