@@ -72,7 +72,8 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         Some(p) => Some(open_stream(p, &config, model.info(), resumed == 0)?),
         None => None,
     };
-    let bar = gibbon::progress::Progress::new(progress(quiet), data.len() as u64, "certify", "samples");
+    let bar =
+        gibbon::progress::Progress::new(progress(quiet), data.len() as u64, "certify", "samples");
     let started = Instant::now();
     let mut certified_here = 0;
     for i in 0..data.len() {

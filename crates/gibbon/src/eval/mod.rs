@@ -320,7 +320,8 @@ fn run_in_batches(
     mut on_batch: impl FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
     let device = ctx.model.device();
-    let bar = crate::progress::Progress::new(progress, order.len() as u64, attack.name(), "samples");
+    let bar =
+        crate::progress::Progress::new(progress, order.len() as u64, attack.name(), "samples");
     let mut source = DatasetSource { data, order, pos: 0, device, targets, goal: ctx.threat.goal };
     let mut buffer: Vec<AttackRecord> = Vec::new();
     let mut flush = |buffer: &mut Vec<AttackRecord>| -> Result<()> {

@@ -6,7 +6,11 @@ use crate::threat::Norm;
 use toml::Spanned;
 
 /// One `[[pass]]` table, checked against what the plan computes.
-pub(super) fn criterion(at: &At, p: &Spanned<PassSection>, computed: &Computed) -> Result<Criterion> {
+pub(super) fn criterion(
+    at: &At,
+    p: &Spanned<PassSection>,
+    computed: &Computed,
+) -> Result<Criterion> {
     let (runs, audit, certify) = (computed.runs, computed.audit, computed.certify);
     let c = p.get_ref();
     let (min, max) = (c.min, c.max);
@@ -31,7 +35,10 @@ pub(super) fn criterion(at: &At, p: &Spanned<PassSection>, computed: &Computed) 
                 "pass.metric: transfer_success_rate is not computed without [transfer]",
             ));
         }
-        "robust_accuracy_under_detection" | "detection_rate" | "clean_flagged" | "ood_tpr"
+        "robust_accuracy_under_detection"
+        | "detection_rate"
+        | "clean_flagged"
+        | "ood_tpr"
         | "ood_auroc" => detection_metric(at, p, computed)?,
         "clean_accuracy" => Metric::CleanAccuracy,
         "certified_accuracy" => {
@@ -138,17 +145,26 @@ fn detection_metric(at: &At, p: &Spanned<PassSection>, computed: &Computed) -> R
     }
     let labels = || plans.iter().map(|d| d.label.as_str()).collect::<Vec<_>>().join(", ");
     let d = match &c.detector {
-        Some(wanted) => plans.iter().position(|d| &d.label == wanted.get_ref()).ok_or_else(|| {
-            at.error(
-                wanted.span(),
-                format!("pass.detector: no [[detection]] is `{}` (known: {})", wanted.get_ref(), labels()),
-            )
-        })?,
+        Some(wanted) => {
+            plans.iter().position(|d| &d.label == wanted.get_ref()).ok_or_else(|| {
+                at.error(
+                    wanted.span(),
+                    format!(
+                        "pass.detector: no [[detection]] is `{}` (known: {})",
+                        wanted.get_ref(),
+                        labels()
+                    ),
+                )
+            })?
+        }
         None if plans.len() == 1 => 0,
         None => {
             return Err(at.error(
                 p.span(),
-                format!("pass: {name} needs `detector` with several [[detection]] (known: {})", labels()),
+                format!(
+                    "pass: {name} needs `detector` with several [[detection]] (known: {})",
+                    labels()
+                ),
             ))
         }
     };
@@ -157,13 +173,25 @@ fn detection_metric(at: &At, p: &Spanned<PassSection>, computed: &Computed) -> R
         if sets.is_empty() {
             return Err(at.error(
                 c.metric.span(),
-                format!("pass.metric: {name} is not computed: detection `{}` has no `ood` set", plans[d].label),
+                format!(
+                    "pass.metric: {name} is not computed: detection `{}` has no `ood` set",
+                    plans[d].label
+                ),
             ));
         }
         match &c.ood {
-            Some(wanted) => sets.iter().position(|s| &s.to_string() == wanted.get_ref()).ok_or_else(|| {
-                at.error(wanted.span(), format!("pass.ood: `{}` is not an ood set of detection `{}`", wanted.get_ref(), plans[d].label))
-            }),
+            Some(wanted) => {
+                sets.iter().position(|s| &s.to_string() == wanted.get_ref()).ok_or_else(|| {
+                    at.error(
+                        wanted.span(),
+                        format!(
+                            "pass.ood: `{}` is not an ood set of detection `{}`",
+                            wanted.get_ref(),
+                            plans[d].label
+                        ),
+                    )
+                })
+            }
             None => Ok(0),
         }
     };
@@ -178,7 +206,10 @@ fn detection_metric(at: &At, p: &Spanned<PassSection>, computed: &Computed) -> R
                 Some("non-adaptive") => false,
                 Some(other) => {
                     let span = c.attack.as_ref().map_or(p.span(), |a| a.span());
-                    return Err(at.error(span, format!("pass.attack: `{other}`: expected adaptive or non-adaptive")));
+                    return Err(at.error(
+                        span,
+                        format!("pass.attack: `{other}`: expected adaptive or non-adaptive"),
+                    ));
                 }
             };
             Metric::DetectionRate(d, adaptive)

@@ -80,7 +80,11 @@ pub struct DetectionPlan {
 }
 
 /// The `[transfer]` table, checked: the attack exists and supports every norm.
-pub(super) fn transfer_plan(at: &At, raw: &ThreatFile, runs: &[Run]) -> Result<Option<TransferPlan>> {
+pub(super) fn transfer_plan(
+    at: &At,
+    raw: &ThreatFile,
+    runs: &[Run],
+) -> Result<Option<TransferPlan>> {
     let Some(section) = &raw.transfer else { return Ok(None) };
     let t = section.get_ref();
     if t.surrogates.get_ref().is_empty() {
@@ -100,7 +104,10 @@ pub(super) fn transfer_plan(at: &At, raw: &ThreatFile, runs: &[Run]) -> Result<O
             if let Some(r) = runs.iter().find(|r| !info.norms.contains(&r.norm)) {
                 return Err(at.error(
                     a.span(),
-                    format!("transfer.attack: `{}` does not support the {} norm", info.name, r.norm),
+                    format!(
+                        "transfer.attack: `{}` does not support the {} norm",
+                        info.name, r.norm
+                    ),
                 ));
             }
             a.get_ref().clone()
@@ -120,7 +127,15 @@ pub(super) fn transfer_plan(at: &At, raw: &ThreatFile, runs: &[Run]) -> Result<O
 
 /// `START..END` with START < END.
 fn range(at: &At, key: &str, value: &Spanned<String>) -> Result<Range<usize>> {
-    let bad = || at.error(value.span(), format!("{key}: expected START..END with START < END, e.g. 2000..2300, got '{}'", value.get_ref()));
+    let bad = || {
+        at.error(
+            value.span(),
+            format!(
+                "{key}: expected START..END with START < END, e.g. 2000..2300, got '{}'",
+                value.get_ref()
+            ),
+        )
+    };
     let (a, b) = value.get_ref().split_once("..").ok_or_else(bad)?;
     let start: usize = a.trim().parse().map_err(|_| bad())?;
     let end: usize = b.trim().parse().map_err(|_| bad())?;
@@ -141,7 +156,7 @@ pub(super) fn detection_plans(
 ) -> Result<Vec<DetectionPlan>> {
     let Some(list) = &raw.detection else { return Ok(Vec::new()) };
     let mut plans: Vec<DetectionPlan> = Vec::new();
-    for section in list.get_ref().as_slice() {
+    for section in list.get_ref() {
         let mut plan = detection_plan(at, section, data, split, runs)?;
         let same = plans.iter().filter(|p| p.label.split('#').next() == Some(&plan.label)).count();
         if same > 0 {
@@ -161,27 +176,26 @@ fn detection_plan(
 ) -> Result<DetectionPlan> {
     let d = section.get_ref();
     let span = section.span();
-    let (label, source) = match (&d.file, &d.detector) {
-        (Some(_), Some(name)) => {
-            return Err(at.error(name.span(), "detection: give `file` or `detector`, not both"))
-        }
-        (None, None) => {
-            return Err(at.error(
+    let (label, source) =
+        match (&d.file, &d.detector) {
+            (Some(_), Some(name)) => {
+                return Err(at.error(name.span(), "detection: give `file` or `detector`, not both"))
+            }
+            (None, None) => return Err(at.error(
                 span,
                 "detection: give `file` (from gibbon detect fit) or `detector` with `calib_range`",
-            ))
-        }
-        (Some(file), None) => {
-            let path = PathBuf::from(file.get_ref());
-            let loaded = DetectorFile::load(&path)
-                .map_err(|e| at.error(file.span(), format!("detection.file: {e}")))?;
-            (loaded.kind, DetectorSource::File(path))
-        }
-        (None, Some(name)) => {
-            let fit = detector_fit(at, d, name, data, split)?;
-            (fit.detector.clone(), DetectorSource::Fit(Box::new(fit)))
-        }
-    };
+            )),
+            (Some(file), None) => {
+                let path = PathBuf::from(file.get_ref());
+                let loaded = DetectorFile::load(&path)
+                    .map_err(|e| at.error(file.span(), format!("detection.file: {e}")))?;
+                (loaded.kind, DetectorSource::File(path))
+            }
+            (None, Some(name)) => {
+                let fit = detector_fit(at, d, name, data, split)?;
+                (fit.detector.clone(), DetectorSource::Fit(Box::new(fit)))
+            }
+        };
     let eps = match &d.eps {
         Some(e) if !e.get_ref().is_finite() || *e.get_ref() < 0.0 => {
             return Err(at.error(e.span(), format!("detection.eps: ε = {} must be finite and >= 0", e.get_ref())))
@@ -198,7 +212,10 @@ fn detection_plan(
         label,
         source,
         ood: d.ood.iter().map(|s| at.parse("detection.ood", s)).collect::<Result<Vec<_>>>()?,
-        ood_split: d.ood_split.as_ref().map_or(Ok(Split::Test), |s| at.parse("detection.ood_split", s))?,
+        ood_split: d
+            .ood_split
+            .as_ref()
+            .map_or(Ok(Split::Test), |s| at.parse("detection.ood_split", s))?,
         eps,
         steps: d.steps.unwrap_or(100),
         restarts: d.restarts.unwrap_or(2),
@@ -217,10 +234,13 @@ fn detector_fit(
     data: &DataSpec,
     split: Split,
 ) -> Result<DetectorFit> {
-    let entry = entry(name.get_ref()).map_err(|e| at.error(name.span(), format!("detection.detector: {e}")))?;
+    let entry = entry(name.get_ref())
+        .map_err(|e| at.error(name.span(), format!("detection.detector: {e}")))?;
     let fpr = match &d.fpr {
         Some(f) if !(*f.get_ref() > 0.0 && *f.get_ref() < 1.0) => {
-            return Err(at.error(f.span(), format!("detection.fpr: {} must be in (0, 1)", f.get_ref())))
+            return Err(
+                at.error(f.span(), format!("detection.fpr: {} must be in (0, 1)", f.get_ref()))
+            )
         }
         Some(f) => *f.get_ref(),
         None => DEFAULT_FPR,
@@ -233,19 +253,27 @@ fn detector_fit(
     if calib.len() < need {
         return Err(at.error(calib_range.span(), format!("detection.calib_range: {} samples are too few for fpr {fpr}: need at least {need} (ceil(10 / fpr))", calib.len())));
     }
-    let calib_spec = d.calib.as_ref().map_or(Ok(data.clone()), |s| at.parse("detection.calib", s))?;
-    let calib_split = d.calib_split.as_ref().map_or(Ok(split), |s| at.parse("detection.calib_split", s))?;
+    let calib_spec =
+        d.calib.as_ref().map_or(Ok(data.clone()), |s| at.parse("detection.calib", s))?;
+    let calib_split =
+        d.calib_split.as_ref().map_or(Ok(split), |s| at.parse("detection.calib_split", s))?;
     let fit = match (&d.fit_data, entry.needs_fit_data) {
         (Some(spec), true) => {
             let fit_range = match &d.fit_range {
                 Some(r) => range(at, "detection.fit_range", r)?,
                 None => 0..10000,
             };
-            let fit_split = d.fit_split.as_ref().map_or(Ok(Split::Train), |s| at.parse("detection.fit_split", s))?;
+            let fit_split = d
+                .fit_split
+                .as_ref()
+                .map_or(Ok(Split::Train), |s| at.parse("detection.fit_split", s))?;
             Some((at.parse::<DataSpec>("detection.fit_data", spec)?, fit_split, fit_range))
         }
         (None, true) => {
-            return Err(at.error(name.span(), format!("detection: {} needs labelled training data: give `fit_data`", entry.name)))
+            return Err(at.error(
+                name.span(),
+                format!("detection: {} needs labelled training data: give `fit_data`", entry.name),
+            ))
         }
         (_, false) => None,
     };

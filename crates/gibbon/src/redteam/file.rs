@@ -19,24 +19,8 @@ pub(super) struct ThreatFile {
     #[serde(default)]
     pub pass: Vec<Spanned<PassSection>>,
     pub transfer: Option<Spanned<TransferSection>>,
-    pub detection: Option<Spanned<OneOrMany<Spanned<DetectionSection>>>>,
-}
-
-/// One table or an array of tables (`[detection]` or `[[detection]]`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum OneOrMany<T> {
-    One(T),
-    Many(Vec<T>),
-}
-
-impl<T> OneOrMany<T> {
-    pub fn as_slice(&self) -> &[T] {
-        match self {
-            OneOrMany::One(t) => std::slice::from_ref(t),
-            OneOrMany::Many(list) => list,
-        }
-    }
+    /// `[[detection]]` (an array of tables: one per detector).
+    pub detection: Option<Spanned<Vec<Spanned<DetectionSection>>>>,
 }
 
 /// `[transfer]`: surrogate models the attacker owns (white-box), whose examples are sent to

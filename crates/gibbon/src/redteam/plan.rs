@@ -317,6 +317,14 @@ impl RedteamPlan {
 }
 
 impl RedteamPlan {
+    /// The file as parsed, without its `[[pass]]` criteria: what the stages compute depends on
+    /// this text only (comments, layout and criteria do not change it).
+    pub fn computed_text(&self) -> String {
+        let mut parsed: toml::Table = self.text.parse().unwrap_or_default();
+        parsed.remove("pass");
+        toml::to_string(&parsed).unwrap_or_else(|_| self.text.clone())
+    }
+
     /// Replaces the plan by `names` (e.g. a quicker plan from the command line), checked like
     /// `attacker.attacks`: each must exist, be allowed by the knowledge and support every norm.
     pub fn override_attacks(&mut self, names: &[String]) -> Result<()> {
@@ -446,4 +454,3 @@ fn certify_plan(at: &At, raw: &ThreatFile, seed: u64) -> Result<Option<CertifyPl
     }
     Ok(Some(CertifyPlan { config, n, radii }))
 }
-

@@ -106,11 +106,7 @@ pub(crate) fn attack_detector(
     params: &GuardedAttackParams,
     quiet: bool,
 ) -> Result<AttackReport> {
-    let guarded = GuardedModel {
-        model,
-        detector,
-        threshold: file.calibration.threshold,
-    };
+    let guarded = GuardedModel { model, detector, threshold: file.calibration.threshold };
     let adaptive = GuardedAttackConfig {
         steps: params.steps,
         restarts: params.restarts,

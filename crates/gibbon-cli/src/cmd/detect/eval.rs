@@ -67,7 +67,8 @@ pub fn run(args: DetectEvalArgs, quiet: bool) -> Result<()> {
         adversarial.push((spec.to_string(), Dataset::load(spec, Split::Test, args.n)?));
     }
     let sets = Sets { clean: &clean, clean_slice, ood, adversarial };
-    let report = evaluate_detector(model.as_ref(), &file, detector.as_ref(), sets, args.seed, quiet)?;
+    let report =
+        evaluate_detector(model.as_ref(), &file, detector.as_ref(), sets, args.seed, quiet)?;
     if !quiet {
         print_table(&report);
     }

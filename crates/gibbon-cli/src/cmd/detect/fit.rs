@@ -3,10 +3,10 @@ use super::{bar, load_slice};
 use crate::args::detect::DetectFitArgs;
 use crate::resolve::{build_model, set_threads, usage};
 use anyhow::Result;
-use gibbon::detect::calibrate::{calibrate, min_calibration_size};
-use gibbon::detect::file::DetectorFile;
 use gibbon::data::Dataset;
+use gibbon::detect::calibrate::{calibrate, min_calibration_size};
 use gibbon::detect::file::DataSlice;
+use gibbon::detect::file::DetectorFile;
 use gibbon::detect::{entry, score_dataset, DetectorEntry, DetectorOptions, FitInput};
 use gibbon::model::Classifier;
 
@@ -82,8 +82,7 @@ pub(crate) fn fit_detector(
     let detector = (entry.fit)(&input)?;
     let progress = bar(calib.len(), "calibrating", quiet);
     let mut tick = |k: usize| progress.inc(k as u64);
-    let scores =
-        score_dataset(detector.as_ref(), model, calib, model.device(), &mut tick)?;
+    let scores = score_dataset(detector.as_ref(), model, calib, model.device(), &mut tick)?;
     progress.finish();
     let calibration = calibrate(&scores, fpr)?;
     if !quiet {

@@ -55,7 +55,10 @@ pub(crate) fn load_slice(
 }
 
 /// The detector file at `path`, refused unless it was fitted for `model`.
-pub(crate) fn load_detector(path: &Path, model: &dyn Classifier) -> Result<(DetectorFile, Box<dyn Detector>)> {
+pub(crate) fn load_detector(
+    path: &Path,
+    model: &dyn Classifier,
+) -> Result<(DetectorFile, Box<dyn Detector>)> {
     let file = DetectorFile::load(path)?;
     file.check_model(model.info(), path)?;
     let detector = file.detector()?;

@@ -32,12 +32,15 @@ fn detector_file(cx: &Context, k: usize) -> Result<DetectorFile> {
             let (spec, split, range) = &fit.calib;
             let calib = load_slice(spec, *split, sample_range(range), "calib")?;
             let fit_slice = match &fit.fit {
-                Some((spec, split, range)) => Some(load_slice(spec, *split, sample_range(range), "fit")?),
+                Some((spec, split, range)) => {
+                    Some(load_slice(spec, *split, sample_range(range), "fit")?)
+                }
                 None => None,
             };
             if let Some((_, fs)) = &fit_slice {
                 let c = &calib.1;
-                if fs.spec == c.spec && fs.split == c.split && fs.start < c.end && c.start < fs.end {
+                if fs.spec == c.spec && fs.split == c.split && fs.start < c.end && c.start < fs.end
+                {
                     return Err(crate::resolve::usage(format!(
                         "detection {}: fit_range overlaps calib_range: calibrate on held-out data",
                         plan.label
@@ -45,7 +48,14 @@ fn detector_file(cx: &Context, k: usize) -> Result<DetectorFile> {
                 }
             }
             let slices = FitSlices { calib, fit: fit_slice };
-            let file = fit_detector(cx.model, entry(&fit.detector)?, &fit.options, slices, fit.fpr, cx.quiet)?;
+            let file = fit_detector(
+                cx.model,
+                entry(&fit.detector)?,
+                &fit.options,
+                slices,
+                fit.fpr,
+                cx.quiet,
+            )?;
             let path = cx.out_dir.join(format!("detector-{}.json", plan.label.replace('#', "-")));
             file.save(&path)?;
             eprintln!("  detector {} fitted and calibrated: {}", plan.label, path.display());
@@ -73,7 +83,8 @@ pub(super) fn detection_stage(cx: &Context, k: usize) -> Result<ResultDoc> {
         ood.push((spec.to_string(), Dataset::load(spec, plan.ood_split, Some(cx.data.len()))?));
     }
     let sets = Sets { clean: cx.data, clean_slice, ood, adversarial: Vec::new() };
-    let measured = evaluate_detector(cx.model, &file, detector.as_ref(), sets, cx.plan.seed, cx.quiet)?;
+    let measured =
+        evaluate_detector(cx.model, &file, detector.as_ref(), sets, cx.plan.seed, cx.quiet)?;
     if !cx.quiet {
         print_table(&measured);
     }

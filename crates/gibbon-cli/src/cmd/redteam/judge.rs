@@ -32,11 +32,15 @@ fn measure(metric: Metric, o: &Outcome) -> (Option<f64>, Option<Value>) {
     match metric {
         Metric::RobustAccuracy(run) => {
             let r = o.evaluations.iter().find(|(r, _)| *r == run).map(|(_, r)| r);
-            with_ci(r.and_then(|r| r.get("robust_accuracy")), r.and_then(|r| r.get("robust_accuracy_ci95")))
+            with_ci(
+                r.and_then(|r| r.get("robust_accuracy")),
+                r.and_then(|r| r.get("robust_accuracy_ci95")),
+            )
         }
         Metric::CleanAccuracy => (first.and_then(|r| r["clean_accuracy"].as_f64()), None),
         Metric::AuditFired => {
-            let fired = o.audit.as_ref().and_then(|a| a["fired"].as_array()).map(|f| f.len() as f64);
+            let fired =
+                o.audit.as_ref().and_then(|a| a["fired"].as_array()).map(|f| f.len() as f64);
             (fired, None)
         }
         Metric::CertifiedAccuracy(radius) => {

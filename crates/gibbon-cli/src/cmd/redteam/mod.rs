@@ -57,7 +57,14 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
     let classes = data.num_classes().max(2) as i64;
     let model = load_model(&plan.model, plan.arch, &data.sample_shape(), classes, Device::Cpu)?;
     let model = defend(model, plan.defense.as_deref(), false)?;
-    let context = stages::Context { plan: &plan, model: model.as_ref(), data: &data, out_dir: &out_dir, store: &store, quiet };
+    let context = stages::Context {
+        plan: &plan,
+        model: model.as_ref(),
+        data: &data,
+        out_dir: &out_dir,
+        store: &store,
+        quiet,
+    };
     let outcome = stages::run_stages(&context)?;
     let criteria = judge::judge(&plan, &outcome);
     let passed = criteria.iter().all(|c| c["passed"] == json!(true));
@@ -81,7 +88,8 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
         "curve": curve(&outcome.evaluations),
     });
     let mut full = top.clone();
-    full["evaluations"] = Value::Array(outcome.evaluations.iter().map(|(_, v)| v.clone()).collect());
+    full["evaluations"] =
+        Value::Array(outcome.evaluations.iter().map(|(_, v)| v.clone()).collect());
     full["transfers"] = Value::Array(outcome.transfers.iter().map(|(_, v)| v.clone()).collect());
     full["certification"] = outcome.certification.clone().unwrap_or(Value::Null);
     full["detection"] = Value::Array(outcome.detection.clone());

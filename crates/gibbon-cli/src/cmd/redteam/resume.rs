@@ -1,10 +1,11 @@
 //! What makes `gibbon redteam` resumable: every finished stage is saved as
 //! OUT_DIR/stages/NAME.json, and stages that finish piece by piece (the audit's checks,
 //! certification's samples) stream each piece to OUT_DIR/stages/NAME.partial.jsonl as it is
-//! made. Both carry a fingerprint of the run (gibbon's version, the threat file's text, --n and
-//! --attacks): a rerun with the same output folder takes what carries its fingerprint and
-//! recomputes the rest; a changed threat file changes the fingerprint, so nothing of the old
-//! run is reused. (The evaluations' own sample streams, OUT_DIR/eval-NORM-EPS.partial.jsonl,
+//! made. Both carry a fingerprint of the run (gibbon's version, the threat file as parsed
+//! without its `[[pass]]` criteria, --n and --attacks): a rerun with the same output folder
+//! takes what carries its fingerprint and recomputes the rest; a changed threat file changes
+//! the fingerprint, so nothing of the old run is reused (new criteria alone are judged on the
+//! stored results). (The evaluations' own sample streams, OUT_DIR/eval-NORM-EPS.partial.jsonl,
 //! carry the evaluation's fingerprint the same way.)
 use anyhow::{Context, Result};
 use gibbon::redteam::RedteamPlan;
@@ -48,7 +49,12 @@ impl Stream {
 
 impl Store {
     /// The store of `out_dir` for `plan` run on `n` samples; `fresh` forgets every earlier stage.
-    pub fn open(out_dir: &Path, plan: &RedteamPlan, n: Option<usize>, fresh: bool) -> Result<Store> {
+    pub fn open(
+        out_dir: &Path,
+        plan: &RedteamPlan,
+        n: Option<usize>,
+        fresh: bool,
+    ) -> Result<Store> {
         let dir = out_dir.join("stages");
         if fresh && dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
@@ -56,7 +62,7 @@ impl Store {
         std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
         let what = json!({
             "gibbon_version": gibbon::VERSION,
-            "threat_text": plan.text,
+            "threat": plan.computed_text(),
             "n": n,
             "attacks": plan.attacks,
         });
@@ -65,8 +71,10 @@ impl Store {
     }
 
     fn path(&self, stage: &str, ext: &str) -> PathBuf {
-        let safe: String =
-            stage.chars().map(|c| if c.is_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
+        let safe: String = stage
+            .chars()
+            .map(|c| if c.is_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .collect();
         self.dir.join(format!("{safe}.{ext}"))
     }
 
@@ -107,7 +115,8 @@ impl Store {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let mut lines = text.lines();
         let header = lines.next().and_then(|l| serde_json::from_str::<Value>(l).ok());
-        let ours = header.as_ref().and_then(|h| h["fingerprint"].as_str()) == Some(&self.fingerprint);
+        let ours =
+            header.as_ref().and_then(|h| h["fingerprint"].as_str()) == Some(&self.fingerprint);
         let open = |append: bool| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -129,5 +138,53 @@ impl Store {
             writeln!(file)?;
         }
         Ok(Stream { earlier, file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> RedteamPlan {
+        RedteamPlan::parse("t.toml", text, "t").unwrap()
+    }
+
+    const FILE: &str =
+        "[model]\nspec = \"builtin:smallcnn-mnist\"\n[data]\nspec = \"idx:data/mnist\"\n\
+        [attacker]\nknowledge = \"white-box\"\nattacks = [\"fgsm\"]\n\
+        [[perturbation]]\nnorm = \"linf\"\neps = 0.3\n\
+        [[pass]]\nmetric = \"clean_accuracy\"\nmin = 0.5\n";
+
+    #[test]
+    fn a_changed_threat_file_or_n_invalidates_stages_and_streams_but_new_criteria_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = ResultDoc::new("eval", json!({ "robust_accuracy": 0.5 }));
+        let store = Store::open(dir.path(), &plan(FILE), Some(4), false).unwrap();
+        store.save("eval-linf-0.3", &doc).unwrap();
+        let mut stream = store.stream("audit").unwrap();
+        stream.append(&json!({ "check": "graph_ops" })).unwrap();
+        let same = Store::open(dir.path(), &plan(FILE), Some(4), false).unwrap();
+        assert_eq!(same.done("eval-linf-0.3").unwrap().json, doc.json);
+        assert_eq!(same.stream("audit").unwrap().earlier, vec![json!({ "check": "graph_ops" })]);
+        let commented = format!("# a comment\n{}", FILE.replace("min = 0.5", "min = 0.9"));
+        let criteria = Store::open(dir.path(), &plan(&commented), Some(4), false).unwrap();
+        assert!(criteria.done("eval-linf-0.3").is_some(), "criteria and comments only");
+        for other in [
+            Store::open(dir.path(), &plan(&FILE.replace("eps = 0.3", "eps = 0.2")), Some(4), false),
+            Store::open(dir.path(), &plan(FILE), Some(5), false),
+        ] {
+            let other = other.unwrap();
+            assert!(other.done("eval-linf-0.3").is_none());
+            assert!(other.stream("audit").unwrap().earlier.is_empty());
+        }
+        // The stream was started over under the other fingerprint; --fresh forgets stages.
+        assert!(Store::open(dir.path(), &plan(FILE), Some(4), false)
+            .unwrap()
+            .stream("audit")
+            .unwrap()
+            .earlier
+            .is_empty());
+        let fresh = Store::open(dir.path(), &plan(FILE), Some(4), true).unwrap();
+        assert!(fresh.done("eval-linf-0.3").is_none());
     }
 }

@@ -39,7 +39,8 @@ impl Stages {
     /// Announces the next stage; `earlier` when the store has it.
     fn start(&mut self, what: &str, earlier: bool) {
         self.done += 1;
-        let note = if earlier { " (finished by an earlier run: taken from out_dir/stages)" } else { "" };
+        let note =
+            if earlier { " (finished by an earlier run: taken from out_dir/stages)" } else { "" };
         eprintln!("redteam stage {}/{}: {what}{note}", self.done, self.total);
     }
 }
@@ -61,7 +62,13 @@ pub(super) fn run_stages(cx: &Context) -> Result<Outcome> {
     for run in &order {
         let name = format!("eval-{}-{}", run.norm, run.eps);
         let earlier = cx.store.done(&name);
-        let what = format!("{} ε = {}, {} ({})", run.norm, run.eps, plan.attacks.join(", "), plan.knowledge.describe());
+        let what = format!(
+            "{} ε = {}, {} ({})",
+            run.norm,
+            run.eps,
+            plan.attacks.join(", "),
+            plan.knowledge.describe()
+        );
         stages.start(&what, earlier.is_some());
         let doc = match earlier {
             Some(doc) => doc,
@@ -109,7 +116,10 @@ pub(super) fn run_stages(cx: &Context) -> Result<Outcome> {
     for (k, d) in plan.detection.iter().enumerate() {
         let name = format!("detection-{}", d.label);
         let earlier = cx.store.done(&name);
-        let what = format!("detector {}: measured, then attacked at L∞ ε = {} (non-adaptive and adaptive PGD)", d.label, d.eps);
+        let what = format!(
+            "detector {}: measured, then attacked at L∞ ε = {} (non-adaptive and adaptive PGD)",
+            d.label, d.eps
+        );
         stages.start(&what, earlier.is_some());
         let doc = match earlier {
             Some(doc) => doc,
@@ -153,7 +163,11 @@ fn evaluate_run(cx: &Context, run: &Run) -> Result<ResultDoc> {
     let (report, examples) = evaluate(cx.model, cx.data, &threat, &settings, &info)?;
     print_summary(&report);
     if report.resumed > 0 {
-        eprintln!("resumed {} samples from {}", report.resumed, stream_path(cx.out_dir, run).display());
+        eprintln!(
+            "resumed {} samples from {}",
+            report.resumed,
+            stream_path(cx.out_dir, run).display()
+        );
     }
     let mut json = serde_json::to_value(&report)?;
     let label = format!("{} ε = {}", run.norm, run.eps);
@@ -186,17 +200,32 @@ fn transfer_stages(
     for run in order {
         let name = format!("transfer-{}-{}", run.norm, run.eps);
         let earlier = cx.store.done(&name);
-        stages.start(&format!("transfer ({}) from {} surrogate(s) at {} ε = {}", t.attack, t.surrogates.len(), run.norm, run.eps), earlier.is_some());
+        stages.start(
+            &format!(
+                "transfer ({}) from {} surrogate(s) at {} ε = {}",
+                t.attack,
+                t.surrogates.len(),
+                run.norm,
+                run.eps
+            ),
+            earlier.is_some(),
+        );
         let doc = match earlier {
             Some(doc) => doc,
             None => {
                 if surrogates.is_none() {
                     let shape = cx.data.sample_shape();
                     let classes = cx.model.num_classes();
-                    let loaded = t.surrogates.iter().map(|s| load_model(s, t.arch, &shape, classes, Device::Cpu));
+                    let loaded = t
+                        .surrogates
+                        .iter()
+                        .map(|s| load_model(s, t.arch, &shape, classes, Device::Cpu));
                     surrogates = Some(loaded.collect::<gibbon::Result<Vec<_>>>()?);
                 }
-                let models = surrogates.as_ref().map(|s| s.iter().map(|m| m.as_ref()).collect::<Vec<_>>()).unwrap_or_default();
+                let models = surrogates
+                    .as_ref()
+                    .map(|s| s.iter().map(|m| m.as_ref()).collect::<Vec<_>>())
+                    .unwrap_or_default();
                 let doc = transfer_run(cx, t, run, &models)?;
                 cx.store.save(&name, &doc)?;
                 doc
@@ -210,7 +239,12 @@ fn transfer_stages(
 
 /// One transfer matrix: examples crafted on each surrogate (white-box to the attacker, who
 /// owns it) at `run`, classified by the model.
-fn transfer_run(cx: &Context, t: &TransferPlan, run: &Run, surrogates: &[&dyn Classifier]) -> Result<ResultDoc> {
+fn transfer_run(
+    cx: &Context,
+    t: &TransferPlan,
+    run: &Run,
+    surrogates: &[&dyn Classifier],
+) -> Result<ResultDoc> {
     let mut threat = threat_at(cx.plan, run)?;
     threat.knowledge = Knowledge::WhiteBox;
     threat.budget.steps = t.steps;
@@ -222,7 +256,11 @@ fn transfer_run(cx: &Context, t: &TransferPlan, run: &Run, surrogates: &[&dyn Cl
         progress: progress(cx.quiet),
         ..Default::default()
     };
-    let info = RunInfo { command: command_line(), data_spec: cx.plan.data.to_string(), split: cx.plan.split.to_string() };
+    let info = RunInfo {
+        command: command_line(),
+        data_spec: cx.plan.data.to_string(),
+        split: cx.plan.split.to_string(),
+    };
     let report = transfer_matrix(surrogates, &[cx.model], cx.data, &threat, &settings, &info)?;
     if !cx.quiet {
         eprint!("{}", report.table());
@@ -244,12 +282,17 @@ fn audit(cx: &Context, n: usize) -> Result<Value> {
     let mut stream = cx.store.stream("audit")?;
     let earlier: Vec<Finding> = stream.earlier.iter().filter_map(Finding::from_json).collect();
     for f in &earlier {
-        eprintln!("  audit {}: {} (finished by an earlier run)", f.check, if f.fired { "FIRED" } else { "ok" });
+        eprintln!(
+            "  audit {}: {} (finished by an earlier run)",
+            f.check,
+            if f.fired { "FIRED" } else { "ok" }
+        );
     }
     let mut failed = None;
     let report = run_checks_resuming(&subject, earlier, |f| {
         eprintln!("  audit {}: {}", f.check, if f.fired { "FIRED" } else { "ok" });
-        let written = serde_json::to_value(f).map_err(anyhow::Error::from).and_then(|v| stream.append(&v));
+        let written =
+            serde_json::to_value(f).map_err(anyhow::Error::from).and_then(|v| stream.append(&v));
         if let Err(e) = written {
             failed.get_or_insert(e);
         }
