@@ -109,7 +109,7 @@ pub(crate) fn evaluate_detector(
         && clean_slice.start < c.end
     {
         return Err(usage(format!(
-            "the clean samples {}..{} overlap the detector's calibration samples {}..{} of {}: evaluate on held-out data",
+            "the clean range {}..{} (--clean-range; in redteam the evaluated samples) overlaps the detector's calibration samples {}..{} of {}: evaluate on held-out data",
             clean_slice.start, clean_slice.end, c.start, c.end, c.spec
         )));
     }
