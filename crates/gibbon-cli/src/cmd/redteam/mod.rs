@@ -32,6 +32,8 @@ pub(super) struct Outcome {
     certification: Option<Value>,
     detection: Vec<Value>,
     docs: Vec<ResultDoc>,
+    /// Stages taken from earlier runs, and all stages.
+    stages: (usize, usize),
 }
 
 /// Checks the threat file, runs it, writes redteam.json and redteam.html, exits 1 when a
@@ -78,6 +80,8 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
         "knowledge": plan.knowledge,
         "plan": plan.attacks,
         "seconds": started.elapsed().as_secs_f64(),
+        "stages_taken_from_earlier_runs": outcome.stages.0,
+        "stages": outcome.stages.1,
         "passed": passed,
         "criteria": criteria,
         "audit": outcome.audit,
@@ -100,7 +104,7 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
     let intro = format!(
         "Threat file {}: model {} on {}; the attacker has {} access; plan {}{}. Every adversarial \
          example was re-verified by gibbon (inside the ball and the box, finite, misclassified \
-         by a fresh forward pass). {:.1} s.",
+         by a fresh forward pass). This run: {:.1} s{}.",
         plan.file,
         plan.model,
         data.name(),
@@ -111,7 +115,14 @@ pub fn run(args: RedteamArgs, quiet: bool) -> Result<()> {
             t.attack,
             t.surrogates.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
         )),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        match outcome.stages {
+            (0, _) => String::new(),
+            (taken, total) => format!(
+                " ({taken} of {total} stages were finished by an earlier run in this folder; \
+                 each stage's result JSON gives its own time)"
+            ),
+        }
     );
     let html = out_dir.join("redteam.html");
     report_page(&title, &intro, &docs)?.write(&html)?;

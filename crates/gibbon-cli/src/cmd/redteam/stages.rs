@@ -33,12 +33,14 @@ pub(super) struct Context<'a> {
 struct Stages {
     done: usize,
     total: usize,
+    taken: usize,
 }
 
 impl Stages {
     /// Announces the next stage; `earlier` when the store has it.
     fn start(&mut self, what: &str, earlier: bool) {
         self.done += 1;
+        self.taken += usize::from(earlier);
         let note =
             if earlier { " (finished by an earlier run: taken from out_dir/stages)" } else { "" };
         eprintln!("redteam stage {}/{}: {what}{note}", self.done, self.total);
@@ -54,7 +56,7 @@ pub(super) fn run_stages(cx: &Context) -> Result<Outcome> {
         + usize::from(plan.audit_n.is_some())
         + usize::from(plan.certify.is_some())
         + plan.detection.len();
-    let mut stages = Stages { done: 0, total };
+    let mut stages = Stages { done: 0, total, taken: 0 };
     // Largest ε first: the page opens on the evaluation the attacker did most with.
     let mut order: Vec<Run> = plan.runs.clone();
     order.sort_by(|a, b| b.eps.total_cmp(&a.eps));
@@ -132,6 +134,7 @@ pub(super) fn run_stages(cx: &Context) -> Result<Outcome> {
         out.detection.push(doc.json.clone());
         out.docs.push(doc);
     }
+    out.stages = (stages.taken, stages.total);
     Ok(out)
 }
 
