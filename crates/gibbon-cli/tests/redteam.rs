@@ -73,7 +73,13 @@ fn stable(mut v: Value) -> Value {
     fn strip(v: &mut Value) {
         match v {
             Value::Object(map) => {
-                for k in ["seconds", "command", "resumed", "draws_per_second"] {
+                for k in [
+                    "seconds",
+                    "command",
+                    "resumed",
+                    "draws_per_second",
+                    "stages_taken_from_earlier_runs",
+                ] {
                     map.remove(k);
                 }
                 map.values_mut().for_each(strip);
