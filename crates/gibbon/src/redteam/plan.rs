@@ -229,6 +229,12 @@ fn syntax_error(at: &At, e: &toml::de::Error) -> GibbonError {
         let key = quoted(rest).first().copied().unwrap_or("?").to_string();
         return at.error(span, format!("missing key `{key}` (required)"));
     }
+    if message.starts_with("invalid type: map, expected a sequence") {
+        return at.error(
+            span,
+            format!("{message}: a table that may repeat is written with double brackets, e.g. [[detection]], [[perturbation]], [[pass]]"),
+        );
+    }
     at.error(span, message)
 }
 
