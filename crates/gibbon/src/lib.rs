@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod guard;
 pub mod model;
+pub mod progress;
 pub mod random;
 pub mod redteam;
 pub mod report;

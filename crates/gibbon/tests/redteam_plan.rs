@@ -143,9 +143,14 @@ fn a_criterion_on_a_metric_that_is_not_computed_is_refused() {
     );
     error(&GOOD.replace("min = 0.8\n", ""), 16, "give `min` or `max`");
     error(
-        &format!("{GOOD}[detection]\nkind = \"x\"\n"),
+        &format!("{GOOD}[detection]\ndetector = \"energy\"\n"),
         20,
-        "detectors are not part of this gibbon yet",
+        "written with double brackets, e.g. [[detection]]",
+    );
+    error(
+        &GOOD.replace("metric = \"robust_accuracy\"", "metric = \"detection_rate\""),
+        17,
+        "detection_rate is not computed without [[detection]]",
     );
     let audit_labels = format!("{}[audit]\nn = 5\n", GOOD.replace("white-box", "decision-based"));
     error(&audit_labels, 9, "[audit] needs gradients");

@@ -21,7 +21,7 @@ pub struct RedteamArgs {
     /// The threat-model file (TOML; see examples/mnist-adv.toml).
     #[arg(value_name = "THREAT.toml")]
     pub threat_file: PathBuf,
-    /// Folder for redteam.json, redteam.html and the resumable streams (default: out/redteam-NAME
+    /// Folder for redteam.json, redteam.html, the finished stages and the resumable streams (default: out/redteam-NAME
     /// beside the working directory, NAME the threat file's stem).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
@@ -35,4 +35,9 @@ pub struct RedteamArgs {
     /// libtorch threads.
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Recompute every stage: forget what earlier runs saved in OUT_DIR/stages (by default a
+    /// rerun with the same output folder and an unchanged threat file, --n and --attacks takes
+    /// every stage an earlier run finished, and resumes the one it was killed in).
+    #[arg(long)]
+    pub fresh: bool,
 }

@@ -72,7 +72,8 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         Some(p) => Some(open_stream(p, &config, model.info(), resumed == 0)?),
         None => None,
     };
-    let bar = bar(data.len(), progress(quiet));
+    let bar =
+        gibbon::progress::Progress::new(progress(quiet), data.len() as u64, "certify", "samples");
     let started = Instant::now();
     let mut certified_here = 0;
     for i in 0..data.len() {
@@ -99,7 +100,7 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         done.insert(i, record);
         certified_here += 1;
     }
-    bar.finish_and_clear();
+    bar.finish();
     let per_sample: Vec<SampleCertificate> = done.into_values().collect();
     let pairs: Vec<(Certificate, i64)> =
         per_sample.iter().map(|s| (s.certificate, s.label)).collect();
@@ -138,19 +139,6 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         None => println!("{}", serde_json::to_string_pretty(&report)?),
     }
     Ok(())
-}
-
-fn bar(n: usize, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(n as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "certify {bar:30} {pos}/{len} samples, {elapsed} elapsed, eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
 }
 
 /// The stream's first line: what its certificates were made with.

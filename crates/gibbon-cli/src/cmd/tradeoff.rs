@@ -208,7 +208,7 @@ fn evaluate_point(
         batch_size: args.batch_size,
         seed: args.seed,
         stream: Some(dir.join("eval.partial.jsonl")),
-        progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        progress: !quiet,
         ..Default::default()
     };
     suite.apply(&mut threat, &mut s);

@@ -48,7 +48,7 @@ pub fn set_threads(threads: Option<i32>) -> Result<()> {
 
 /// Whether to draw progress bars: not with `--quiet`, and only on a terminal.
 pub fn progress(quiet: bool) -> bool {
-    !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    !quiet
 }
 
 /// The data of `--data`, `--split` and `--n`.

@@ -37,12 +37,12 @@ use crate::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
 use crate::eval::{SUITE_EOT_DRAWS, SUITE_RAND_VERDICT_PASSES};
 use crate::model::{Classifier, GraphScan, ModelInfo};
 use crate::threat::ThreatModel;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cell::OnceCell;
 use tch::Tensor;
 
 /// What an adaptive attacker does about a symptom.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Remedy {
     /// Attack a BPDA view: non-differentiable pieces get a straight-through gradient.
@@ -79,6 +79,23 @@ pub struct Finding {
     pub evidence: serde_json::Value,
     /// What the adaptive re-evaluation does about it (empty when not fired).
     pub remedies: Vec<Remedy>,
+}
+
+impl Finding {
+    /// A finding read back from the JSON it was written as (a resumed audit); `None` when the
+    /// JSON names no check of [`CHECKS`] or lacks a field.
+    pub fn from_json(value: &serde_json::Value) -> Option<Finding> {
+        let name = value.get("check")?.as_str()?;
+        let check = CHECKS.iter().find(|c| c.name() == name)?;
+        Some(Finding {
+            check: check.name(),
+            question: check.question(),
+            fired: value.get("fired")?.as_bool()?,
+            verdict: value.get("verdict")?.as_str()?.to_string(),
+            evidence: value.get("evidence")?.clone(),
+            remedies: serde_json::from_value(value.get("remedies")?.clone()).ok()?,
+        })
+    }
 }
 
 /// One symptom of gradient masking, measured on the deployed model.
@@ -267,13 +284,26 @@ impl AuditReport {
 }
 
 /// Runs every check of [`CHECKS`] on `subject`; `on_finding` sees each finding as it is made.
-pub fn run_checks(
+pub fn run_checks(subject: &AuditSubject, on_finding: impl FnMut(&Finding)) -> Result<AuditReport> {
+    run_checks_resuming(subject, Vec::new(), on_finding)
+}
+
+/// [`run_checks`], taking the findings in `earlier` (of an interrupted audit of the same
+/// subject) as made: their checks are not run again, and `on_finding` sees only new findings.
+/// Each check draws its randomness from the subject's seed alone, so a resumed audit reports
+/// what an uninterrupted one would.
+pub fn run_checks_resuming(
     subject: &AuditSubject,
+    earlier: Vec<Finding>,
     mut on_finding: impl FnMut(&Finding),
 ) -> Result<AuditReport> {
     let correct = subject.clean()?.indices.len();
     let mut findings = Vec::new();
     for check in CHECKS {
+        if let Some(done) = earlier.iter().find(|f| f.check == check.name()) {
+            findings.push(done.clone());
+            continue;
+        }
         let _span = tracing::info_span!("audit check", check = check.name()).entered();
         let finding = check.run(subject)?;
         on_finding(&finding);

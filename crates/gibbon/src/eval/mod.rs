@@ -320,7 +320,8 @@ fn run_in_batches(
     mut on_batch: impl FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
     let device = ctx.model.device();
-    let bar = progress_bar(progress, order.len() as u64, attack.name());
+    let bar =
+        crate::progress::Progress::new(progress, order.len() as u64, attack.name(), "samples");
     let mut source = DatasetSource { data, order, pos: 0, device, targets, goal: ctx.threat.goal };
     let mut buffer: Vec<AttackRecord> = Vec::new();
     let mut flush = |buffer: &mut Vec<AttackRecord>| -> Result<()> {
@@ -346,22 +347,8 @@ fn run_in_batches(
     };
     attack.run(ctx, &mut source, &mut sink)?;
     flush(&mut buffer)?;
-    bar.finish_and_clear();
+    bar.finish();
     Ok(())
-}
-
-fn progress_bar(show: bool, len: u64, name: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{prefix:>10} [{elapsed_precise}] {bar:40} {pos}/{len} samples ({eta} left)",
-    ) {
-        bar.set_style(style);
-    }
-    bar.set_prefix(name.to_string());
-    bar
 }
 
 struct DatasetSource<'a> {

@@ -18,8 +18,51 @@ pub(super) struct ThreatFile {
     pub certify: Option<Spanned<CertifySection>>,
     #[serde(default)]
     pub pass: Vec<Spanned<PassSection>>,
-    /// Detection is not in gibbon yet; the key is reserved so the error says so.
-    pub detection: Option<Spanned<toml::Value>>,
+    pub transfer: Option<Spanned<TransferSection>>,
+    /// `[[detection]]` (an array of tables: one per detector).
+    pub detection: Option<Spanned<Vec<Spanned<DetectionSection>>>>,
+}
+
+/// `[transfer]`: surrogate models the attacker owns (white-box), whose examples are sent to
+/// the model (`gibbon transfer`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TransferSection {
+    pub surrogates: Spanned<Vec<Spanned<String>>>,
+    pub arch: Option<Spanned<String>>,
+    pub attack: Option<Spanned<String>>,
+    pub steps: Option<usize>,
+}
+
+/// `[[detection]]`: one detector guarding the model: a file from `gibbon detect fit`, or a
+/// registered detector fitted and calibrated here on a slice of data.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DetectionSection {
+    pub file: Option<Spanned<String>>,
+    pub detector: Option<Spanned<String>>,
+    pub calib: Option<Spanned<String>>,
+    pub calib_split: Option<Spanned<String>>,
+    pub calib_range: Option<Spanned<String>>,
+    pub fpr: Option<Spanned<f64>>,
+    pub fit_data: Option<Spanned<String>>,
+    pub fit_split: Option<Spanned<String>>,
+    pub fit_range: Option<Spanned<String>>,
+    pub temperature: Option<f64>,
+    pub noise: Option<f64>,
+    pub feature_layer: Option<String>,
+    pub squeezers: Option<String>,
+    #[serde(default)]
+    pub ood: Vec<Spanned<String>>,
+    pub ood_split: Option<Spanned<String>>,
+    /// Norm of the attacks on the guarded model (default: linf if a linf ε is declared).
+    pub norm: Option<Spanned<String>>,
+    pub eps: Option<Spanned<f64>>,
+    pub steps: Option<usize>,
+    pub restarts: Option<usize>,
+    pub lambda: Option<f64>,
+    pub kappa: Option<f64>,
+    pub square_queries: Option<usize>,
 }
 
 /// `[model]`: what is attacked.
@@ -111,4 +154,10 @@ pub(super) struct PassSection {
     pub eps: Option<Spanned<f64>>,
     pub norm: Option<Spanned<String>>,
     pub radius: Option<Spanned<f64>>,
+    /// Detection criteria: which `[[detection]]` (its detector name; default the only one).
+    pub detector: Option<Spanned<String>>,
+    /// `detection_rate`: `adaptive` (default) or `non-adaptive`.
+    pub attack: Option<Spanned<String>>,
+    /// `ood_tpr` / `ood_auroc`: which OOD set (its spec; default the first).
+    pub ood: Option<Spanned<String>>,
 }

@@ -13,9 +13,15 @@
 //! `attacks = [...]` in `[attacker]` replaces the plan; an attack that needs more than the
 //! declared knowledge is refused. The audit runs when `[audit]` is present and the attacker is
 //! white-box; randomized smoothing (Cohen, Rosenfeld & Kolter 2019) when `[certify]` is.
-//! Detection has no place yet (its module does not exist); a `[detection]` table is refused
-//! with that reason. Transfer from a surrogate is not planned yet either.
+//! `[transfer]` adds transfer attacks from surrogate models the attacker owns (any knowledge:
+//! the model is only queried for labels); `[[detection]]` adds detectors guarding the model
+//! (a file from `gibbon detect fit`, or a registered detector fitted and calibrated on a slice),
+//! each measured on the evaluated samples and OOD sets and attacked by the non-adaptive and the
+//! adaptive PGD (Carlini & Wagner 2017).
+mod criteria;
+mod extra;
 mod file;
 mod plan;
 
+pub use extra::{DetectionPlan, DetectorFit, DetectorSource, TransferPlan};
 pub use plan::{CertifyPlan, Criterion, Metric, RedteamPlan, Run};

@@ -1,5 +1,7 @@
 //! The checked plan of a threat-model file ([`RedteamPlan::parse`]) and its pass criteria.
-use super::file::{EpsList, PassSection, ThreatFile};
+use super::criteria::criterion;
+use super::extra::{detection_plans, transfer_plan, DetectionPlan, TransferPlan};
+use super::file::{EpsList, ThreatFile};
 use crate::attack::registration;
 use crate::certify::SmoothingConfig;
 use crate::data::{DataSpec, Split};
@@ -37,6 +39,20 @@ pub enum Metric {
     AuditFired,
     /// Certified accuracy at an L2 radius (`[certify]`).
     CertifiedAccuracy(f64),
+    /// The highest success rate of a surrogate's examples on the model at one run (`[transfer]`).
+    TransferSuccessRate(Run),
+    /// Share of samples a guarded model keeps (classified correctly or flagged) under the
+    /// adaptive attack; the index of the `[[detection]]`.
+    RobustAccuracyUnderDetection(usize),
+    /// Share of an attack's misclassified examples the detector flags (TPR at the calibrated
+    /// threshold): detection index, adaptive (else the non-adaptive attack).
+    DetectionRate(usize, bool),
+    /// Share of the clean evaluated samples the detector flags (its FPR at the threshold).
+    CleanFlagged(usize),
+    /// TPR at the threshold on an OOD set: detection index, OOD set index.
+    OodTpr(usize, usize),
+    /// AUROC on an OOD set: detection index, OOD set index.
+    OodAuroc(usize, usize),
 }
 
 /// `[certify]`: randomized smoothing of the model on the first samples.
@@ -115,14 +131,27 @@ pub struct RedteamPlan {
     pub audit_n: Option<usize>,
     /// Certification, when configured.
     pub certify: Option<CertifyPlan>,
+    /// Transfer from surrogates, when configured.
+    pub transfer: Option<TransferPlan>,
+    /// The detectors, when configured.
+    pub detection: Vec<DetectionPlan>,
     /// The pass criteria.
     pub criteria: Vec<Criterion>,
 }
 
+/// What a plan computes, for checking its criteria.
+pub(super) struct Computed<'a> {
+    pub runs: &'a [Run],
+    pub audit: bool,
+    pub certify: Option<&'a CertifyPlan>,
+    pub transfer: bool,
+    pub detection: &'a [DetectionPlan],
+}
+
 /// Where an error points: the file and a byte span.
-struct At<'a> {
-    file: &'a str,
-    text: &'a str,
+pub(super) struct At<'a> {
+    pub file: &'a str,
+    pub text: &'a str,
 }
 
 impl At<'_> {
@@ -131,7 +160,7 @@ impl At<'_> {
         self.text[..end].matches('\n').count() + 1
     }
 
-    fn error(&self, span: Range<usize>, message: impl std::fmt::Display) -> GibbonError {
+    pub fn error(&self, span: Range<usize>, message: impl std::fmt::Display) -> GibbonError {
         GibbonError::invalid(
             format!("threat file {} line {}", self.file, self.line(span)),
             message.to_string(),
@@ -139,7 +168,7 @@ impl At<'_> {
     }
 
     /// `value.parse()`, an error naming `key` and its line.
-    fn parse<T: FromStr<Err = GibbonError>>(
+    pub fn parse<T: FromStr<Err = GibbonError>>(
         &self,
         key: &str,
         value: &Spanned<String>,
@@ -200,6 +229,12 @@ fn syntax_error(at: &At, e: &toml::de::Error) -> GibbonError {
         let key = quoted(rest).first().copied().unwrap_or("?").to_string();
         return at.error(span, format!("missing key `{key}` (required)"));
     }
+    if message.starts_with("invalid type: map, expected a sequence") {
+        return at.error(
+            span,
+            format!("{message}: a table that may repeat is written with double brackets, e.g. [[detection]], [[perturbation]], [[pass]]"),
+        );
+    }
     at.error(span, message)
 }
 
@@ -217,12 +252,6 @@ impl RedteamPlan {
     pub fn parse(file: &str, text: &str, stem: &str) -> Result<Self> {
         let at = At { file, text };
         let raw: ThreatFile = toml::from_str(text).map_err(|e| syntax_error(&at, &e))?;
-        if let Some(d) = &raw.detection {
-            return Err(at.error(
-                d.span(),
-                "[detection]: detectors are not part of this gibbon yet, so no detection stage can run",
-            ));
-        }
         let model = raw.model.get_ref();
         let data = raw.data.get_ref();
         let attacker = raw.attacker.get_ref();
@@ -250,11 +279,19 @@ impl RedteamPlan {
             _ => None,
         };
         let certify = certify_plan(&at, &raw, attacker.seed)?;
-        let criteria = raw
-            .pass
-            .iter()
-            .map(|p| criterion(&at, p, &runs, audit_n.is_some(), certify.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
+        let transfer = transfer_plan(&at, &raw, &runs)?;
+        let data_spec: DataSpec = at.parse("data.spec", &data.spec)?;
+        let split = data.split.as_ref().map_or(Ok(Split::Test), |s| at.parse("data.split", s))?;
+        let detection = detection_plans(&at, &raw, &data_spec, split, &runs)?;
+        let computed = Computed {
+            runs: &runs,
+            audit: audit_n.is_some(),
+            certify: certify.as_ref(),
+            transfer: transfer.is_some(),
+            detection: &detection,
+        };
+        let criteria =
+            raw.pass.iter().map(|p| criterion(&at, p, &computed)).collect::<Result<Vec<_>>>()?;
         Ok(RedteamPlan {
             file: file.to_string(),
             text: text.to_string(),
@@ -265,8 +302,8 @@ impl RedteamPlan {
                 Some(d) => Some(at.parse::<DefenseChain>("model.defense", d)?.to_string()),
                 None => None,
             },
-            data: at.parse("data.spec", &data.spec)?,
-            split: data.split.as_ref().map_or(Ok(Split::Test), |s| at.parse("data.split", s))?,
+            data: data_spec,
+            split,
             n,
             knowledge,
             attacks,
@@ -278,12 +315,22 @@ impl RedteamPlan {
             runs,
             audit_n,
             certify,
+            transfer,
+            detection,
             criteria,
         })
     }
 }
 
 impl RedteamPlan {
+    /// The file as parsed, without its `[[pass]]` criteria: what the stages compute depends on
+    /// this text only (comments, layout and criteria do not change it).
+    pub fn computed_text(&self) -> String {
+        let mut parsed: toml::Table = self.text.parse().unwrap_or_default();
+        parsed.remove("pass");
+        toml::to_string(&parsed).unwrap_or_else(|_| self.text.clone())
+    }
+
     /// Replaces the plan by `names` (e.g. a quicker plan from the command line), checked like
     /// `attacker.attacks`: each must exist, be allowed by the knowledge and support every norm.
     pub fn override_attacks(&mut self, names: &[String]) -> Result<()> {
@@ -412,87 +459,4 @@ fn certify_plan(at: &At, raw: &ThreatFile, seed: u64) -> Result<Option<CertifyPl
         return Err(at.error(section.span(), "certify.n must be at least 1"));
     }
     Ok(Some(CertifyPlan { config, n, radii }))
-}
-
-/// One `[[pass]]` table, checked against what the plan computes.
-fn criterion(
-    at: &At,
-    p: &Spanned<PassSection>,
-    runs: &[Run],
-    audit: bool,
-    certify: Option<&CertifyPlan>,
-) -> Result<Criterion> {
-    let c = p.get_ref();
-    let (min, max) = (c.min, c.max);
-    if min.is_none() && max.is_none() {
-        return Err(at.error(p.span(), "pass: give `min` or `max`"));
-    }
-    let bounds = match (min, max) {
-        (Some(lo), Some(hi)) => format!("in [{lo}, {hi}]"),
-        (Some(lo), None) => format!(">= {lo}"),
-        (None, Some(hi)) => format!("<= {hi}"),
-        (None, None) => unreachable!(),
-    };
-    let name = c.metric.get_ref().as_str();
-    let metric = match name {
-        "robust_accuracy" => {
-            let Some(eps) = &c.eps else {
-                return Err(at.error(p.span(), "pass: robust_accuracy needs `eps`"));
-            };
-            let norm = match &c.norm {
-                Some(n) => at.parse::<Norm>("pass.norm", n)?,
-                None => runs[0].norm,
-            };
-            let run = runs.iter().find(|r| r.norm == norm && (r.eps - eps.get_ref()).abs() < 1e-12);
-            let Some(run) = run else {
-                return Err(at.error(
-                    eps.span(),
-                    format!(
-                        "pass.eps: robust_accuracy at {norm} ε = {} is not computed (no [[perturbation]] has it)",
-                        eps.get_ref()
-                    ),
-                ));
-            };
-            Metric::RobustAccuracy(*run)
-        }
-        "clean_accuracy" => Metric::CleanAccuracy,
-        "certified_accuracy" => {
-            let Some(plan) = certify else {
-                return Err(at.error(
-                    c.metric.span(),
-                    "pass.metric: certified_accuracy is not computed without [certify]",
-                ));
-            };
-            let Some(radius) = &c.radius else {
-                return Err(at.error(p.span(), "pass: certified_accuracy needs `radius`"));
-            };
-            if !plan.radii.iter().any(|r| (r - radius.get_ref()).abs() < 1e-12) {
-                return Err(at.error(
-                    radius.span(),
-                    format!("pass.radius: certified_accuracy at radius {} is not computed (certify.radii)", radius.get_ref()),
-                ));
-            }
-            Metric::CertifiedAccuracy(*radius.get_ref())
-        }
-        "audit_fired" if audit => Metric::AuditFired,
-        "audit_fired" => {
-            return Err(at.error(
-                c.metric.span(),
-                "pass.metric: audit_fired is not computed without [audit]",
-            ));
-        }
-        other => {
-            return Err(at.error(
-                c.metric.span(),
-                format!("pass.metric: `{other}` is not computed; known: robust_accuracy, clean_accuracy, audit_fired, certified_accuracy"),
-            ));
-        }
-    };
-    let text = match metric {
-        Metric::RobustAccuracy(r) => {
-            format!("robust_accuracy {bounds} at {} ε = {}", r.norm, r.eps)
-        }
-        _ => format!("{name} {bounds}"),
-    };
-    Ok(Criterion { text, metric, min, max })
 }

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 /// One attack's summary.
 #[derive(Serialize)]
-struct AttackSummary {
+pub(crate) struct AttackSummary {
     config: GuardedAttackConfig,
     /// The gradient-free stage run on the adaptive PGD's survivors, if any.
     square: Option<SquareGuardedConfig>,
@@ -36,7 +36,7 @@ struct AttackSummary {
 }
 
 #[derive(Serialize)]
-struct AttackReport {
+pub(crate) struct AttackReport {
     gibbon_version: &'static str,
     command: String,
     model: ModelInfo,
@@ -63,33 +63,76 @@ pub fn run(args: DetectAttackArgs, quiet: bool) -> Result<()> {
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
     let (file, detector) = load_detector(&args.detector, model.as_ref())?;
-    let guarded = GuardedModel {
-        model: model.as_ref(),
-        detector: detector.as_ref(),
-        threshold: file.calibration.threshold,
-    };
-    let adaptive = GuardedAttackConfig {
+    let params = GuardedAttackParams {
+        norm: args.norm,
+        eps: args.eps,
         steps: args.steps,
         restarts: args.restarts,
         step_size: args.step_size,
         lambda: args.lambda,
         kappa: args.kappa,
+        square_queries: args.square_queries,
+        batch_size: args.batch_size,
         seed: args.seed,
-        ..GuardedAttackConfig::adaptive_in(args.norm, args.eps)
+    };
+    let report = attack_detector(model.as_ref(), &file, detector.as_ref(), &data, &params, quiet)?;
+    if !quiet {
+        print_summary(&report);
+    }
+    match &args.out {
+        Some(out) => write_json(out, &report)?,
+        None => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(())
+}
+
+/// The settings of the attacks on a guarded model (`gibbon detect attack`'s flags).
+pub(crate) struct GuardedAttackParams {
+    pub norm: Norm,
+    pub eps: f64,
+    pub steps: usize,
+    pub restarts: usize,
+    pub step_size: Option<f64>,
+    pub lambda: f64,
+    pub kappa: f64,
+    pub square_queries: Option<usize>,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+/// The guarded model (`model` + `detector` at the threshold of `file`) under the non-adaptive
+/// and the adaptive attack, on every sample of `data`.
+pub(crate) fn attack_detector(
+    model: &dyn gibbon::model::Classifier,
+    file: &gibbon::detect::file::DetectorFile,
+    detector: &dyn gibbon::detect::Detector,
+    data: &gibbon::data::Dataset,
+    params: &GuardedAttackParams,
+    quiet: bool,
+) -> Result<AttackReport> {
+    let guarded = GuardedModel { model, detector, threshold: file.calibration.threshold };
+    let adaptive = GuardedAttackConfig {
+        steps: params.steps,
+        restarts: params.restarts,
+        step_size: params.step_size,
+        lambda: params.lambda,
+        kappa: params.kappa,
+        seed: params.seed,
+        ..GuardedAttackConfig::adaptive_in(params.norm, params.eps)
     };
     let non_adaptive =
         GuardedAttackConfig { lambda: 0.0, kappa: 0.0, delta: 0.0, ..adaptive.clone() };
     let scale = file.calibration.score_scale;
-    let queries = args.square_queries.unwrap_or(if detector.differentiable() { 0 } else { 1000 });
+    let queries = params.square_queries.unwrap_or(if detector.differentiable() { 0 } else { 1000 });
     let square = (queries > 0).then_some(SquareGuardedConfig {
-        norm: args.norm,
-        eps: args.eps,
+        norm: params.norm,
+        eps: params.eps,
         queries,
         p_init: 0.8,
-        lambda: args.lambda,
-        kappa: args.kappa,
+        lambda: params.lambda,
+        kappa: params.kappa,
         delta: adaptive.delta,
-        seed: args.seed,
+        seed: params.seed,
     });
     let run_one = |config: GuardedAttackConfig,
                    square: Option<SquareGuardedConfig>,
@@ -100,7 +143,7 @@ pub fn run(args: DetectAttackArgs, quiet: bool) -> Result<()> {
         let all: Vec<usize> = (0..data.len()).collect();
         let mut outcomes = Vec::with_capacity(data.len());
         let mut square_broke = 0;
-        for chunk in all.chunks(args.batch_size) {
+        for chunk in all.chunks(params.batch_size) {
             let x = data.try_batch(chunk, model.device())?;
             let y = data.try_labels_of(chunk, model.device())?;
             let mut batch = attack_guarded(&guarded, scale, &x, &y, chunk, &config)?;
@@ -117,7 +160,7 @@ pub fn run(args: DetectAttackArgs, quiet: bool) -> Result<()> {
             outcomes.extend(batch);
             progress.inc(chunk.len() as u64);
         }
-        progress.finish_and_clear();
+        progress.finish();
         let mut summary = summarize(config, outcomes, started.elapsed().as_secs_f64());
         summary.square_broke = square_broke;
         summary.square = square;
@@ -127,7 +170,7 @@ pub fn run(args: DetectAttackArgs, quiet: bool) -> Result<()> {
     let adaptive = run_one(adaptive, square, "adaptive PGD")?;
     let outcomes = &adaptive.per_sample;
     let n = outcomes.len();
-    let report = AttackReport {
+    Ok(AttackReport {
         gibbon_version: gibbon::VERSION,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         model: model.info().clone(),
@@ -135,8 +178,8 @@ pub fn run(args: DetectAttackArgs, quiet: bool) -> Result<()> {
         calibration: file.calibration.clone(),
         data: data.name().to_string(),
         n,
-        norm: args.norm,
-        eps: args.eps,
+        norm: params.norm,
+        eps: params.eps,
         clean_accuracy: Rate::new(
             outcomes.iter().filter(|o| o.clean_prediction == o.label).count(),
             n,
@@ -144,15 +187,7 @@ pub fn run(args: DetectAttackArgs, quiet: bool) -> Result<()> {
         clean_flagged: Rate::new(outcomes.iter().filter(|o| o.clean_flagged).count(), n),
         non_adaptive,
         adaptive,
-    };
-    if !quiet {
-        print_summary(&report);
-    }
-    match &args.out {
-        Some(out) => write_json(out, &report)?,
-        None => println!("{}", serde_json::to_string_pretty(&report)?),
-    }
-    Ok(())
+    })
 }
 
 fn summarize(
@@ -178,7 +213,7 @@ fn summarize(
     }
 }
 
-fn print_summary(r: &AttackReport) {
+pub(crate) fn print_summary(r: &AttackReport) {
     let show = |x: &Rate| {
         format!("{:.4} ({}/{}, 95% CI {:.4}-{:.4})", x.rate, x.k, x.n, x.ci95[0], x.ci95[1])
     };

@@ -7,16 +7,16 @@ use crate::resolve::{build_model, set_threads, usage};
 use anyhow::Result;
 use gibbon::data::{Dataset, Split};
 use gibbon::detect::calibrate::Calibration;
-use gibbon::detect::file::DataSlice;
+use gibbon::detect::file::{DataSlice, DetectorFile};
 use gibbon::detect::metrics::{detection_metrics, DetectionMetrics};
-use gibbon::detect::{score_dataset, to_f64s};
+use gibbon::detect::{score_dataset, to_f64s, Detector};
 use gibbon::model::{Classifier, ModelInfo};
 use serde::Serialize;
 use std::time::Instant;
 
 /// One anomalous set's result.
 #[derive(Serialize)]
-pub(super) struct SetResult {
+pub(crate) struct SetResult {
     /// `ood` or `adversarial`.
     pub kind: &'static str,
     pub spec: String,
@@ -31,7 +31,7 @@ pub(super) struct SetResult {
 
 /// The JSON of `gibbon detect eval`.
 #[derive(Serialize)]
-pub(super) struct EvalReport {
+pub(crate) struct EvalReport {
     pub gibbon_version: &'static str,
     pub command: String,
     pub model: ModelInfo,
@@ -48,7 +48,6 @@ pub(super) struct EvalReport {
 
 pub fn run(args: DetectEvalArgs, quiet: bool) -> Result<()> {
     set_threads(args.model.threads)?;
-    let started = Instant::now();
     if args.ood.is_empty() && args.adversarial.is_empty() {
         return Err(usage("give at least one --ood or --adversarial set"));
     }
@@ -59,75 +58,17 @@ pub fn run(args: DetectEvalArgs, quiet: bool) -> Result<()> {
         load_slice(&args.clean, args.clean_split, args.clean_range, "clean")?;
     let model = build_model(&args.model, &clean)?;
     let (file, detector) = load_detector(&args.detector, model.as_ref())?;
-    let c = &file.calibration_data;
-    if c.spec == clean_slice.spec
-        && c.split == clean_slice.split
-        && c.start < clean_slice.end
-        && clean_slice.start < c.end
-    {
-        return Err(usage(format!(
-            "--clean-range {}..{} overlaps the detector's calibration samples {}..{} of {}: evaluate on held-out data",
-            clean_slice.start, clean_slice.end, c.start, c.end, c.spec
-        )));
-    }
-    let threshold = file.calibration.threshold;
-    let score = |data: &Dataset, what: &str| -> Result<Vec<f64>> {
-        let progress = bar(data.len(), what, quiet);
-        let mut tick = |k: usize| progress.inc(k as u64);
-        let s = score_dataset(detector.as_ref(), model.as_ref(), data, model.device(), &mut tick)?;
-        progress.finish_and_clear();
-        Ok(s)
-    };
-    let clean_scores = score(&clean, "clean")?;
-    let mut sets = Vec::new();
+    let mut ood = Vec::new();
     for spec in &args.ood {
-        let data = Dataset::load(spec, args.ood_split, args.n)?;
-        check_shape(&data, &clean)?;
-        let scores = score(&data, "ood")?;
-        let metrics = detection_metrics(&clean_scores, &scores, threshold, args.seed)?;
-        sets.push(SetResult {
-            kind: "ood",
-            spec: spec.to_string(),
-            n: scores.len(),
-            n_total: data.len(),
-            metrics,
-            scores,
-        });
+        ood.push((spec.to_string(), Dataset::load(spec, args.ood_split, args.n)?));
     }
+    let mut adversarial = Vec::new();
     for spec in &args.adversarial {
-        let data = Dataset::load(spec, Split::Test, args.n)?;
-        check_shape(&data, &clean)?;
-        let fooled = misclassified(model.as_ref(), &data)?;
-        if fooled.is_empty() {
-            return Err(usage(format!(
-                "{spec}: the model classifies every example correctly; nothing to detect"
-            )));
-        }
-        let scores = score(&data, "adversarial")?;
-        let scores: Vec<f64> = fooled.iter().map(|&i| scores[i]).collect();
-        let metrics = detection_metrics(&clean_scores, &scores, threshold, args.seed)?;
-        sets.push(SetResult {
-            kind: "adversarial",
-            spec: spec.to_string(),
-            n: scores.len(),
-            n_total: data.len(),
-            metrics,
-            scores,
-        });
+        adversarial.push((spec.to_string(), Dataset::load(spec, Split::Test, args.n)?));
     }
-    let report = EvalReport {
-        gibbon_version: gibbon::VERSION,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        model: model.info().clone(),
-        detector: file.kind.clone(),
-        calibration: file.calibration.clone(),
-        calibration_data: file.calibration_data.clone(),
-        fit_data: file.fit_data.clone(),
-        clean: clean_slice,
-        sets,
-        seconds: started.elapsed().as_secs_f64(),
-        clean_scores,
-    };
+    let sets = Sets { clean: &clean, clean_slice, ood, adversarial };
+    let report =
+        evaluate_detector(model.as_ref(), &file, detector.as_ref(), sets, args.seed, quiet)?;
     if !quiet {
         print_table(&report);
     }
@@ -139,6 +80,95 @@ pub fn run(args: DetectEvalArgs, quiet: bool) -> Result<()> {
         None => println!("{}", serde_json::to_string_pretty(&report)?),
     }
     Ok(())
+}
+
+/// The data a detector is measured on: clean negatives (held out from its calibration) and
+/// OOD and adversarial sets, each with its name.
+pub(crate) struct Sets<'a> {
+    pub clean: &'a Dataset,
+    pub clean_slice: DataSlice,
+    pub ood: Vec<(String, Dataset)>,
+    pub adversarial: Vec<(String, Dataset)>,
+}
+
+/// `gibbon detect eval`'s measurements of `detector` (calibrated in `file`) guarding `model`.
+pub(crate) fn evaluate_detector(
+    model: &dyn Classifier,
+    file: &DetectorFile,
+    detector: &dyn Detector,
+    sets: Sets,
+    seed: u64,
+    quiet: bool,
+) -> Result<EvalReport> {
+    let started = Instant::now();
+    let (clean, clean_slice) = (sets.clean, sets.clean_slice);
+    let c = &file.calibration_data;
+    if c.spec == clean_slice.spec
+        && c.split == clean_slice.split
+        && c.start < clean_slice.end
+        && clean_slice.start < c.end
+    {
+        return Err(usage(format!(
+            "the clean range {}..{} (--clean-range; in redteam the evaluated samples) overlaps the detector's calibration samples {}..{} of {}: evaluate on held-out data",
+            clean_slice.start, clean_slice.end, c.start, c.end, c.spec
+        )));
+    }
+    let threshold = file.calibration.threshold;
+    let score = |data: &Dataset, what: &str| -> Result<Vec<f64>> {
+        let progress = bar(data.len(), what, quiet);
+        let mut tick = |k: usize| progress.inc(k as u64);
+        let s = score_dataset(detector, model, data, model.device(), &mut tick)?;
+        progress.finish();
+        Ok(s)
+    };
+    let clean_scores = score(clean, "clean")?;
+    let mut results = Vec::new();
+    for (spec, data) in &sets.ood {
+        check_shape(data, clean)?;
+        let scores = score(data, "ood")?;
+        let metrics = detection_metrics(&clean_scores, &scores, threshold, seed)?;
+        results.push(SetResult {
+            kind: "ood",
+            spec: spec.clone(),
+            n: scores.len(),
+            n_total: data.len(),
+            metrics,
+            scores,
+        });
+    }
+    for (spec, data) in &sets.adversarial {
+        check_shape(data, clean)?;
+        let fooled = misclassified(model, data)?;
+        if fooled.is_empty() {
+            return Err(usage(format!(
+                "{spec}: the model classifies every example correctly; nothing to detect"
+            )));
+        }
+        let scores = score(data, "adversarial")?;
+        let scores: Vec<f64> = fooled.iter().map(|&i| scores[i]).collect();
+        let metrics = detection_metrics(&clean_scores, &scores, threshold, seed)?;
+        results.push(SetResult {
+            kind: "adversarial",
+            spec: spec.clone(),
+            n: scores.len(),
+            n_total: data.len(),
+            metrics,
+            scores,
+        });
+    }
+    Ok(EvalReport {
+        gibbon_version: gibbon::VERSION,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        model: model.info().clone(),
+        detector: file.kind.clone(),
+        calibration: file.calibration.clone(),
+        calibration_data: file.calibration_data.clone(),
+        fit_data: file.fit_data.clone(),
+        clean: clean_slice,
+        sets: results,
+        seconds: started.elapsed().as_secs_f64(),
+        clean_scores,
+    })
 }
 
 fn check_shape(data: &Dataset, clean: &Dataset) -> Result<()> {
@@ -169,7 +199,7 @@ fn misclassified(model: &dyn Classifier, data: &Dataset) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-fn print_table(report: &EvalReport) {
+pub(crate) fn print_table(report: &EvalReport) {
     let c = &report.calibration;
     eprintln!(
         "{} on {} clean samples; threshold {:.6} (target FPR {}, calibration n = {}, 95% bound {:.4})",

@@ -3,9 +3,12 @@ use super::{bar, load_slice};
 use crate::args::detect::DetectFitArgs;
 use crate::resolve::{build_model, set_threads, usage};
 use anyhow::Result;
+use gibbon::data::Dataset;
 use gibbon::detect::calibrate::{calibrate, min_calibration_size};
+use gibbon::detect::file::DataSlice;
 use gibbon::detect::file::DetectorFile;
-use gibbon::detect::{entry, score_dataset, DetectorOptions, FitInput};
+use gibbon::detect::{entry, score_dataset, DetectorEntry, DetectorOptions, FitInput};
+use gibbon::model::Classifier;
 
 pub fn run(args: DetectFitArgs, quiet: bool) -> Result<()> {
     set_threads(args.model.threads)?;
@@ -49,15 +52,39 @@ pub fn run(args: DetectFitArgs, quiet: bool) -> Result<()> {
         feature_layer: args.feature_layer.clone(),
         squeezers: args.squeezers.clone(),
     };
-    let input =
-        FitInput { model: model.as_ref(), options: &options, data: fit.as_ref().map(|(d, _)| d) };
+    let slices = FitSlices { calib: (calib, calib_slice), fit };
+    let file = fit_detector(model.as_ref(), entry, &options, slices, args.fpr, quiet)?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| gibbon::GibbonError::io(dir, e))?;
+    }
+    file.save(&args.out)?;
+    Ok(())
+}
+
+/// The data of a fit: the calibration slice and, for detectors that need it, the fit slice.
+pub(crate) struct FitSlices {
+    pub calib: (Dataset, DataSlice),
+    pub fit: Option<(Dataset, DataSlice)>,
+}
+
+/// Fits detector `entry` for `model` and calibrates its threshold to `fpr` on the calibration
+/// slice: the detector file `gibbon detect fit` writes.
+pub(crate) fn fit_detector(
+    model: &dyn Classifier,
+    entry: &DetectorEntry,
+    options: &DetectorOptions,
+    slices: FitSlices,
+    fpr: f64,
+    quiet: bool,
+) -> Result<DetectorFile> {
+    let (calib, calib_slice) = (&slices.calib.0, slices.calib.1.clone());
+    let input = FitInput { model, options, data: slices.fit.as_ref().map(|(d, _)| d) };
     let detector = (entry.fit)(&input)?;
     let progress = bar(calib.len(), "calibrating", quiet);
     let mut tick = |k: usize| progress.inc(k as u64);
-    let scores =
-        score_dataset(detector.as_ref(), model.as_ref(), &calib, model.device(), &mut tick)?;
-    progress.finish_and_clear();
-    let calibration = calibrate(&scores, args.fpr)?;
+    let scores = score_dataset(detector.as_ref(), model, calib, model.device(), &mut tick)?;
+    progress.finish();
+    let calibration = calibrate(&scores, fpr)?;
     if !quiet {
         eprintln!(
             "{}: threshold {:.6} at target FPR {} on n = {} calibration samples ({} above it, {:.4}); \
@@ -71,18 +98,13 @@ pub fn run(args: DetectFitArgs, quiet: bool) -> Result<()> {
             calibration.fpr_upper_bound
         );
     }
-    let file = DetectorFile {
+    Ok(DetectorFile {
         gibbon_version: gibbon::VERSION.to_string(),
         kind: entry.name.to_string(),
         params: detector.params(),
         calibration,
         model: model.info().clone(),
-        fit_data: fit.map(|(_, s)| s),
+        fit_data: slices.fit.map(|(_, s)| s),
         calibration_data: calib_slice,
-    };
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| gibbon::GibbonError::io(dir, e))?;
-    }
-    file.save(&args.out)?;
-    Ok(())
+    })
 }

@@ -1,8 +1,8 @@
 //! `gibbon detect fit | eval | attack`: detectors calibrated to a false-positive rate, measured
 //! on OOD and adversarial data, and attacked together with the classifier.
-mod attack;
-mod eval;
-mod fit;
+pub(crate) mod attack;
+pub(crate) mod eval;
+pub(crate) mod fit;
 mod plots;
 
 use crate::args::detect::{DetectArgs, DetectCommand, SampleRange};
@@ -24,7 +24,7 @@ pub fn run(args: DetectArgs, quiet: bool) -> Result<()> {
 }
 
 /// The samples `range` of `split` of `spec`, and where they came from.
-fn load_slice(
+pub(crate) fn load_slice(
     spec: &DataSpec,
     split: Split,
     range: SampleRange,
@@ -55,23 +55,17 @@ fn load_slice(
 }
 
 /// The detector file at `path`, refused unless it was fitted for `model`.
-fn load_detector(path: &Path, model: &dyn Classifier) -> Result<(DetectorFile, Box<dyn Detector>)> {
+pub(crate) fn load_detector(
+    path: &Path,
+    model: &dyn Classifier,
+) -> Result<(DetectorFile, Box<dyn Detector>)> {
     let file = DetectorFile::load(path)?;
     file.check_model(model.info(), path)?;
     let detector = file.detector()?;
     Ok((file, detector))
 }
 
-/// A progress bar over `n` items, hidden with --quiet or off a terminal.
-fn bar(n: usize, what: &str, quiet: bool) -> indicatif::ProgressBar {
-    if !crate::resolve::progress(quiet) {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(n as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
-        "{what} {{bar:30}} {{pos}}/{{len}}, {{elapsed}} elapsed, eta {{eta}}"
-    )) {
-        bar.set_style(style);
-    }
-    bar
+/// Progress over `n` samples: a bar on a terminal, plain lines elsewhere, nothing with --quiet.
+fn bar(n: usize, what: &str, quiet: bool) -> gibbon::progress::Progress {
+    gibbon::progress::Progress::new(crate::resolve::progress(quiet), n as u64, what, "samples")
 }

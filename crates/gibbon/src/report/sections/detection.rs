@@ -109,8 +109,16 @@ impl Section for Detection {
             return Ok(None);
         }
         let mut parts = vec![Part::Note(note)];
-        if let Some(sets) = j.get("sets").and_then(Value::as_array) {
+        if let Some(sets) = j.get("sets").and_then(Value::as_array).filter(|s| !s.is_empty()) {
             parts.push(sets_table(sets));
+        }
+        if let Some(flagged) = j.get("clean_flagged") {
+            parts.push(Part::Note(format!(
+                "Clean inputs flagged at the threshold (its false-positive rate on the attacked \
+                 samples): {} ({}).",
+                rate(Some(flagged)),
+                count(Some(flagged))
+            )));
         }
         if j.get("adaptive").is_some() {
             parts.push(Part::Note(format!(

@@ -46,7 +46,7 @@ pub struct ResultDoc {
 }
 
 /// The original and adversarial pictures `[C, H, W]` (values in `[0, 1]`) of some samples.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SampleImages {
     /// Channels, height, width.
     pub shape: [usize; 3],
