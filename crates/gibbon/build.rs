@@ -2,12 +2,14 @@
 //! the small C++ shim `csrc/frozen_module.cpp`, which gives query-only forward passes an
 //! inference-optimized copy of a TorchScript model (`torch::jit::freeze` +
 //! `optimize_for_inference`, which tch does not expose), and `csrc/bpda_rewrite.cpp`, the BPDA
-//! rewrite of a TorchScript graph (straight-through gradients for rounding ops, no `detach`).
+//! rewrite of a TorchScript graph (straight-through gradients for rounding ops, no `detach`), and
+//! `csrc/autocast.cpp`, CPU/CUDA autocast with a chosen dtype for `--precision`.
 include!("../../build-support/libtorch.rs");
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/frozen_module.cpp");
     println!("cargo:rerun-if-changed=csrc/bpda_rewrite.cpp");
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     let torch = libtorch();
     emit_rpath(torch.as_ref());
     let Some(torch) = torch else {
@@ -26,5 +28,6 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/frozen_module.cpp")
         .file("csrc/bpda_rewrite.cpp")
+        .file("csrc/autocast.cpp")
         .compile("gibbon_frozen_module");
 }
