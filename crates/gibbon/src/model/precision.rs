@@ -1,6 +1,6 @@
 //! Reduced-precision search (`--precision fp32|bf16|fp16|auto`).
 //!
-//! An attack's iterations (forward + input gradient, and query-only forwards) may run under
+//! A gradient attack's iterations (forward + input gradient) run under
 //! libtorch autocast in bfloat16 or float16: convolutions and matrix products in the low
 //! precision (oneDNN's AVX512-BF16/AMX kernels on CPU), reductions in float32. Everything that
 //! decides a result stays float32: [`SearchModel`] answers [`Classifier::logits`] (the clean
@@ -202,11 +202,14 @@ impl Classifier for SearchModel<'_> {
     fn predict(&self, x: &Tensor) -> Result<Tensor> {
         self.inner.predict(x)
     }
+    /// Float32, the model's own query path: score- and decision-based attacks decide success
+    /// on these answers and have no refinement phase, and a TorchScript model's optimized
+    /// query copy ([`super::frozen`]) is already as fast as a bf16 pass at these batch sizes.
     fn query_logits(&self, x: &Tensor) -> Result<Tensor> {
-        match self.kind {
-            None => self.inner.query_logits(x),
-            Some(k) => tch::no_grad(|| self.reduced_logits(k, x)),
-        }
+        self.inner.query_logits(x)
+    }
+    fn query_predict(&self, x: &Tensor) -> Result<Tensor> {
+        self.inner.query_predict(x)
     }
     fn labels_only(&self) -> bool {
         self.inner.labels_only()
