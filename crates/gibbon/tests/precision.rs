@@ -106,7 +106,10 @@ fn bf16_search_does_not_depend_on_the_batch_size() {
             r.per_sample
                 .iter()
                 .map(|s| {
-                    format!("{} {} {:?} {:?} {:?}", s.index, s.robust, s.adv_pred, s.norm, s.queries)
+                    format!(
+                        "{} {} {:?} {:?} {:?}",
+                        s.index, s.robust, s.adv_pred, s.norm, s.queries
+                    )
                 })
                 .collect()
         })

@@ -220,7 +220,8 @@ pub fn eval_settings(
 
 /// `--precision` for `model` (see [`gibbon::model::precision::resolve`]); logs the choice.
 pub fn set_precision(run: &RunArgs, model: &dyn Classifier, s: &mut EvalSettings) -> Result<()> {
-    let choice = gibbon::model::precision::resolve(run.precision, &model.info().kind, model.device())?;
+    let choice =
+        gibbon::model::precision::resolve(run.precision, &model.info().kind, model.device())?;
     if choice.requested != gibbon::model::Precision::Fp32 {
         tracing::info!("search precision {:?} ({})", choice.search, choice.reason);
     }
@@ -304,8 +305,7 @@ pub fn transfer_settings(
     }
     let mut threat = build_threat(&args.threat)?;
     threat.defense = chain_spec(args.defense.as_deref())?;
-    let run =
-        RunArgs {
+    let run = RunArgs {
         batch_size: args.batch_size,
         seed: args.seed,
         no_resume: true,

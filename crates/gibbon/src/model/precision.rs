@@ -137,7 +137,10 @@ pub fn resolve(requested: Precision, model_kind: &str, device: Device) -> Result
             if native.is_empty() {
                 Ok(choice(Precision::Fp32, "cpu has no native bf16 (avx512_bf16/amx_bf16)".into()))
             } else if let Some(isa) = capped {
-                Ok(choice(Precision::Fp32, format!("ONEDNN_MAX_CPU_ISA={isa} caps oneDNN below bf16")))
+                Ok(choice(
+                    Precision::Fp32,
+                    format!("ONEDNN_MAX_CPU_ISA={isa} caps oneDNN below bf16"),
+                ))
             } else {
                 let names: Vec<&str> = native.iter().map(|s| s.as_str()).collect();
                 Ok(choice(Precision::Bf16, format!("cpu has {}", names.join(", "))))
@@ -293,7 +296,8 @@ pub(crate) fn input_grad_of(
     let logits = logits_of(&xg)?;
     let per_sample = loss(&logits);
     let grads = Tensor::f_run_backward(&[per_sample.sum(Kind::Float)], &[&xg], false, false)?;
-    let grad = grads.into_iter().next().ok_or_else(|| GibbonError::Internal("no gradient".into()))?;
+    let grad =
+        grads.into_iter().next().ok_or_else(|| GibbonError::Internal("no gradient".into()))?;
     Ok((per_sample.detach(), logits.detach(), grad))
 }
 

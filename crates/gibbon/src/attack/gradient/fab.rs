@@ -267,8 +267,7 @@ impl Fab {
         let x = &r.current;
         let b = x.size()[0];
         let xg = x.detach().set_requires_grad(true);
-        let exact: Vec<bool> =
-            r.info.iter().map(|i| refining(i.step, self.config.steps)).collect();
+        let exact: Vec<bool> = r.info.iter().map(|i| refining(i.step, self.config.steps)).collect();
         let logits = ctx.model.logits_padded_rows(&xg, &exact)?;
         let z = logits.detach().to_kind(Kind::Double);
         let grad_of = |scalar: Tensor, keep: bool| -> Result<Tensor> {
