@@ -15,6 +15,8 @@ mod support;
 
 use gibbon::data::Dataset;
 use gibbon::eval::{evaluate, EvalSettings, RunInfo, Suite};
+use gibbon::model::precision::{cpu_low_precision_flags, resolve};
+use gibbon::model::Precision;
 use gibbon::threat::{Norm, ThreatModel};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -71,8 +73,9 @@ fn broken_by_peers(norm: Norm, eps: f64) -> BTreeMap<usize, Vec<String>> {
     broken
 }
 
-/// Runs the standard suite on the images the peers broke; returns the ones it left robust.
-fn misses(norm: Norm, eps: f64) -> (Vec<(usize, Vec<String>)>, usize) {
+/// Runs the standard suite (search passes in `precision`) on the images the peers broke;
+/// returns the ones it left robust.
+fn misses(norm: Norm, eps: f64, precision: Precision) -> (Vec<(usize, Vec<String>)>, usize) {
     let peers = broken_by_peers(norm, eps);
     let data = mnist(IMAGES);
     let idx: Vec<usize> = peers.keys().copied().collect();
@@ -82,12 +85,16 @@ fn misses(norm: Norm, eps: f64) -> (Vec<(usize, Vec<String>)>, usize) {
     let model = reference_model("adv");
     let mut threat = ThreatModel::new(norm, eps).unwrap();
     let mut settings = EvalSettings { batch_size: 128, ..Default::default() };
+    settings.precision = resolve(precision, "torchscript", tch::Device::Cpu).unwrap();
     Suite::Standard.apply(&mut threat, &mut settings);
     let (r, _) =
         evaluate(model.as_ref(), &subset, &threat, &settings, &RunInfo::default()).unwrap();
     let stages: Vec<String> =
         r.per_attack.iter().map(|a| format!("{} {}/{}", a.name, a.broken, a.attacked)).collect();
-    eprintln!("{norm} eps {eps}: {} peer-broken images; suite stages {stages:?}", idx.len());
+    eprintln!(
+        "{norm} eps {eps} {precision:?}: {} peer-broken images; suite stages {stages:?}",
+        idx.len()
+    );
     let missed = r
         .per_sample
         .iter()
@@ -97,8 +104,8 @@ fn misses(norm: Norm, eps: f64) -> (Vec<(usize, Vec<String>)>, usize) {
     (missed, idx.len())
 }
 
-fn assert_at_most_one_miss(norm: Norm, eps: f64) {
-    let (missed, broken) = misses(norm, eps);
+fn assert_at_most_one_miss(norm: Norm, eps: f64, precision: Precision) {
+    let (missed, broken) = misses(norm, eps, precision);
     eprintln!("{norm} eps {eps}: the suite missed {} of {broken}: {missed:?}", missed.len());
     assert!(
         missed.len() <= 1,
@@ -110,15 +117,40 @@ fn assert_at_most_one_miss(norm: Norm, eps: f64) {
 
 #[test]
 fn the_linf_suite_breaks_every_image_a_peer_broke() {
-    assert_at_most_one_miss(Norm::Linf, 0.3);
+    assert_at_most_one_miss(Norm::Linf, 0.3, Precision::Fp32);
 }
 
 #[test]
 fn the_l2_suite_breaks_every_image_a_peer_broke() {
-    assert_at_most_one_miss(Norm::L2, 2.0);
+    assert_at_most_one_miss(Norm::L2, 2.0, Precision::Fp32);
 }
 
 #[test]
 fn the_l1_suite_breaks_every_image_a_peer_broke() {
-    assert_at_most_one_miss(Norm::L1, 10.0);
+    assert_at_most_one_miss(Norm::L1, 10.0, Precision::Fp32);
+}
+
+/// The same check with the search passes in bf16 (`--precision bf16`), where the CPU has
+/// native bf16.
+fn with_bf16_search(norm: Norm, eps: f64) {
+    let flags = cpu_low_precision_flags();
+    if !flags.iter().any(|f| f.ends_with("bf16")) {
+        eprintln!("skipped: this CPU has no native bf16 (flags seen: {flags:?})");
+        return;
+    }
+    assert_at_most_one_miss(norm, eps, Precision::Bf16);
+}
+
+#[test]
+fn the_linf_suite_with_bf16_search_breaks_every_image_a_peer_broke() {
+    with_bf16_search(Norm::Linf, 0.3);
+}
+
+/// Fails today (measured on this branch, AVX512-BF16 + AMX Xeon): the bf16 search leaves 2 of
+/// the 144 peer-broken images robust (137 and 180, broken by torchattacks' L2 AutoAttack),
+/// one more than allowed; hence fp32 stays the default search precision.
+#[test]
+#[ignore = "fails today (2 misses at L2 eps 2 with bf16 search); ~20 min on a loaded 2-core machine"]
+fn the_l2_suite_with_bf16_search_breaks_every_image_a_peer_broke() {
+    with_bf16_search(Norm::L2, 2.0);
 }

@@ -10,7 +10,7 @@ pub mod values;
 use clap::{Args, Parser, Subcommand};
 use gibbon::data::{DataSpec, Split};
 use gibbon::eval::Suite;
-use gibbon::model::{Arch, ModelSpec, RemoteOutput};
+use gibbon::model::{Arch, ModelSpec, Precision, RemoteOutput};
 use gibbon::threat::{Knowledge, Norm};
 use gibbon::train::Schedule;
 pub use report::{RedteamArgs, ReportArgs};
@@ -325,6 +325,15 @@ pub struct RunArgs {
     /// file (attack, rows, dataset indices, running total).
     #[arg(long)]
     pub query_log: Option<PathBuf>,
+    /// Precision of the attacks' search passes: fp32, bf16, fp16, or auto (bf16 where the
+    /// CPU has native bf16 (AVX512-BF16/AMX) or on CUDA, else fp32). The clean pass, the
+    /// verifier, success checks and the last 10% of each gradient attack's steps stay fp32.
+    #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+    pub precision: Precision,
+}
+
+fn parse_precision(text: &str) -> Result<Precision, String> {
+    text.parse().map_err(|e: gibbon::GibbonError| e.to_string())
 }
 
 #[derive(Args, Debug)]

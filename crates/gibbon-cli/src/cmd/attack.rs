@@ -21,6 +21,7 @@ pub fn run(args: AttackArgs, quiet: bool) -> Result<()> {
     let model = build_model(&args.model, &data)?;
     let mut s = eval_settings(&args.threat, &args.run, args.data.n, quiet, &mut threat)?;
     crate::resolve::apply_eot(&args.model, &mut s);
+    crate::resolve::set_precision(&args.run, model.as_ref(), &mut s)?;
     s.keep_examples = true;
     let (report, examples) = evaluate(model.as_ref(), &data, &threat, &s, &run_info(&args.data))?;
     print_summary(&report);

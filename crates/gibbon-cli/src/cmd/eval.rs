@@ -23,6 +23,7 @@ pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
     let model = build_model(&args.model, &data)?;
     let mut s = eval_settings(&args.threat, &args.run, args.data.n, quiet, &mut threat)?;
     crate::resolve::apply_eot(&args.model, &mut s);
+    crate::resolve::set_precision(&args.run, model.as_ref(), &mut s)?;
     let eps = eps_values(&args.threat);
     if eps.len() > 1 {
         return curve(&args, model.as_ref(), &data, &threat, eps, &s);

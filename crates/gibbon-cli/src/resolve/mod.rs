@@ -218,6 +218,17 @@ pub fn eval_settings(
     Ok(s)
 }
 
+/// `--precision` for `model` (see [`gibbon::model::precision::resolve`]); logs the choice.
+pub fn set_precision(run: &RunArgs, model: &dyn Classifier, s: &mut EvalSettings) -> Result<()> {
+    let choice =
+        gibbon::model::precision::resolve(run.precision, &model.info().kind, model.device())?;
+    if choice.requested != gibbon::model::Precision::Fp32 {
+        tracing::info!("search precision {:?} ({})", choice.search, choice.reason);
+    }
+    s.precision = choice;
+    Ok(())
+}
+
 /// `--eot N`: the model is an [`EotView`] (see [`build_model`]), so APGD's own draws are off
 /// (one gradient of the view is already N passes) and verdicts take at least the rand suite's
 /// votes.
@@ -294,8 +305,13 @@ pub fn transfer_settings(
     }
     let mut threat = build_threat(&args.threat)?;
     threat.defense = chain_spec(args.defense.as_deref())?;
-    let run =
-        RunArgs { batch_size: args.batch_size, seed: args.seed, no_resume: true, query_log: None };
+    let run = RunArgs {
+        batch_size: args.batch_size,
+        seed: args.seed,
+        no_resume: true,
+        query_log: None,
+        precision: gibbon::model::Precision::Fp32,
+    };
     let eval = eval_settings(&args.threat, &run, args.data.n, quiet, &mut threat)?;
     let [attack] = eval.attacks.as_slice() else {
         return Err(usage(format!(

@@ -95,7 +95,7 @@ pub(super) fn fingerprint(
     settings: &EvalSettings,
     attacks: &[Box<dyn Attack>],
 ) -> Result<String> {
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "gibbon_version": crate::VERSION,
         "model_sha256": model.sha256,
         "model": model.path,
@@ -106,6 +106,9 @@ pub(super) fn fingerprint(
         "seed": settings.seed,
         "attacks": attacks.iter().map(|a| serde_json::json!({"name": a.name(), "params": a.params()})).collect::<Vec<_>>(),
     });
+    if settings.precision.search != crate::model::Precision::Fp32 {
+        value["search_precision"] = serde_json::json!(settings.precision.search);
+    }
     let text = serde_json::to_string(&value).map_err(|e| GibbonError::Internal(e.to_string()))?;
     Ok(crate::model::sha256_hex(text.as_bytes()))
 }

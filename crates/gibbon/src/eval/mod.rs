@@ -26,7 +26,7 @@ pub use verify::{verify_batch, verify_batch_repeated, Verdict};
 use crate::attack::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::model::{Classifier, ModelInfo};
+use crate::model::{Classifier, ModelInfo, Precision, PrecisionChoice};
 use crate::threat::{Goal, ThreatModel};
 use clean::{targets_tensor, CleanPass};
 use ledger::{fingerprint, Ledger};
@@ -64,6 +64,9 @@ pub struct EvalSettings {
     pub verify_passes: usize,
     /// Set by [`Suite::apply`]: the suite's name and its deviations from AutoAttack.
     pub suite: Option<SuiteRecord>,
+    /// The precision of the attacks' search passes (see [`crate::model::precision`]); the
+    /// clean pass and the verifier always run in float32.
+    pub precision: PrecisionChoice,
 }
 
 /// Examples to check before the attack plan (see [`EvalSettings::candidates`]).
@@ -98,6 +101,7 @@ impl Default for EvalSettings {
             candidates: None,
             verify_passes: 1,
             suite: None,
+            precision: PrecisionChoice::default(),
         }
     }
 }
@@ -210,6 +214,9 @@ pub struct EvalReport {
     /// The named suite that set the plan, and whether it is still AutoAttack-equivalent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suite: Option<SuiteRecord>,
+    /// The precision of the attacks' search passes, when other than fp32 was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<PrecisionChoice>,
     /// The plan, per attack.
     pub per_attack: Vec<AttackSummary>,
     /// Model queries (forward passes per sample) spent by the whole plan, resumed samples
@@ -290,6 +297,8 @@ pub fn evaluate(
         }),
         verifier_disagreements: per_attack.iter().map(|a| a.verifier_disagreements).sum(),
         suite: settings.suite.clone(),
+        precision: (settings.precision.requested != Precision::Fp32)
+            .then(|| settings.precision.clone()),
         total_queries: per_sample.iter().map(|r| r.queries).sum(),
         per_attack,
         per_sample,

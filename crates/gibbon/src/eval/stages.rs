@@ -11,7 +11,7 @@ use super::{
 use crate::attack::{Attack, AttackContext, AttackRecord};
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::model::Classifier;
+use crate::model::{Classifier, SearchModel};
 use crate::threat::ThreatModel;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -88,8 +88,9 @@ impl Evaluation<'_> {
         let started = Instant::now();
         let order = self.ledger.survivors();
         let (mut broken, mut queries, mut disagreements) = (0usize, 0u64, 0usize);
+        let search = SearchModel::new(self.model, self.settings.precision.search);
         let ctx = AttackContext {
-            model: self.model,
+            model: &search,
             threat: self.threat,
             seed: self.settings.seed,
             batch_size: self.settings.batch_size,

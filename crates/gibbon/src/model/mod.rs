@@ -19,6 +19,7 @@ mod builtin;
 mod eot;
 pub mod frozen;
 pub mod onnx;
+pub mod precision;
 mod query;
 pub mod remote;
 pub mod scan;
@@ -33,6 +34,7 @@ pub mod weights;
 pub use builtin::{Arch, BuiltinModel};
 pub use eot::EotView;
 pub use onnx::OnnxModel;
+pub use precision::{Precision, PrecisionChoice, SearchModel};
 pub use query::{
     LabelModel, LabelOracle, LabelsOf, Oracle, PredictionsOf, QueryLog, ScoreModel, ScoreOracle,
     ScoresOf,
@@ -124,13 +126,30 @@ pub trait Classifier {
         x: &Tensor,
         loss: &dyn Fn(&Tensor) -> Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let xg = x.detach().set_requires_grad(true);
-        let logits = self.logits_padded(&xg)?;
-        let per_sample = loss(&logits);
-        let grads = Tensor::f_run_backward(&[per_sample.sum(Kind::Float)], &[&xg], false, false)?;
-        let grad =
-            grads.into_iter().next().ok_or_else(|| GibbonError::Internal("no gradient".into()))?;
-        Ok((per_sample.detach(), logits.detach(), grad))
+        precision::input_grad_of(x, loss, |xg| self.logits_padded(xg))
+    }
+
+    /// [`Classifier::loss_and_input_grad`] with the rows `exact` computed in float32 even
+    /// when the model searches in reduced precision (a gradient attack's refinement steps;
+    /// see [`precision`]). The default: every row as [`Classifier::loss_and_input_grad`].
+    fn loss_and_input_grad_rows(
+        &self,
+        x: &Tensor,
+        loss: &dyn Fn(&Tensor) -> Tensor,
+        _exact: &[bool],
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        self.loss_and_input_grad(x, loss)
+    }
+
+    /// [`Classifier::logits_padded`] with the rows `exact` in float32 (see
+    /// [`Classifier::loss_and_input_grad_rows`]).
+    fn logits_padded_rows(&self, x: &Tensor, _exact: &[bool]) -> Result<Tensor> {
+        self.logits_padded(x)
+    }
+
+    /// The autocast dtype of this model's search passes; `None` (the default): float32.
+    fn search_precision(&self) -> Option<Kind> {
+        None
     }
 
     /// What the model's graph says about its input gradient (see [`scan`]). The default:
@@ -299,6 +318,20 @@ impl Classifier for Box<dyn Classifier> {
         loss: &dyn Fn(&Tensor) -> Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         (**self).loss_and_input_grad(x, loss)
+    }
+    fn loss_and_input_grad_rows(
+        &self,
+        x: &Tensor,
+        loss: &dyn Fn(&Tensor) -> Tensor,
+        exact: &[bool],
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        (**self).loss_and_input_grad_rows(x, loss, exact)
+    }
+    fn logits_padded_rows(&self, x: &Tensor, exact: &[bool]) -> Result<Tensor> {
+        (**self).logits_padded_rows(x, exact)
+    }
+    fn search_precision(&self) -> Option<Kind> {
+        (**self).search_precision()
     }
     fn graph_scan(&self) -> GraphScan {
         (**self).graph_scan()

@@ -27,6 +27,7 @@ use crate::attack::loss::{class_ranking, confident_success, margin};
 use crate::attack::pool::{drive, row_set, Keep, Pooled, RowSet};
 use crate::attack::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::error::{GibbonError, Result};
+use crate::model::precision::{exact_where, refining};
 use crate::random::{stacked, RngKey};
 use crate::tensor::per_sample_view;
 use crate::threat::{Goal, Norm, ThreatModel};
@@ -398,13 +399,14 @@ impl Apgd {
             ApgdLoss::Ce => ce_loss(logits, labels, lt),
             ApgdLoss::Dlr | ApgdLoss::TargetedDlr => dlr_loss(logits, labels, lt),
         };
+        let exact: Vec<bool> = r.step.iter().map(|&s| refining(s, cfg.steps)).collect();
         let (mut loss, mut logits, mut grad) =
-            ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+            ctx.model.loss_and_input_grad_rows(&r.x_adv, &objective, &exact)?;
         let fooled_by =
             |z: &Tensor| confident_success(z, labels, gt, cfg.confidence).to_kind(Kind::Int64);
         let mut fooled = fooled_by(&logits);
         for _ in 1..cfg.eot {
-            let (l, z, g) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+            let (l, z, g) = ctx.model.loss_and_input_grad_rows(&r.x_adv, &objective, &exact)?;
             fooled += fooled_by(&z);
             loss += l;
             logits += z;
@@ -466,6 +468,8 @@ impl Apgd {
     ) -> Result<()> {
         let (threat, cfg) = (ctx.threat, &self.config);
         let (loss, logits, grad, fooled) = self.gradient(ctx, r)?;
+        let kappa = margin(&logits, &r.labels, r.goal_targets.as_ref()) + cfg.confidence;
+        let logits = exact_where(ctx.model, &r.x_adv, &logits, &kappa)?;
         let view = per_sample_view(&r.x_adv);
         let gt = r.goal_targets.as_ref();
         let m = margin(&logits, &r.labels, gt);

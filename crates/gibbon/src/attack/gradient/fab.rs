@@ -22,10 +22,11 @@
 //! sample leaves the batch as soon as it is broken within ε. Each forward pass counts as one
 //! query per row (the backward passes for the Jacobian reuse it).
 use super::stepped::StartPoint;
-use crate::attack::loss::{class_ranking, success_mask};
+use crate::attack::loss::{class_ranking, margin, success_mask};
 use crate::attack::pool::{drive, row_set, Keep, RowSet};
 use crate::attack::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, SampleSource};
 use crate::error::{GibbonError, Result};
+use crate::model::precision::{exact_where, refining};
 use crate::random::{stacked, RngKey};
 use crate::threat::{Goal, InputBox, Norm, ThreatModel};
 use tch::{Kind, Tensor};
@@ -266,7 +267,8 @@ impl Fab {
         let x = &r.current;
         let b = x.size()[0];
         let xg = x.detach().set_requires_grad(true);
-        let logits = ctx.model.logits_padded(&xg)?;
+        let exact: Vec<bool> = r.info.iter().map(|i| refining(i.step, self.config.steps)).collect();
+        let logits = ctx.model.logits_padded_rows(&xg, &exact)?;
         let z = logits.detach().to_kind(Kind::Double);
         let grad_of = |scalar: Tensor, keep: bool| -> Result<Tensor> {
             let g = Tensor::f_run_backward(&[scalar], &[&xg], keep, false)?;
@@ -497,8 +499,10 @@ impl Fab {
         lin: &Linearization,
     ) -> Result<(Vec<Next>, Vec<bool>)> {
         let (threat, cfg) = (ctx.threat, &self.config);
-        let adversarial: Vec<bool> =
-            Vec::try_from(success_mask(&lin.logits, &r.labels, r.goal_targets.as_ref()))?;
+        let goal = r.goal_targets.as_ref();
+        let near = margin(&lin.logits, &r.labels, goal);
+        let logits = exact_where(ctx.model, &r.current, &lin.logits, &near)?;
+        let adversarial: Vec<bool> = Vec::try_from(success_mask(&logits, &r.labels, goal))?;
         let norms: Vec<f64> = Vec::try_from(threat.distance(&r.x0, &r.current))?;
         let n = r.info.len();
         let mut improved = vec![false; n];

@@ -14,6 +14,7 @@ use crate::attack::loss::{confident_success, cross_entropy_objective, margin};
 use crate::attack::pool::{drive, row_set, Keep, RowSet};
 use crate::attack::{AttackContext, AttackRecord, Chunk, SampleSource};
 use crate::error::Result;
+use crate::model::precision::{exact_where, refining};
 use crate::random::{stacked, RngKey};
 use crate::tensor::per_sample_view;
 use crate::threat::{Norm, ThreatModel};
@@ -227,9 +228,10 @@ fn diverse_input_grad(
     keys: &[RngKey],
     p: f64,
     objective: &dyn Fn(&Tensor) -> Tensor,
+    exact: &[bool],
 ) -> Result<Tensor> {
     let xg = x.detach().set_requires_grad(true);
-    let logits = ctx.model.logits_padded(&input_diversity(&xg, keys, p)?)?;
+    let logits = ctx.model.logits_padded_rows(&input_diversity(&xg, keys, p)?, exact)?;
     let total = objective(&logits).sum(Kind::Float);
     let grads = Tensor::f_run_backward(&[total], &[&xg], false, false)?;
     grads
@@ -282,9 +284,11 @@ impl SteppedAttack {
         let targets = r.targets.as_ref();
         let labels = &r.labels;
         let objective = |logits: &Tensor| cross_entropy_objective(logits, labels, targets);
+        let exact: Vec<bool> = r.step.iter().map(|&s| refining(s, self.config.steps)).collect();
         let (logits, grad) = match self.config.diversity {
             None => {
-                let (_, logits, grad) = ctx.model.loss_and_input_grad(&r.x_adv, &objective)?;
+                let (_, logits, grad) =
+                    ctx.model.loss_and_input_grad_rows(&r.x_adv, &objective, &exact)?;
                 (logits, grad)
             }
             Some(p) => {
@@ -296,7 +300,7 @@ impl SteppedAttack {
                             .stream(20)
                     })
                     .collect();
-                let grad = diverse_input_grad(ctx, &r.x_adv, &keys, p, &objective)?;
+                let grad = diverse_input_grad(ctx, &r.x_adv, &keys, p, &objective, &exact)?;
                 (ctx.model.logits(&r.x_adv)?, grad)
             }
         };
@@ -323,6 +327,8 @@ impl SteppedAttack {
         let (threat, cfg) = (ctx.threat, &self.config);
         let (logits, grad) = self.gradient(ctx, r)?;
         let targets = r.targets.as_ref();
+        let kappa = margin(&logits, &r.labels, targets) + cfg.confidence;
+        let logits = exact_where(ctx.model, &r.x_adv, &logits, &kappa)?;
         for q in r.queries.iter_mut() {
             *q += 1;
         }
