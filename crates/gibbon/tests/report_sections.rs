@@ -110,6 +110,23 @@ fn detect_eval_json() -> Value {
     })
 }
 
+/// A `gibbon text attack` result: one recipe, one successful sample with an invisible edit.
+fn text_attack_json() -> Value {
+    json!({ "text_attack": [{
+        "name": "deepwordbug", "search": "greedy",
+        "summary": { "attacked": 2, "success_rate": 0.5, "success_rate_ci95": [0.0126, 0.9874],
+            "mean_words_changed": 1.0, "mean_char_edits": 1.0, "mean_queries_per_success": 12.0,
+            "seconds": 0.1 },
+        "per_sample": [
+            { "index": 0, "label": 1, "clean_pred": 1, "adv_pred": 0, "queries": 12,
+              "success": true, "text": "win a free prize now",
+              "edits": [{ "offset": 6, "from": "free", "to": "fr\u{200b}ee" }] },
+            { "index": 1, "label": 1, "clean_pred": 1, "adv_pred": 1, "queries": 30,
+              "success": false, "text": "call me later", "edits": [] }
+        ]
+    }]})
+}
+
 fn detect_attack_json() -> Value {
     let rate = |k: usize, n: usize| json!({ "k": k, "n": n, "rate": k as f64 / n as f64, "ci95": [0.0, 1.0] });
     let side = |robust: usize| {
@@ -168,11 +185,17 @@ fn each_section_renders_exactly_when_its_data_is_present() {
     for needle in ["0.9450 (0.9380-0.9520)", "idx:notmnist", "0.0567", "adaptive", "2 / 500"] {
         assert!(page.contains(needle), "{needle} missing from the detection section");
     }
+    let text = ResultDoc::new("text.json", text_attack_json());
+    assert_eq!(rendered(&text), set(&["text-attacks", "json"]));
+    let page = report_page("t", "", &[text.clone()]).unwrap().render();
+    for needle in ["deepwordbug", "0.5000 (0.0126-0.9874)", "<mark>", "U+200B", "free"] {
+        assert!(page.contains(needle), "{needle} missing from the text-attacks section");
+    }
     assert_eq!(rendered(&ResultDoc::new("empty.json", json!({}))), set(&["json"]));
     // Every registered section is exercised by one of these results.
     let all: BTreeSet<_> = SECTIONS.iter().map(|s| s.name()).collect();
     let mut seen = BTreeSet::new();
-    for doc in [&eval, &curve, &transfer, &audit, &certify, &redteam, &detect] {
+    for doc in [&eval, &curve, &transfer, &audit, &certify, &redteam, &detect, &text] {
         seen.extend(rendered(doc));
     }
     assert_eq!(seen, all);
