@@ -8,6 +8,7 @@
 include!("../../build-support/libtorch.rs");
 
 fn main() {
+    println!("cargo:rerun-if-changed=csrc/shim.h");
     println!("cargo:rerun-if-changed=csrc/frozen_module.cpp");
     println!("cargo:rerun-if-changed=csrc/bpda_rewrite.cpp");
     println!("cargo:rerun-if-changed=csrc/feature_layer.cpp");

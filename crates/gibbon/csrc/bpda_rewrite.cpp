@@ -14,6 +14,8 @@
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/script.h>
 
+#include "shim.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -22,11 +24,9 @@
 
 namespace {
 
-char *copy_text(const std::string &text) {
-  char *out = static_cast<char *>(std::malloc(text.size() + 1));
-  if (out != nullptr) std::memcpy(out, text.c_str(), text.size() + 1);
-  return out;
-}
+using gibbon_shim::collect;
+using gibbon_shim::copy_text;
+using gibbon_shim::save_module;
 
 bool is_piecewise_constant(torch::jit::Symbol kind) {
   using namespace torch::jit;
@@ -38,13 +38,6 @@ bool is_piecewise_constant(torch::jit::Symbol kind) {
 bool is_inplace_piecewise_constant(const std::string &name) {
   return name == "aten::round_" || name == "aten::floor_" || name == "aten::ceil_" ||
          name == "aten::trunc_" || name == "aten::fix_" || name == "aten::sign_";
-}
-
-void collect(torch::jit::Block *block, std::vector<torch::jit::Node *> &out) {
-  for (torch::jit::Node *n : block->nodes()) {
-    out.push_back(n);
-    for (torch::jit::Block *b : n->blocks()) collect(b, out);
-  }
 }
 
 // Rewrites `graph`; appends one line per change ("straight-through aten::round") or refusal
@@ -97,16 +90,7 @@ int gibbon_bpda_rewrite(const char *data, size_t len, char **out, size_t *out_le
     torch::jit::Inline(*graph);
     std::string changes;
     rewrite(graph, changes);
-    std::ostringstream saved;
-    module.save(saved);
-    std::string bytes = saved.str();
-    *out = static_cast<char *>(std::malloc(bytes.size()));
-    if (*out == nullptr) {
-      *error = copy_text("out of memory");
-      return -1;
-    }
-    std::memcpy(*out, bytes.data(), bytes.size());
-    *out_len = bytes.size();
+    if (save_module(module, out, out_len, error) != 0) return -1;
     *report = copy_text(changes);
     return 0;
   } catch (const std::exception &e) {

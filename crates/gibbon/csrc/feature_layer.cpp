@@ -17,6 +17,8 @@
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/script.h>
 
+#include "shim.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -29,19 +31,9 @@ using torch::jit::Block;
 using torch::jit::Graph;
 using torch::jit::Node;
 using torch::jit::Value;
-
-char *copy_text(const std::string &text) {
-  char *out = static_cast<char *>(std::malloc(text.size() + 1));
-  if (out != nullptr) std::memcpy(out, text.c_str(), text.size() + 1);
-  return out;
-}
-
-void collect(Block *block, std::vector<Node *> &out) {
-  for (Node *n : block->nodes()) {
-    out.push_back(n);
-    for (Block *b : n->blocks()) collect(b, out);
-  }
-}
+using gibbon_shim::collect;
+using gibbon_shim::copy_text;
+using gibbon_shim::save_module;
 
 std::vector<std::string> split_path(const std::string &path) {
   std::vector<std::string> parts;
@@ -206,17 +198,7 @@ int gibbon_feature_layer(const char *data, size_t len, const char *layer, char *
     }
     torch::jit::Function *fn = cu->create_function(qualified, graph);
     module.type()->addMethod(fn);
-    std::ostringstream saved;
-    module.save(saved);
-    std::string bytes = saved.str();
-    *out = static_cast<char *>(std::malloc(bytes.size()));
-    if (*out == nullptr) {
-      *error = copy_text("out of memory");
-      return -1;
-    }
-    std::memcpy(*out, bytes.data(), bytes.size());
-    *out_len = bytes.size();
-    return 0;
+    return save_module(module, out, out_len, error);
   } catch (const std::exception &e) {
     *error = copy_text(e.what());
   } catch (...) {

@@ -13,6 +13,8 @@
 #include <torch/csrc/jit/passes/frozen_ops_to_mkldnn.h>
 #include <torch/script.h>
 
+#include "shim.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -24,12 +26,7 @@ struct FrozenModule {
   torch::jit::Module module;
 };
 
-char *copy_message(const char *text) {
-  size_t n = std::strlen(text);
-  char *out = static_cast<char *>(std::malloc(n + 1));
-  if (out != nullptr) std::memcpy(out, text, n + 1);
-  return out;
-}
+using gibbon_shim::copy_text;
 
 }  // namespace
 
@@ -47,9 +44,9 @@ void *gibbon_frozen_load(const char *data, size_t len, char **error) {
     torch::jit::ConvertFrozenOpsToMKLDNN(graph);
     return new FrozenModule{frozen};
   } catch (const std::exception &e) {
-    *error = copy_message(e.what());
+    *error = copy_text(e.what());
   } catch (...) {
-    *error = copy_message("unknown C++ exception");
+    *error = copy_text("unknown C++ exception");
   }
   return nullptr;
 }
@@ -63,14 +60,14 @@ void *gibbon_frozen_forward(void *handle, const void *input, char **error) {
     const auto *x = static_cast<const torch::Tensor *>(input);
     c10::IValue out = frozen->module.forward({*x});
     if (!out.isTensor()) {
-      *error = copy_message("the model did not return a single tensor");
+      *error = copy_text("the model did not return a single tensor");
       return nullptr;
     }
     return new torch::Tensor(out.toTensor().contiguous());
   } catch (const std::exception &e) {
-    *error = copy_message(e.what());
+    *error = copy_text(e.what());
   } catch (...) {
-    *error = copy_message("unknown C++ exception");
+    *error = copy_text("unknown C++ exception");
   }
   return nullptr;
 }
