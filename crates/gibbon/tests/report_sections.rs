@@ -187,7 +187,7 @@ fn each_section_renders_exactly_when_its_data_is_present() {
     }
     let text = ResultDoc::new("text.json", text_attack_json());
     assert_eq!(rendered(&text), set(&["text-attacks", "json"]));
-    let page = report_page("t", "", &[text.clone()]).unwrap().render();
+    let page = report_page("t", "", std::slice::from_ref(&text)).unwrap().render();
     for needle in ["deepwordbug", "0.5000 (0.0126-0.9874)", "<mark>", "U+200B", "free"] {
         assert!(page.contains(needle), "{needle} missing from the text-attacks section");
     }
