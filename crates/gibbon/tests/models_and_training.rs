@@ -71,6 +71,7 @@ fn standard_training_learns_mnist_and_adversarial_training_runs() {
         holdout: 500,
         limit: None,
         checkpoint_dir: None,
+        resume: false,
         progress: false,
     };
     let stats = train(&mut model, &data, &cfg).unwrap().epochs;
@@ -105,6 +106,53 @@ fn standard_training_learns_mnist_and_adversarial_training_runs() {
     let robust = stats[0].holdout_robust_accuracy.unwrap();
     assert!((0.0..=stats[0].holdout_clean_accuracy).contains(&robust));
     assert!(dir.path().join("epoch-1.safetensors").exists());
+}
+
+/// A run killed after its first epoch and resumed with `resume` ends with exactly the weights of
+/// the uninterrupted run (SGD without momentum keeps no optimizer state, so nothing is lost);
+/// a checkpoint of another configuration is refused.
+#[test]
+fn a_resumed_training_run_ends_where_the_uninterrupted_one_does() {
+    let data = mnist(Split::Train, 700);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 64,
+        optimizer: OptimizerKind::Sgd { momentum: 0.0 },
+        lr: 0.05,
+        schedule: Schedule::Cosine,
+        weight_decay: 0.0,
+        defense: gibbon::train::TrainingDefense::Standard,
+        seed: 3,
+        holdout: 100,
+        limit: None,
+        checkpoint_dir: Some(dir.path().to_path_buf()),
+        resume: false,
+        progress: false,
+    };
+    let fresh = |seed: i64| {
+        tch::manual_seed(seed);
+        BuiltinModel::new(Arch::Mlp, &[1, 28, 28], 10, Device::Cpu).unwrap()
+    };
+    let mut whole = fresh(0);
+    let full = train(&mut whole, &data, &cfg).unwrap();
+    assert_eq!(full.resumed_from_epoch, None);
+    // "Kill" the run after epoch 1: drop epoch 2's checkpoint, resume into a differently
+    // initialised model (the checkpoint's weights must replace them).
+    std::fs::remove_file(dir.path().join("epoch-2.json")).unwrap();
+    let mut resumed = fresh(7);
+    let report = train(&mut resumed, &data, &TrainConfig { resume: true, ..cfg.clone() }).unwrap();
+    assert_eq!(report.resumed_from_epoch, Some(1));
+    assert_eq!(report.epochs.len(), 2);
+    assert_eq!(report.epochs[0].train_loss, full.epochs[0].train_loss);
+    let (a, b) = (whole.var_store().variables(), resumed.var_store().variables());
+    for (name, value) in &a {
+        assert!(value.equal(&b[name]), "{name} differs after resuming");
+    }
+    // Another configuration's checkpoint is refused, naming the folder's record.
+    let other = TrainConfig { resume: true, lr: 0.01, ..cfg };
+    let err = train(&mut fresh(0), &data, &other).unwrap_err().to_string();
+    assert!(err.contains("another training configuration"), "{err}");
 }
 
 #[test]

@@ -27,6 +27,7 @@ fn config(defense: TrainingDefense, epochs: usize, schedule: Schedule, lr: f64) 
         holdout: 100,
         limit: None,
         checkpoint_dir: None,
+        resume: false,
         progress: false,
     }
 }

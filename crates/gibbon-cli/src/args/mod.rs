@@ -437,6 +437,10 @@ pub struct TrainArgs {
     /// Write a checkpoint after every epoch into this folder.
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Go on from the latest checkpoint in --checkpoint-dir written by the same configuration
+    /// (starts afresh when there is none; the optimizer's moments restart from zero).
+    #[arg(long, requires = "checkpoint_dir")]
+    pub resume: bool,
     /// Threads.
     #[arg(long)]
     pub threads: Option<i32>,

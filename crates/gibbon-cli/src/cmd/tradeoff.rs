@@ -5,7 +5,8 @@
 //!
 //! Resumable: each point lives in `OUT_DIR/point-VALUE/` (weights, training JSON, the
 //! evaluation's per-sample stream and result). A point whose `result.json` exists is read back,
-//! trained weights are reused, and a killed evaluation resumes from its stream file.
+//! trained weights are reused, a killed training goes on from its last epoch checkpoint
+//! (`point-VALUE/checkpoints/`), and a killed evaluation resumes from its stream file.
 use super::write_json;
 use crate::args::TradeoffArgs;
 use crate::resolve::{set_threads, usage};
@@ -176,7 +177,8 @@ fn point_model(
         seed: args.seed,
         holdout: args.holdout,
         limit: args.limit,
-        checkpoint_dir: None,
+        checkpoint_dir: Some(dir.join("checkpoints")),
+        resume: true,
         progress: false,
     };
     let report = train(&mut model, &train_data, &cfg)?;

@@ -273,6 +273,7 @@ pub fn train_config(args: &TrainArgs, quiet: bool) -> Result<TrainConfig> {
         holdout: args.holdout,
         limit: args.data.limit,
         checkpoint_dir: args.checkpoint_dir.clone(),
+        resume: args.resume,
         progress: progress(quiet),
     })
 }

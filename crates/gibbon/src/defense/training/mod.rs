@@ -17,6 +17,7 @@ mod fast_fgsm;
 mod guard;
 mod noise;
 mod pgd;
+mod resume;
 mod run;
 mod standard;
 mod trades;
@@ -32,7 +33,7 @@ use crate::error::{GibbonError, Result};
 use crate::model::BuiltinModel;
 use crate::random::RngKey;
 use crate::threat::Norm;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tch::Tensor;
 
@@ -169,14 +170,17 @@ pub struct TrainConfig {
     pub holdout: usize,
     /// Use only the first `limit` samples (before the hold-out is split off).
     pub limit: Option<usize>,
-    /// Write `epoch-N.safetensors` here after every epoch.
+    /// Write `epoch-N.safetensors` and `epoch-N.json` here after every epoch.
     pub checkpoint_dir: Option<PathBuf>,
+    /// Go on from the latest checkpoint in `checkpoint_dir` written under the same
+    /// configuration (none yet: start afresh). The optimizer's moments restart from zero.
+    pub resume: bool,
     /// Show a progress bar.
     pub progress: bool,
 }
 
 /// What one epoch achieved.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochStats {
     /// 1-based epoch.
     pub epoch: usize,
@@ -235,6 +239,8 @@ pub struct TrainReport {
     pub cost: TrainCost,
     /// Set when the overfitting guard stopped the run.
     pub early_stop: Option<EarlyStop>,
+    /// The epoch whose checkpoint this run resumed from, if it resumed.
+    pub resumed_from_epoch: Option<usize>,
 }
 
 /// The learning rate at `progress` ∈ [0, 1] of the run.

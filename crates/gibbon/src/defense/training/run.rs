@@ -3,8 +3,8 @@
 //! accuracy on the hold-out slice (through the evaluation path), checkpoints, the
 //! catastrophic-overfitting guard and the cost report.
 use super::{
-    lr_at, Batch, EarlyStop, EpochStats, GuardVerdict, OptimizerKind, TrainConfig, TrainCost,
-    TrainReport, Trainer,
+    lr_at, resume, Batch, EarlyStop, EpochStats, GuardVerdict, OptimizerKind, TrainConfig,
+    TrainCost, TrainReport, Trainer,
 };
 use crate::data::Dataset;
 use crate::error::{GibbonError, Result};
@@ -48,9 +48,19 @@ pub fn train(model: &mut BuiltinModel, data: &Dataset, cfg: &TrainConfig) -> Res
     let steps_per_epoch = train_n.div_ceil(cfg.batch_size);
     let mut guard = trainer.overfit_guard();
     let mut last_good: Option<(usize, Vec<(String, Tensor)>)> = None;
-    let mut stats: Vec<EpochStats> = Vec::new();
+    let mut stats: Vec<EpochStats> =
+        if cfg.resume { resume::resume(model, cfg)? } else { Vec::new() };
+    let resumed_from_epoch = (!stats.is_empty()).then_some(stats.len());
+    if let Some(g) = guard.as_mut() {
+        // The guard's memory (the best hold-out robust accuracy so far) is replayed from the
+        // resumed epochs; the checkpoint is the last good state.
+        stats.iter().filter_map(|s| s.holdout_robust_accuracy).for_each(|r| {
+            g.check(r);
+        });
+        last_good = resumed_from_epoch.map(|epoch| (epoch, snapshot(model)));
+    }
     let mut early_stop = None;
-    for epoch in 0..cfg.epochs {
+    for epoch in stats.len()..cfg.epochs {
         let epoch_started = Instant::now();
         let run = EpochRun { cfg, trainer: trainer.as_ref(), epoch, train_n, steps_per_epoch };
         let (loss, lr) = run.train_epoch(model, data, &mut opt)?;
@@ -87,8 +97,7 @@ pub fn train(model: &mut BuiltinModel, data: &Dataset, cfg: &TrainConfig) -> Res
             last_good = Some((epoch + 1, snapshot(model)));
         }
         if let Some(dir) = &cfg.checkpoint_dir {
-            std::fs::create_dir_all(dir).map_err(|e| GibbonError::io(dir, e))?;
-            model.save(&dir.join(format!("epoch-{}.safetensors", epoch + 1)))?;
+            resume::save(model, cfg, dir, &stats)?;
         }
     }
     model.var_store_mut().freeze();
@@ -103,7 +112,13 @@ pub fn train(model: &mut BuiltinModel, data: &Dataset, cfg: &TrainConfig) -> Res
         cost.passes_per_epoch,
         cost.samples_per_second
     );
-    Ok(TrainReport { trainer: trainer.name().to_string(), epochs: stats, cost, early_stop })
+    Ok(TrainReport {
+        trainer: trainer.name().to_string(),
+        epochs: stats,
+        cost,
+        early_stop,
+        resumed_from_epoch,
+    })
 }
 
 /// One epoch's optimizer steps.
