@@ -21,13 +21,38 @@ pub enum TextCommand {
     /// Score texts for another program: each stdin line a JSON
     /// array of texts, each stdout line the JSON array of their class probabilities.
     Score(TextScoreArgs),
+    /// Serve a text model over HTTP (GET /info, POST /predict {"texts": [...]}) on 127.0.0.1;
+    /// attack it with `gibbon text attack --model http://127.0.0.1:PORT/predict`.
+    Serve(TextServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TextServeArgs {
+    /// The model (gibbon folder or ONNX text model).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The tokenizer.json of an ONNX --model (default: tokenizer.json next to the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Port on 127.0.0.1 (0: a free one; the first stdout line names the URL).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// What /predict answers: scores (class probabilities) or labels only.
+    #[arg(long, value_parser = super::parse_flag::<gibbon::model::RemoteOutput>, default_value = "scores")]
+    pub output: gibbon::model::RemoteOutput,
+    /// Threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
 }
 
 #[derive(Args, Debug)]
 pub struct TextScoreArgs {
-    /// The model folder.
+    /// The model (gibbon folder, ONNX text model, or http://HOST:PORT/predict).
     #[arg(long)]
     pub model: PathBuf,
+    /// The tokenizer.json of an ONNX --model (default: tokenizer.json next to the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Threads.
     #[arg(long)]
     pub threads: Option<i32>,
@@ -101,9 +126,13 @@ pub struct TextTrainArgs {
 
 #[derive(Args, Debug)]
 pub struct TextAttackArgs {
-    /// The model folder from `gibbon text train`.
+    /// The model: a folder from `gibbon text train`, an ONNX text model (model.onnx, or a folder
+    /// holding model.onnx and tokenizer.json), or a text model server's http://HOST:PORT/predict.
     #[arg(long)]
     pub model: PathBuf,
+    /// The tokenizer.json of an ONNX --model (default: tokenizer.json next to the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     #[command(flatten)]
     pub data: TextDataArgs,
     /// Attack only the test split recorded in model.json (when --data is the file it was split from).
@@ -148,9 +177,12 @@ pub struct TextAttackArgs {
 
 #[derive(Args, Debug)]
 pub struct TextGuardArgs {
-    /// The guard model folder.
+    /// The guard model (gibbon folder, ONNX text model, or http://HOST:PORT/predict).
     #[arg(long)]
     pub model: PathBuf,
+    /// The tokenizer.json of an ONNX --model (default: tokenizer.json next to the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     #[command(flatten)]
     pub data: TextDataArgs,
     /// Target false-positive rate of the operating point.

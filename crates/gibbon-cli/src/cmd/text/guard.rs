@@ -1,6 +1,7 @@
 //! `gibbon text guard`: a prompt-injection guard at a target FPR: its TPR, and how many of the
 //! injections it catches each obfuscation slips past (only counted when the payload survives),
 //! without and with the Unicode normalization defense.
+use super::source::TextSource;
 use super::{load, threshold_at_fpr};
 use crate::args::text::TextGuardArgs;
 use crate::resolve::{command_line, set_threads, usage};
@@ -8,19 +9,22 @@ use anyhow::Result;
 use gibbon::eval::clopper_pearson;
 use gibbon::text::normalize::Normalized;
 use gibbon::text::transform::obfuscate::{obfuscate, payload_survives, OBFUSCATIONS};
-use gibbon::text::{TextClassifier, TextModel};
+use gibbon::text::TextClassifier;
 use serde_json::{json, Value};
 
 /// Measures and writes the JSON.
 pub fn run(args: TextGuardArgs) -> Result<()> {
     set_threads(args.threads)?;
-    let model = TextModel::load(&args.model)?;
-    if model.meta.class_names.len() != 2 {
+    let source = TextSource::load(&args.model, args.tokenizer.as_deref())?;
+    let model = source.classifier();
+    if source.class_names().len() != 2 {
         return Err(usage("text guard needs a binary model (class 1 = injection)"));
     }
     let (data, _) = load(&args.data)?;
+    let all: Vec<&String> = data.texts.iter().collect();
+    source.check_lengths(&all, &(0..all.len()).collect::<Vec<_>>())?;
     let plain = evaluate(&model, &data.texts, &data.labels, args.fpr)?;
-    let defended = evaluate(&Normalized { inner: &model }, &data.texts, &data.labels, args.fpr)?;
+    let defended = evaluate(&Normalized { inner: model }, &data.texts, &data.labels, args.fpr)?;
     for (name, v) in [("undefended", &plain), ("normalized", &defended)] {
         eprintln!(
             "{name}: TPR {:.4} (95% CI {:.4}-{:.4}) at FPR {:.4}",
@@ -42,7 +46,7 @@ pub fn run(args: TextGuardArgs) -> Result<()> {
             );
         }
     }
-    let doc = json!({"gibbon_version": gibbon::VERSION, "command": command_line(), "model": args.model,
+    let doc = json!({"gibbon_version": gibbon::VERSION, "command": command_line(), "model": source.describe(&args.model),
         "data": args.data.data, "target_fpr": args.fpr, "undefended": plain, "normalized": defended});
     super::super::write_json(&args.out, &doc)?;
     eprintln!("wrote {}", args.out.display());
