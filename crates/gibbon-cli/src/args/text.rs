@@ -113,6 +113,11 @@ pub struct TextTrainArgs {
     /// Minimum train count of a CNN vocabulary word.
     #[arg(long, default_value_t = 2)]
     pub min_count: usize,
+    /// Fraction of each class of the training texts held out from training (not trained on),
+    /// its indices in --data recorded in model.json: `text guard --calibrate` sets the
+    /// threshold on it (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub holdout_fraction: f64,
     /// Seed of the split, initialisation and order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -161,6 +166,14 @@ pub struct TextAttackArgs {
     /// texts (e.g. 0.05 for a guard's operating point) instead of the argmax.
     #[arg(long)]
     pub fpr: Option<f64>,
+    /// Guard attacks: count an evasion only when every changed word keeps the payload (same
+    /// normalized text, a WordNet synonym, or one typo in a word of >= 4 characters; README,
+    /// "Text"). On by default with --fpr.
+    #[arg(long)]
+    pub payload_check: bool,
+    /// Words the attack may not change at all (comma-separated; implies --payload-check).
+    #[arg(long, value_delimiter = ',')]
+    pub protect: Vec<String>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -188,6 +201,17 @@ pub struct TextGuardArgs {
     /// Target false-positive rate of the operating point.
     #[arg(long, default_value_t = 0.05)]
     pub fpr: f64,
+    /// The TRAIN file the threshold is calibrated on (held out: the slice `text train
+    /// --holdout-fraction` recorded in model.json, or --calibration-fraction of it); --data is
+    /// then the test split, where TPR and FPR are measured. Without it the threshold is set on
+    /// --data itself (in-sample; flagged in the JSON).
+    #[arg(long)]
+    pub calibrate: Option<PathBuf>,
+    /// For a model that records no held-out slice (ONNX, remote, or trained without
+    /// --holdout-fraction): calibrate on this stratified fraction of --calibrate (which the
+    /// model may have been trained on: the JSON says so).
+    #[arg(long)]
+    pub calibration_fraction: Option<f64>,
     /// Result JSON.
     #[arg(long)]
     pub out: PathBuf,

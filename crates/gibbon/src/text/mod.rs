@@ -14,6 +14,7 @@ pub mod attack;
 pub mod constraints;
 pub mod normalize;
 pub mod onnx_model;
+pub mod payload;
 pub mod recipes;
 pub mod remote;
 pub mod search;

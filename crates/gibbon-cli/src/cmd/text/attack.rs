@@ -4,7 +4,9 @@ use super::{load, threshold_at_fpr};
 use crate::args::text::TextAttackArgs;
 use crate::resolve::{command_line, set_threads, usage};
 use anyhow::Result;
+use gibbon::text::attack::summarize;
 use gibbon::text::normalize::{Normalized, Thresholded};
+use gibbon::text::payload::{reverify, with_payload_check, PayloadCheck};
 use gibbon::text::recipes::needs_synonyms;
 use gibbon::text::transform::Synonyms;
 use gibbon::text::{
@@ -43,6 +45,17 @@ pub fn run(args: TextAttackArgs) -> Result<()> {
     };
     let recipes =
         args.recipe.iter().map(|r| recipe_by_name(r, &ctx)).collect::<gibbon::Result<Vec<_>>>()?;
+    let payload =
+        (args.payload_check || args.fpr.is_some() || !args.protect.is_empty()).then(|| {
+            PayloadCheck {
+                protect: args.protect.iter().map(|w| w.to_lowercase()).collect(),
+                synonyms: Some(ctx.synonyms.clone()).flatten(),
+            }
+        });
+    let recipes: Vec<_> = match &payload {
+        Some(check) => recipes.into_iter().map(|r| with_payload_check(r, check)).collect(),
+        None => recipes,
+    };
     if let Some(r) = recipes.iter().find(|r| source.labels_only() && !r.search.label_only()) {
         return Err(usage(format!(
             "the model answers labels only: recipe {} needs scores (use its label-only variant, {}-label)",
@@ -79,8 +92,12 @@ pub fn run(args: TextAttackArgs) -> Result<()> {
     };
     let mut results = Vec::new();
     for recipe in &recipes {
-        let (summary, records) =
+        let (mut summary, mut records) =
             attack_texts(target.as_ref(), &data, recipe, ctx.synonyms.as_deref(), &settings)?;
+        let payload_lost = payload.as_ref().map(|check| reverify(&mut records, check));
+        if payload_lost.is_some() {
+            summary = summarize(&records, summary.seconds);
+        }
         eprintln!(
             "{}: success {}/{} = {:.4} (95% CI {:.4}-{:.4}), {:.2} words / {:.2} chars changed, {:.1} queries per success, {:.1}s",
             recipe.name, summary.successes, summary.attacked, summary.success_rate, summary.success_rate_ci95[0],
@@ -88,7 +105,7 @@ pub fn run(args: TextAttackArgs) -> Result<()> {
         );
         results.push(serde_json::json!({
             "name": recipe.name, "search": recipe.search.name(), "transformation": recipe.transformation.name(),
-            "constraints": recipe.constraints, "notes": recipe.notes, "label_only": recipe.search.label_only(),
+            "constraints": recipe.constraints, "notes": recipe.notes, "label_only": recipe.search.label_only(), "payload_lost": payload_lost,
             "summary": summary, "per_sample": records,
         }));
     }
@@ -96,7 +113,8 @@ pub fn run(args: TextAttackArgs) -> Result<()> {
         "gibbon_version": gibbon::VERSION, "command": command_line(), "seed": args.seed,
         "model": source.describe(&args.model),
         "data": {"path": args.data.data, "n": data.len(), "model_test_split": args.model_test_split},
-        "defense": {"normalize": args.normalize, "fpr": args.fpr, "threshold": threshold},
+        "defense": {"normalize": args.normalize, "fpr": args.fpr, "threshold": threshold}, "payload_check": payload.as_ref().map(|p| serde_json::json!({"protect": p.protect,
+            "rule": "each changed word: same normalized text, a WordNet synonym, or one typo (OSA distance 1) in a word of >= 4 characters; protected words unchanged"})),
         "settings": settings, "text_attack": results,
     });
     super::super::write_json(&args.out, &doc)?;
