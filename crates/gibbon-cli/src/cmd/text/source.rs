@@ -15,7 +15,7 @@ pub enum TextSource {
     /// Trained by `gibbon text train`.
     Gibbon(TextModel),
     /// ONNX + tokenizer.json.
-    Onnx(OnnxTextModel),
+    Onnx(Box<OnnxTextModel>),
     /// Behind HTTP.
     Remote(RemoteTextModel),
 }
@@ -35,7 +35,7 @@ impl TextSource {
         }
         if tokenizer.is_some() || is_onnx_text_model(model) {
             let (onnx, tok) = resolve_paths(model, tokenizer);
-            return Ok(TextSource::Onnx(OnnxTextModel::load(&onnx, &tok)?));
+            return Ok(TextSource::Onnx(Box::new(OnnxTextModel::load(&onnx, &tok)?)));
         }
         Ok(TextSource::Gibbon(TextModel::load(model)?))
     }
@@ -44,7 +44,7 @@ impl TextSource {
     pub fn classifier(&self) -> &dyn TextClassifier {
         match self {
             TextSource::Gibbon(m) => m,
-            TextSource::Onnx(m) => m,
+            TextSource::Onnx(m) => m.as_ref(),
             TextSource::Remote(m) => m,
         }
     }
