@@ -9,8 +9,27 @@ mod resolve;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// `gibbon train --task text ...` is `gibbon text train ...` (the same flags): the image and
+/// text trainers take different flags, so the alias is resolved before parsing.
+fn text_train_alias(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(pos) = argv.iter().position(|a| a == "train") else { return argv };
+    if argv[1..pos].iter().any(|a| !a.to_string_lossy().starts_with('-')) {
+        return argv;
+    }
+    let rest = &argv[pos + 1..];
+    let task = rest.iter().position(|a| a == "--task=text").map(|i| (i, 1)).or_else(|| {
+        rest.windows(2).position(|w| w[0] == "--task" && w[1] == "text").map(|i| (i, 2))
+    });
+    let Some((i, len)) = task else { return argv };
+    let mut out: Vec<std::ffi::OsString> = argv[..pos].to_vec();
+    out.extend(["text".into(), "train".into()]);
+    out.extend(rest[..i].iter().cloned());
+    out.extend(rest[i + len..].iter().cloned());
+    out
+}
+
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = args::Cli::parse_from(text_train_alias(std::env::args_os().collect()));
     let filter = if cli.quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(

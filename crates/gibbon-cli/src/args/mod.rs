@@ -52,7 +52,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Like eval, and writes the adversarial examples (.npy) and PNGs of them.
     Attack(AttackArgs),
-    /// Train a built-in architecture (standard or PGD adversarial training).
+    /// Train a built-in architecture (standard or PGD adversarial training). `gibbon train
+    /// --task text ...` is `gibbon text train ...` (a text classifier; the same flags).
     Train(TrainArgs),
     /// The demo: PGD at eps 0.3 against the shipped standard and adversarially trained SmallCNN.
     Demo(DemoArgs),

@@ -21,13 +21,38 @@ pub enum TextCommand {
     /// Score texts for another program: each stdin line a JSON
     /// array of texts, each stdout line the JSON array of their class probabilities.
     Score(TextScoreArgs),
+    /// Serve a text model over HTTP (GET /info, POST /predict {"texts": [...]}) on 127.0.0.1;
+    /// attack it with `gibbon text attack --model http://127.0.0.1:PORT/predict`.
+    Serve(TextServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TextServeArgs {
+    /// The model (gibbon folder or ONNX text model).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The tokenizer.json of an ONNX --model (default: tokenizer.json next to the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Port on 127.0.0.1 (0: a free one; the first stdout line names the URL).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// What /predict answers: scores (class probabilities) or labels only.
+    #[arg(long, value_parser = super::parse_flag::<gibbon::model::RemoteOutput>, default_value = "scores")]
+    pub output: gibbon::model::RemoteOutput,
+    /// Threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
 }
 
 #[derive(Args, Debug)]
 pub struct TextScoreArgs {
-    /// The model folder.
+    /// The model (gibbon folder, ONNX text model, or http://HOST:PORT/predict).
     #[arg(long)]
     pub model: PathBuf,
+    /// The tokenizer.json of an ONNX --model (default: tokenizer.json next to the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Threads.
     #[arg(long)]
     pub threads: Option<i32>,
@@ -88,6 +113,11 @@ pub struct TextTrainArgs {
     /// Minimum train count of a CNN vocabulary word.
     #[arg(long, default_value_t = 2)]
     pub min_count: usize,
+    /// Fraction of each class of the training texts held out from training (not trained on),
+    /// its indices in --data recorded in model.json: `text guard --calibrate` sets the
+    /// threshold on it (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub holdout_fraction: f64,
     /// Seed of the split, initialisation and order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -101,9 +131,13 @@ pub struct TextTrainArgs {
 
 #[derive(Args, Debug)]
 pub struct TextAttackArgs {
-    /// The model folder from `gibbon text train`.
+    /// The model: a folder from `gibbon text train`, an ONNX text model (model.onnx, or a folder
+    /// holding model.onnx and tokenizer.json), or a text model server's http://HOST:PORT/predict.
     #[arg(long)]
     pub model: PathBuf,
+    /// The tokenizer.json of an ONNX --model (default: tokenizer.json next to the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     #[command(flatten)]
     pub data: TextDataArgs,
     /// Attack only the test split recorded in model.json (when --data is the file it was split from).
@@ -132,6 +166,14 @@ pub struct TextAttackArgs {
     /// texts (e.g. 0.05 for a guard's operating point) instead of the argmax.
     #[arg(long)]
     pub fpr: Option<f64>,
+    /// Guard attacks: count an evasion only when every changed word keeps the payload (same
+    /// normalized text, a WordNet synonym, or one typo in a word of >= 4 characters; README,
+    /// "Text"). On by default with --fpr.
+    #[arg(long)]
+    pub payload_check: bool,
+    /// Words the attack may not change at all (comma-separated; implies --payload-check).
+    #[arg(long, value_delimiter = ',')]
+    pub protect: Vec<String>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -148,14 +190,28 @@ pub struct TextAttackArgs {
 
 #[derive(Args, Debug)]
 pub struct TextGuardArgs {
-    /// The guard model folder.
+    /// The guard model (gibbon folder, ONNX text model, or http://HOST:PORT/predict).
     #[arg(long)]
     pub model: PathBuf,
+    /// The tokenizer.json of an ONNX --model (default: tokenizer.json next to the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     #[command(flatten)]
     pub data: TextDataArgs,
     /// Target false-positive rate of the operating point.
     #[arg(long, default_value_t = 0.05)]
     pub fpr: f64,
+    /// The TRAIN file the threshold is calibrated on (held out: the slice `text train
+    /// --holdout-fraction` recorded in model.json, or --calibration-fraction of it); --data is
+    /// then the test split, where TPR and FPR are measured. Without it the threshold is set on
+    /// --data itself (in-sample; flagged in the JSON).
+    #[arg(long)]
+    pub calibrate: Option<PathBuf>,
+    /// For a model that records no held-out slice (ONNX, remote, or trained without
+    /// --holdout-fraction): calibrate on this stratified fraction of --calibrate (which the
+    /// model may have been trained on: the JSON says so).
+    #[arg(long)]
+    pub calibration_fraction: Option<f64>,
     /// Result JSON.
     #[arg(long)]
     pub out: PathBuf,

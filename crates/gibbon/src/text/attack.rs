@@ -240,7 +240,8 @@ pub fn verify(
     Ok(())
 }
 
-fn summarize(records: &[TextSampleRecord], seconds: f64) -> TextAttackSummary {
+/// The summary of `records` (e.g. after a re-verification changed some verdicts).
+pub fn summarize(records: &[TextSampleRecord], seconds: f64) -> TextAttackSummary {
     let n = records.len();
     let attacked: Vec<&TextSampleRecord> =
         records.iter().filter(|r| r.clean_pred == r.label).collect();

@@ -13,9 +13,15 @@ pub use train::{accuracy, predict, train_text_model, TextTrainConfig};
 pub mod attack;
 pub mod constraints;
 pub mod normalize;
+pub mod onnx_model;
+pub mod payload;
 pub mod recipes;
+pub mod remote;
 pub mod search;
+pub mod serve;
 pub mod transform;
 
 pub use attack::{attack_texts, TextAttackSettings, TextAttackSummary, TextSampleRecord};
+pub use onnx_model::OnnxTextModel;
 pub use recipes::{recipe_by_name, Recipe, RecipeContext};
+pub use remote::{RemoteTextModel, TextModelServer};

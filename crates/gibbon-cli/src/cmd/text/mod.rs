@@ -2,6 +2,8 @@
 mod attack;
 mod guard;
 mod score;
+mod serve;
+pub mod source;
 mod train;
 
 use crate::args::text::{FormatArg, TextArgs, TextCommand, TextDataArgs};
@@ -16,6 +18,7 @@ pub fn run(args: TextArgs) -> Result<()> {
         TextCommand::Attack(a) => attack::run(a),
         TextCommand::Guard(a) => guard::run(a),
         TextCommand::Score(a) => score::run(a),
+        TextCommand::Serve(a) => serve::run(a),
     }
 }
 

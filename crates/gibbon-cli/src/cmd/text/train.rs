@@ -16,10 +16,10 @@ pub fn run(args: TextTrainArgs) -> Result<()> {
     set_threads(args.threads)?;
     let start = std::time::Instant::now();
     let (data, format) = load(&args.data)?;
-    let (train, test, split) = match &args.test {
+    let (train, test, split, train_in_data) = match &args.test {
         Some(path) => {
             let test = load_text_dataset(path, format_of(path, args.data.format))?;
-            (data.clone(), test, serde_json::json!({"test_file": path}))
+            (data.clone(), test, serde_json::json!({"test_file": path}), (0..data.len()).collect())
         }
         None => {
             if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) {
@@ -31,9 +31,10 @@ pub fn run(args: TextTrainArgs) -> Result<()> {
             let (tr, te) = stratified_split(&data.labels, args.test_fraction, args.seed);
             let record = serde_json::json!({"stratified": true, "seed": args.seed,
                 "test_fraction": args.test_fraction, "test_indices": te});
-            (data.subset(&tr), data.subset(&te), record)
+            (data.subset(&tr), data.subset(&te), record, tr)
         }
     };
+    let (train, holdout) = holdout_slice(&args, train, &train_in_data)?;
     let classes = data.class_names.len().max(test.class_names.len());
     let class_names: Vec<String> = if classes == data.class_names.len() {
         data.class_names.clone()
@@ -62,7 +63,7 @@ pub fn run(args: TextTrainArgs) -> Result<()> {
     let (lo, hi) = clopper_pearson(correct, test.len(), 0.05);
     model.meta.training = serde_json::json!({
         "data": args.data.data, "format": format, "split": split, "n_train": train.len(),
-        "n_test": test.len(), "config": cfg, "epochs": epochs, "test_accuracy": acc,
+        "n_test": test.len(), "holdout": holdout, "config": cfg, "epochs": epochs, "test_accuracy": acc,
         "test_accuracy_ci95": [lo, hi], "seconds": start.elapsed().as_secs_f64(), "command": command_line(),
     });
     model.save(&args.out)?;
@@ -73,4 +74,25 @@ pub fn run(args: TextTrainArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Removes `--holdout-fraction` of each class of `train` from training; the record gives its
+/// indices in `--data`.
+fn holdout_slice(
+    args: &TextTrainArgs,
+    train: gibbon::text::TextDataset,
+    in_data: &[usize],
+) -> Result<(gibbon::text::TextDataset, serde_json::Value)> {
+    let f = args.holdout_fraction;
+    if f == 0.0 {
+        return Ok((train, serde_json::Value::Null));
+    }
+    if !(f > 0.0 && f < 1.0) {
+        return Err(usage(format!("--holdout-fraction {f} must be in [0, 1)")));
+    }
+    let (keep, held) = stratified_split(&train.labels, f, args.seed.wrapping_add(1));
+    let indices: Vec<usize> = held.iter().map(|&k| in_data[k]).collect();
+    let record = serde_json::json!({"fraction": f, "seed": args.seed.wrapping_add(1), "n": held.len(),
+        "indices": indices, "note": "not trained on; text guard --calibrate sets the threshold on it"});
+    Ok((train.subset(&keep), record))
 }

@@ -231,6 +231,12 @@ impl OnnxGraph {
         self.graph.inputs.iter().map(|(v, _)| (v.name.clone(), v.shape_text())).collect()
     }
 
+    /// The declared dimensions of graph input `i` (`Err` holds a symbolic dimension's name),
+    /// if it declares a shape.
+    pub fn input_dims(&self, i: usize) -> Option<Vec<std::result::Result<i64, String>>> {
+        self.graph.inputs.get(i).and_then(|(v, _)| v.dims.clone())
+    }
+
     /// Names and declared shapes of the graph outputs.
     pub fn outputs(&self) -> Vec<(String, String)> {
         self.graph.outputs.iter().map(|(v, _)| (v.name.clone(), v.shape_text())).collect()
