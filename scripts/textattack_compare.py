@@ -26,6 +26,9 @@ WIDTHS = (3, 4, 5)
 def word_tokens(text):
     """gibbon's `word_tokens`: UAX #29 segments with an alphanumeric character, lower-cased."""
     parts = [p for p in regex.split(r"\b", text, flags=regex.WORD | regex.V1) if p]
+    # `regex` keeps a leading/trailing apostrophe or full stop on a word ("'em"); UAX #29 (and
+    # unicode-segmentation) makes it a segment of its own, which is not a word.
+    parts = [p.strip("'.:;,\u2018\u2019") for p in parts]
     return [p.lower() for p in parts if any(c.isalnum() for c in p)]
 
 
