@@ -156,8 +156,9 @@ fn hard_label_stays_within_one_word_of_the_minimum_and_never_claims_falsely() {
         }
     }
     assert!(cases > 40, "enough flippable fixtures ({cases})");
-    assert!(found * 10 >= cases * 9, "found a flip in {found} of {cases} flippable fixtures");
-    assert!(exact_hits * 10 >= found * 9, "exact minimum in {exact_hits} of {found}");
+    // Measured: a flip in 120 of 120, the exact minimum in 120 of 120.
+    assert_eq!(found, cases, "found a flip in {found} of {cases} flippable fixtures");
+    assert!(exact_hits * 20 >= found * 19, "exact minimum in {exact_hits} of {found}");
     eprintln!("flip found in {found}/{cases}; exact minimum in {exact_hits}/{found}");
 }
 
