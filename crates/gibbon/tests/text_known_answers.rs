@@ -175,7 +175,7 @@ fn every_registered_search_respects_the_word_budget_and_the_label_only_one_sees_
     let candidates = (0..4).map(|k| vec![format!("{}z", words[k])]).collect();
     let problem =
         Problem { original: seg.clone(), label: 1, candidates, constraints: &constraints };
-    for name in ["greedy", "beam", "pwws", "label-only"] {
+    for name in ["greedy", "greedy-unk", "beam", "pwws", "label-only", "hard-label"] {
         let search = search_by_name(name).unwrap();
         let mut oracle = Oracle::new(&model, search.label_only(), 10_000);
         let out = search.run(&problem, &mut oracle, RngKey::new(1, 0)).unwrap();

@@ -121,6 +121,19 @@ pub struct TextTrainArgs {
     /// Seed of the split, initialisation and order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Augmentation training: recipes whose transformations rewrite training texts (labels
+    /// kept), e.g. deepwordbug,homoglyph,invisible (README, "Text").
+    #[arg(long, value_delimiter = ',')]
+    pub augment: Vec<String>,
+    /// Fraction of each batch's texts replaced by a transformed copy (with --augment).
+    #[arg(long, default_value_t = 0.5)]
+    pub augment_fraction: f64,
+    /// Probability that an editable word of a copy is transformed (with --augment).
+    #[arg(long, default_value_t = 0.25)]
+    pub augment_word_rate: f64,
+    /// The WordNet synonym table (when --augment names pwws or textfooler-wordnet).
+    #[arg(long, default_value = "../shared/data/wordnet_synonyms/wordnet_synonyms.tsv.gz")]
+    pub synonyms: PathBuf,
     /// Output model folder (model.json + weights.safetensors).
     #[arg(long)]
     pub out: PathBuf,

@@ -9,8 +9,9 @@ pub mod train;
 
 pub use data::{load_text_dataset, stratified_split, TextDataset, TextFormat};
 pub use model::{TextArch, TextClassifier, TextModel};
-pub use train::{accuracy, predict, train_text_model, TextTrainConfig};
+pub use train::{accuracy, predict, train_text_model, train_text_model_augmented, TextTrainConfig};
 pub mod attack;
+pub mod augment;
 pub mod constraints;
 pub mod normalize;
 pub mod onnx_model;

@@ -156,7 +156,11 @@ impl TextModel {
                 let vocab = self.vocab.as_ref().expect("cnn has a vocabulary");
                 let encoded: Vec<Vec<i64>> =
                     texts.iter().map(|t| vocab.encode(t, 5, *max_len)).collect();
-                let len = encoded.iter().map(Vec::len).max().unwrap_or(5);
+                // Every text gets at least one all-padding window of the widest filter after
+                // it: max-over-time then sees the same windows whatever the batch's longest
+                // text, so a text's scores do not depend on the texts batched with it.
+                let widest = *CNN_WIDTHS.last().expect("widths") as usize;
+                let len = encoded.iter().map(Vec::len).max().unwrap_or(5) + widest;
                 let flat: Vec<i64> = encoded
                     .into_iter()
                     .flat_map(|mut e| {

@@ -39,6 +39,17 @@ pub fn train_text_model(
     eval: &TextDataset,
     cfg: &TextTrainConfig,
 ) -> Result<Vec<TextEpoch>> {
+    train_text_model_augmented(model, train, eval, cfg, None)
+}
+
+/// [`train_text_model`], with each batch passed through `augment` (augmentation training).
+pub fn train_text_model_augmented(
+    model: &mut TextModel,
+    train: &TextDataset,
+    eval: &TextDataset,
+    cfg: &TextTrainConfig,
+    augment: Option<&super::augment::Augmenter>,
+) -> Result<Vec<TextEpoch>> {
     if cfg.epochs == 0 || cfg.batch_size == 0 || cfg.lr <= 0.0 || !cfg.lr.is_finite() {
         return Err(GibbonError::invalid("training", "epochs, batch size and lr must be positive"));
     }
@@ -54,8 +65,14 @@ pub fn train_text_model(
         shuffle(&mut order, cfg.seed.wrapping_add(epoch as u64));
         let mut total = 0.0;
         for batch in order.chunks(cfg.batch_size) {
-            let texts: Vec<String> = batch.iter().map(|&i| train.texts[i].clone()).collect();
-            let labels: Vec<i64> = batch.iter().map(|&i| train.labels[i] as i64).collect();
+            let (texts, labels) = match augment {
+                Some(a) => a.batch(epoch, train, batch),
+                None => (
+                    batch.iter().map(|&i| train.texts[i].clone()).collect(),
+                    batch.iter().map(|&i| train.labels[i]).collect(),
+                ),
+            };
+            let labels: Vec<i64> = labels.into_iter().map(|l| l as i64).collect();
             let loss =
                 model.logits(&texts, true).cross_entropy_for_logits(&Tensor::from_slice(&labels));
             opt.backward_step(&loss);

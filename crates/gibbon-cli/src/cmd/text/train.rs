@@ -4,12 +4,16 @@ use crate::args::text::{ArchArg, TextTrainArgs};
 use crate::resolve::{command_line, set_threads, usage};
 use anyhow::Result;
 use gibbon::eval::clopper_pearson;
+use gibbon::text::augment::{AugmentConfig, Augmenter};
 use gibbon::text::model::CNN_WIDTHS;
+use gibbon::text::recipes::needs_synonyms;
 use gibbon::text::tokenize::Vocab;
+use gibbon::text::transform::Synonyms;
 use gibbon::text::{
-    accuracy, load_text_dataset, stratified_split, train_text_model, TextArch, TextModel,
-    TextTrainConfig,
+    accuracy, load_text_dataset, stratified_split, train_text_model_augmented, RecipeContext,
+    TextArch, TextModel, TextTrainConfig,
 };
+use std::sync::Arc;
 
 /// Trains, prints the per-epoch accuracy, writes the model folder.
 pub fn run(args: TextTrainArgs) -> Result<()> {
@@ -57,13 +61,15 @@ pub fn run(args: TextTrainArgs) -> Result<()> {
     let cfg =
         TextTrainConfig { epochs: args.epochs, batch_size: args.batch_size, lr, seed: args.seed };
     let mut model = TextModel::new(arch, class_names);
-    let epochs = train_text_model(&mut model, &train, &test, &cfg)?;
+    let augmenter = augmenter(&args)?;
+    let epochs = train_text_model_augmented(&mut model, &train, &test, &cfg, augmenter.as_ref())?;
     let acc = accuracy(&model, &test)?;
     let correct = (acc * test.len() as f64).round() as usize;
     let (lo, hi) = clopper_pearson(correct, test.len(), 0.05);
     model.meta.training = serde_json::json!({
         "data": args.data.data, "format": format, "split": split, "n_train": train.len(),
-        "n_test": test.len(), "holdout": holdout, "config": cfg, "epochs": epochs, "test_accuracy": acc,
+        "n_test": test.len(), "holdout": holdout, "config": cfg,
+        "augment": augmenter.as_ref().map(|a| &a.config), "epochs": epochs, "test_accuracy": acc,
         "test_accuracy_ci95": [lo, hi], "seconds": start.elapsed().as_secs_f64(), "command": command_line(),
     });
     model.save(&args.out)?;
@@ -95,4 +101,25 @@ fn holdout_slice(
     let record = serde_json::json!({"fraction": f, "seed": args.seed.wrapping_add(1), "n": held.len(),
         "indices": indices, "note": "not trained on; text guard --calibrate sets the threshold on it"});
     Ok((train.subset(&keep), record))
+}
+
+/// The augmenter of `--augment` (None without it).
+fn augmenter(args: &TextTrainArgs) -> Result<Option<Augmenter>> {
+    if args.augment.is_empty() {
+        return Ok(None);
+    }
+    let ctx = RecipeContext {
+        synonyms: if args.augment.iter().any(|r| needs_synonyms(r)) {
+            Some(Arc::new(Synonyms::load(&args.synonyms)?))
+        } else {
+            None
+        },
+    };
+    let config = AugmentConfig {
+        recipes: args.augment.clone(),
+        fraction: args.augment_fraction,
+        word_rate: args.augment_word_rate,
+        seed: args.seed,
+    };
+    Ok(Some(Augmenter::new(config, &ctx)?))
 }

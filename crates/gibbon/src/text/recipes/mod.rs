@@ -1,16 +1,17 @@
 //! Attack recipes: a transformation, constraints and a search under one name (TextAttack's
 //! recipes). Adding a recipe = one file with a `build` function + one line in [`RECIPES`]. Every
 //! recipe also has a label-only black-box variant, `NAME-label`: the same transformation and
-//! constraints with the label-only search.
+//! constraints with the hard-label search of Maheshwary et al. 2021 ([`HardLabelGa`]).
 mod bad_characters;
 mod deepwordbug;
+mod deepwordbug_textattack;
 mod homoglyph;
 mod invisible;
 mod pwws;
 mod textfooler_wordnet;
 
 use super::constraints::TextConstraints;
-use super::search::{LabelOnlyRandomWalk, TextSearch};
+use super::search::{HardLabelGa, TextSearch};
 use super::transform::{Synonyms, Transformation};
 use crate::error::{GibbonError, Result};
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub type RecipeBuilder = fn(&RecipeContext) -> Result<Recipe>;
 /// The recipes by name.
 pub const RECIPES: &[(&str, RecipeBuilder)] = &[
     ("deepwordbug", deepwordbug::build),
+    ("deepwordbug-textattack", deepwordbug_textattack::build),
     ("pwws", pwws::build),
     ("textfooler-wordnet", textfooler_wordnet::build),
     ("homoglyph", homoglyph::build),
@@ -87,7 +89,7 @@ pub fn recipe_by_name(name: &str, ctx: &RecipeContext) -> Result<Recipe> {
     let mut recipe = build(ctx)?;
     if label_only {
         recipe.name = name.to_string();
-        recipe.search = Box::new(LabelOnlyRandomWalk) as Box<dyn TextSearch>;
+        recipe.search = Box::new(HardLabelGa) as Box<dyn TextSearch>;
     }
     Ok(recipe)
 }

@@ -4,11 +4,15 @@
 //! only). Adding a search = one file implementing [`TextSearch`] + one line in [`SEARCHES`].
 mod beam;
 mod greedy;
+mod greedy_unk;
+mod hard_label;
 mod label_only;
 mod pwws;
 
 pub use beam::BeamSearch;
 pub use greedy::GreedyWordImportance;
+pub use greedy_unk::GreedyUnkImportance;
+pub use hard_label::HardLabelGa;
 pub use label_only::LabelOnlyRandomWalk;
 pub use pwws::Pwws;
 
@@ -156,9 +160,11 @@ pub type SearchBuilder = fn() -> Box<dyn TextSearch>;
 /// The searches by name.
 pub const SEARCHES: &[(&str, SearchBuilder)] = &[
     ("greedy", || Box::new(GreedyWordImportance)),
+    ("greedy-unk", || Box::new(GreedyUnkImportance)),
     ("beam", || Box::new(BeamSearch { width: 4 })),
     ("pwws", || Box::new(Pwws)),
     ("label-only", || Box::new(LabelOnlyRandomWalk)),
+    ("hard-label", || Box::new(HardLabelGa)),
 ];
 
 /// The search registered as `name`.

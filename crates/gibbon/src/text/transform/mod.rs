@@ -4,6 +4,7 @@
 pub mod chars;
 pub mod obfuscate;
 pub mod synonyms;
+pub mod textattack_chars;
 pub mod unicode;
 
 pub use synonyms::Synonyms;
