@@ -373,6 +373,11 @@ pub struct EvalArgs {
     /// min(n, 200) samples) and add it to the result as `audit`; warns when a check fired.
     #[arg(long)]
     pub audit: bool,
+    /// A `gibbon certify` JSON made on the same --data: each sample's certified radius (of the
+    /// smoothed classifier) is shown beside the smallest perturbation the attacks found (of the
+    /// base classifier), as `certified` in the JSON (single --eps only).
+    #[arg(long, value_name = "CERT_JSON")]
+    pub certificates: Option<PathBuf>,
     /// Also write the evaluation as an HTML page here (see `gibbon report`: headline numbers,
     /// attack by attack, a gallery, the curve with several --eps, the audit with --audit).
     #[arg(long, value_name = "FILE")]
