@@ -150,7 +150,7 @@ impl<'a> Smoothed<'a> {
         let mut done = 0;
         while done < num {
             let rows = self.config.batch.min(num - done);
-            let noise = self.noise(&key, done, rows, dim as usize);
+            let noise = self.noise(&key, done, rows, dim);
             let mut full = vec![rows as i64];
             full.extend_from_slice(&shape);
             let noisy = (&x + noise * self.config.sigma).reshape(full.as_slice());
