@@ -88,6 +88,8 @@ fn bad_certify_input_is_one_error_and_exit_2() {
         (vec!["--selection-draws", "5000"], "n0"),
         (vec!["--alpha", "1.5"], "alpha"),
         (vec!["--radii", "0,-1"], "radii"),
+        (vec!["--attack", "--attack-max-eps", "0"], "attack-max-eps"),
+        (vec!["--attack", "--attack-draws", "0"], "attack-draws"),
         (vec!["--model", "/nonexistent.pt"], "nonexistent"),
     ] {
         let o = run(&extra);
@@ -96,4 +98,104 @@ fn bad_certify_input_is_one_error_and_exit_2() {
         assert!(stderr.contains(needle), "{extra:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// `--attack`: SmoothAdv's smallest example beside each certificate; the attacked curve is an
+/// upper bound of the certified one (no violations), and the page plots both.
+#[test]
+fn smoothadv_beside_the_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cert.json");
+    let html = dir.path().join("cert.html");
+    let o = run(&[
+        "--out",
+        out.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+        "--attack",
+        "--attack-steps",
+        "3",
+        "--attack-noise-samples",
+        "4",
+        "--attack-search-steps",
+        "3",
+        "--attack-draws",
+        "200",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(r["violations"], 0, "{r}");
+    assert_eq!(r["attack"]["steps"], 3);
+    let certified = r["certified_accuracy"].as_array().unwrap();
+    let attacked = r["attacked_accuracy"].as_array().unwrap();
+    for (c, a) in certified.iter().zip(attacked) {
+        assert_eq!(c[0], a[0]);
+        assert!(a[1].as_f64().unwrap() >= c[1].as_f64().unwrap(), "{c} above {a}");
+    }
+    for s in r["per_sample"].as_array().unwrap() {
+        let a = &s["attack"];
+        assert!(a["runs"].as_u64().unwrap() >= 1, "{s}");
+        if let Some(p) = a["perturbation"].as_f64() {
+            assert!(p >= s["radius"].as_f64().unwrap() && p <= 2.0 + 1e-9, "{s}");
+            assert_ne!(a["adversarial_class"], a["clean_class"], "{s}");
+        }
+        assert_eq!(s["violation"], false);
+    }
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("under SmoothAdv") && page.contains("Violations"), "page");
+    eval_joins_the_certificates(&out, &r);
+}
+
+/// `gibbon eval --certificates`: the certify JSON joined by index, the smoothed and base
+/// classifiers' numbers apart; certificates made on other data are refused (exit 2).
+fn eval_joins_the_certificates(cert: &std::path::Path, certified: &serde_json::Value) {
+    let model = shared("reference/mnist_smallcnn_std.pt");
+    let data = format!("idx:{}", shared("data/mnist"));
+    let eval = |data: &str| {
+        gibbon(&[
+            "eval",
+            "--model",
+            &model,
+            "--data",
+            data,
+            "--n",
+            "3",
+            "--threads",
+            "1",
+            "--norm",
+            "l2",
+            "--eps",
+            "1.0",
+            "--attack",
+            "pgd",
+            "--steps",
+            "5",
+            "--certificates",
+            cert.to_str().unwrap(),
+        ])
+    };
+    let o = eval(&data);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = &r["certified"];
+    assert_eq!(c["joined"], 3, "{c}");
+    assert_eq!(c["same_base_model"], true);
+    assert_eq!(c["smoothed_violations"], 0);
+    assert!(c["base_inside_certified_radius"].as_u64().is_some(), "{c}");
+    for (row, s) in
+        c["per_sample"].as_array().unwrap().iter().zip(certified["per_sample"].as_array().unwrap())
+    {
+        assert_eq!(row["index"], s["index"]);
+        assert_eq!(row["certified_radius"], s["radius"]);
+        assert_eq!(row["smoothed_attack_l2"], s["attack"]["perturbation"]);
+        let base = row["base_min_norm"].as_f64();
+        let inside =
+            base.is_some_and(|b| b < s["radius"].as_f64().unwrap()) && !s["class"].is_null();
+        assert_eq!(row["base_inside_certified_radius"], inside, "{row}");
+    }
+    let other = format!("idx:{}/", shared("data/mnist"));
+    let o = eval(&other);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("certified on data"), "{stderr}");
 }

@@ -103,3 +103,57 @@ fn the_binomial_test_matches_known_p_values() {
     assert!((binomial_two_sided(1, 10) - 0.021484375).abs() < 1e-12);
     assert!((binomial_two_sided(10, 10) - 0.001953125).abs() < 1e-12);
 }
+
+/// SmoothAdv (Salman et al. 2019) against the smoothed linear classifier, which is the base one:
+/// the smallest example it finds lies beyond the exact boundary |v·x + c| / ‖v‖₂ (so beyond
+/// the certified radius: no violation), and close to it (PREDICT with 1,000 draws needs the
+/// other class at about 0.55, i.e. 0.13 σ past the boundary, plus the bisection's 2 / 2⁷).
+#[test]
+fn smoothadv_finds_the_linear_boundary_from_beyond_the_certified_radius() {
+    use gibbon::certify::{is_violation, SmoothAdvConfig};
+    use gibbon::threat::InputBox;
+    let (model, v) = linear_model(&[1, 2, 5], 7);
+    let config = SmoothingConfig { n: 20_000, ..SmoothingConfig::new(SIGMA) };
+    let smoothed = Smoothed::new(&model, config).unwrap();
+    let attack =
+        SmoothAdvConfig { bounds: InputBox { lo: -10.0, hi: 10.0 }, ..SmoothAdvConfig::new(2.0) };
+    for (k, distance) in [0.25, 0.5].into_iter().enumerate() {
+        let data = samples_at_distance(&model, &v, 3, Norm::L2, distance, 21 + k as u64);
+        for i in 0..data.len() {
+            let x = data.batch(&[i], Device::Cpu).squeeze_dim(0);
+            let label = data.labels_of(&[i], Device::Cpu).int64_value(&[0]);
+            let c = smoothed.certify(&x, i).unwrap();
+            let a = smoothed.attack_certified(&x, i, &c, &attack).unwrap();
+            assert_eq!(a.clean_class, Some(label));
+            assert_eq!(a.adversarial_class, Some(1 - label), "{a:?}");
+            let p = a.perturbation.expect("an example within 2.0");
+            assert!(p >= distance && p >= c.radius, "{p} inside {distance} / {c:?}");
+            assert!(p <= distance + 0.15 * SIGMA + 0.02, "{p} far beyond {distance}");
+            assert!(!is_violation(&c, &a));
+        }
+    }
+}
+
+/// A planted violation (an example inside the radius) is flagged; one outside, an attack on
+/// another class, or an abstention is not.
+#[test]
+fn violations_are_examples_strictly_inside_a_certificate() {
+    use gibbon::certify::{attacked_accuracy, is_violation, SmoothAttack};
+    let cert = Certificate { class: Some(3), radius: 0.5, p_lower: 0.9, count: 90 };
+    let attack = |p: Option<f64>| SmoothAttack {
+        clean_class: Some(3),
+        perturbation: p,
+        adversarial_class: p.map(|_| 5),
+        runs: 8,
+    };
+    assert!(is_violation(&cert, &attack(Some(0.3))));
+    assert!(!is_violation(&cert, &attack(Some(0.5))));
+    assert!(!is_violation(&cert, &attack(None)));
+    let abstained = Certificate { class: None, radius: 0.0, ..cert };
+    assert!(!is_violation(&abstained, &attack(Some(0.0))));
+    let curve = attacked_accuracy(
+        &[(attack(Some(0.3)), 3), (attack(None), 3), (attack(None), 4)],
+        &[0.0, 0.3, 1.0],
+    );
+    assert_eq!(curve, vec![(0.0, 2.0 / 3.0), (0.3, 1.0 / 3.0), (1.0, 1.0 / 3.0)]);
+}

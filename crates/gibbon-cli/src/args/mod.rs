@@ -120,6 +120,26 @@ pub struct CertifyArgs {
     /// Do not resume from, or write, the per-sample stream file (OUT.partial.jsonl).
     #[arg(long)]
     pub no_resume: bool,
+    /// Also attack the smoothed classifier with SmoothAdv (Salman et al. 2019: L2 PGD with
+    /// expectation over the noise) and report each sample's smallest example beside its radius,
+    /// the attacked-accuracy curve and the violations (examples inside a certified radius).
+    #[arg(long)]
+    pub attack: bool,
+    /// SmoothAdv: largest L2 radius searched (bisection on [0, this]).
+    #[arg(long, default_value_t = 2.0, allow_hyphen_values = true)]
+    pub attack_max_eps: f64,
+    /// SmoothAdv: PGD steps per radius.
+    #[arg(long, default_value_t = gibbon::certify::SMOOTHADV_STEPS)]
+    pub attack_steps: usize,
+    /// SmoothAdv: noise draws per gradient step (the paper's m).
+    #[arg(long, default_value_t = gibbon::certify::SMOOTHADV_NOISE_SAMPLES)]
+    pub attack_noise_samples: usize,
+    /// SmoothAdv: bisection steps on the radius.
+    #[arg(long, default_value_t = gibbon::certify::smoothadv::SMOOTHADV_SEARCH_STEPS)]
+    pub attack_search_steps: usize,
+    /// SmoothAdv: PREDICT draws judging each example (fresh noise).
+    #[arg(long, default_value_t = gibbon::certify::SMOOTHADV_PREDICT_DRAWS)]
+    pub attack_draws: usize,
     /// Write the JSON result here (per-sample records stream to OUT.partial.jsonl meanwhile).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -354,6 +374,11 @@ pub struct EvalArgs {
     /// min(n, 200) samples) and add it to the result as `audit`; warns when a check fired.
     #[arg(long)]
     pub audit: bool,
+    /// A `gibbon certify` JSON made on the same --data: each sample's certified radius (of the
+    /// smoothed classifier) is shown beside the smallest perturbation the attacks found (of the
+    /// base classifier), as `certified` in the JSON (single --eps only).
+    #[arg(long, value_name = "CERT_JSON")]
+    pub certificates: Option<PathBuf>,
     /// Also write the evaluation as an HTML page here (see `gibbon report`: headline numbers,
     /// attack by attack, a gallery, the curve with several --eps, the audit with --audit).
     #[arg(long, value_name = "FILE")]

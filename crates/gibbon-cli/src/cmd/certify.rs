@@ -1,12 +1,17 @@
 //! `gibbon certify`: randomized smoothing's CERTIFY for each sample, the certified accuracy
-//! curve, as JSON. Each sample's certificate is appended to OUT.partial.jsonl as it is made
+//! curve, as JSON; with `--attack`, SmoothAdv against the smoothed classifier beside it (each
+//! sample's smallest example, the attacked-accuracy curve, and the violations: examples found
+//! inside a certified radius). Each sample's certificate is appended to OUT.partial.jsonl as it is made
 //! (the first line records the configuration), and a rerun with the same configuration
 //! resumes from it.
 use super::write_json;
 use crate::args::CertifyArgs;
 use crate::resolve::{build_model, load_data, progress, set_threads, usage};
 use anyhow::{Context, Result};
-use gibbon::certify::{certified_accuracy, Certificate, Smoothed, SmoothingConfig};
+use gibbon::certify::{
+    attacked_accuracy, certified_accuracy, is_violation, Certificate, SmoothAdvConfig,
+    SmoothAttack, Smoothed, SmoothingConfig,
+};
 use gibbon::model::{Classifier, ModelInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -24,6 +29,12 @@ struct SampleCertificate {
     certificate: Certificate,
     correct: bool,
     seconds: f64,
+    /// SmoothAdv's smallest example against the smoothed classifier (with `--attack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attack: Option<SmoothAttack>,
+    /// The attack's example lies inside the certified radius (expected never).
+    #[serde(default)]
+    violation: bool,
 }
 
 /// The JSON of `gibbon certify`.
@@ -33,12 +44,21 @@ struct CertifyReport {
     command: String,
     model: ModelInfo,
     data: String,
+    split: String,
     config: SmoothingConfig,
     n: usize,
     abstained: usize,
     /// `[radius, certified accuracy]` pairs.
     certified_accuracy: Vec<(f64, f64)>,
-    /// Noisy forward rows per second over the samples certified in this run.
+    /// SmoothAdv's constants (with `--attack`).
+    attack: Option<SmoothAdvConfig>,
+    /// `[radius, accuracy under SmoothAdv]` pairs: the empirical upper bound.
+    attacked_accuracy: Option<Vec<(f64, f64)>>,
+    /// Samples whose attack example lies inside their certified radius (expected 0).
+    violations: Option<usize>,
+    violation_indices: Vec<usize>,
+    /// Noisy forward rows per second of CERTIFY over the samples certified in this run (the
+    /// attack's time excluded).
     draws_per_second: Option<f64>,
     resumed: usize,
     per_sample: Vec<SampleCertificate>,
@@ -59,23 +79,24 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
     if let Some(r) = args.radii.iter().find(|r| !r.is_finite() || **r < 0.0) {
         return Err(usage(format!("--radii: {r} is not a finite radius >= 0")));
     }
+    let attack = args.attack.then(|| attack_config(&args)).transpose()?;
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
     let smoothed = Smoothed::new(model.as_ref(), config.clone())?;
     let stream = args.out.as_ref().filter(|_| !args.no_resume).map(|o| partial_path(o));
     let mut done = match &stream {
-        Some(p) => resume(p, &config, model.info())?,
+        Some(p) => resume(p, &header(&config, &attack, model.info()))?,
         None => BTreeMap::new(),
     };
     let resumed = done.len();
     let mut sink = match &stream {
-        Some(p) => Some(open_stream(p, &config, model.info(), resumed == 0)?),
+        Some(p) => Some(open_stream(p, &header(&config, &attack, model.info()), resumed == 0)?),
         None => None,
     };
     let bar =
         gibbon::progress::Progress::new(progress(quiet), data.len() as u64, "certify", "samples");
-    let started = Instant::now();
     let mut certified_here = 0;
+    let mut certify_seconds = 0.0;
     for i in 0..data.len() {
         bar.inc(1);
         if done.contains_key(&i) {
@@ -85,13 +106,20 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         let x = data.try_batch(&[i], Device::Cpu)?.squeeze_dim(0);
         let label = data.try_labels_of(&[i], Device::Cpu)?.int64_value(&[0]);
         let certificate = smoothed.certify(&x, i)?;
+        certify_seconds += t0.elapsed().as_secs_f64();
         let correct = certificate.class == Some(label);
+        let attacked = match &attack {
+            Some(a) => Some(smoothed.attack_certified(&x, i, &certificate, a)?),
+            None => None,
+        };
         let record = SampleCertificate {
             index: i,
             label,
             certificate,
             correct,
             seconds: t0.elapsed().as_secs_f64(),
+            violation: attacked.as_ref().is_some_and(|a| is_violation(&certificate, a)),
+            attack: attacked,
         };
         if let Some(f) = sink.as_mut() {
             writeln!(f, "{}", serde_json::to_string(&record)?)?;
@@ -104,16 +132,25 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
     let per_sample: Vec<SampleCertificate> = done.into_values().collect();
     let pairs: Vec<(Certificate, i64)> =
         per_sample.iter().map(|s| (s.certificate, s.label)).collect();
+    let attacked: Option<Vec<(SmoothAttack, i64)>> =
+        per_sample.iter().map(|s| s.attack.map(|a| (a, s.label))).collect();
+    let violation_indices: Vec<usize> =
+        per_sample.iter().filter(|s| s.violation).map(|s| s.index).collect();
     let rows = certified_here * (config.n0 + config.n);
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = certify_seconds;
     let report = CertifyReport {
         gibbon_version: gibbon::VERSION,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         model: model.info().clone(),
         data: args.data.data.to_string(),
+        split: args.data.split.to_string(),
         n: per_sample.len(),
         abstained: per_sample.iter().filter(|s| s.certificate.class.is_none()).count(),
         certified_accuracy: certified_accuracy(&pairs, &args.radii),
+        attacked_accuracy: attacked.as_ref().map(|a| attacked_accuracy(a, &args.radii)),
+        violations: attack.as_ref().map(|_| violation_indices.len()),
+        violation_indices,
+        attack,
         draws_per_second: (certified_here > 0 && seconds > 0.0).then(|| rows as f64 / seconds),
         resumed,
         config,
@@ -121,10 +158,16 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
     };
     if !quiet {
         eprintln!("certified accuracy (σ = {}, n = {}):", report.config.sigma, report.config.n);
-        for (r, a) in &report.certified_accuracy {
-            eprintln!("  radius {r:>6.3}: {a:.4}");
+        for (k, (r, a)) in report.certified_accuracy.iter().enumerate() {
+            match &report.attacked_accuracy {
+                Some(e) => eprintln!("  radius {r:>6.3}: {a:.4} (under SmoothAdv: {:.4})", e[k].1),
+                None => eprintln!("  radius {r:>6.3}: {a:.4}"),
+            }
         }
         eprintln!("abstained on {} of {}", report.abstained, report.n);
+        if let Some(v) = report.violations {
+            eprintln!("violations (attack example inside a certified radius): {v}");
+        }
     }
     if let Some(path) = &args.html {
         page(&report)?.write(path)?;
@@ -146,6 +189,33 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
 struct StreamHeader {
     config: SmoothingConfig,
     model_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attack: Option<SmoothAdvConfig>,
+}
+
+fn header(
+    config: &SmoothingConfig,
+    attack: &Option<SmoothAdvConfig>,
+    model: &ModelInfo,
+) -> StreamHeader {
+    StreamHeader {
+        config: config.clone(),
+        model_sha256: model.sha256.clone(),
+        attack: attack.clone(),
+    }
+}
+
+/// SmoothAdv's constants from the flags (checked).
+fn attack_config(args: &CertifyArgs) -> Result<SmoothAdvConfig> {
+    let attack = SmoothAdvConfig {
+        noise_samples: args.attack_noise_samples,
+        steps: args.attack_steps,
+        search_steps: args.attack_search_steps,
+        predict_draws: args.attack_draws,
+        ..SmoothAdvConfig::new(args.attack_max_eps)
+    };
+    attack.validate()?;
+    Ok(attack)
 }
 
 fn partial_path(out: &Path) -> PathBuf {
@@ -155,18 +225,13 @@ fn partial_path(out: &Path) -> PathBuf {
 }
 
 /// The certificates of an earlier run with the same configuration and model.
-fn resume(
-    path: &Path,
-    config: &SmoothingConfig,
-    model: &ModelInfo,
-) -> Result<BTreeMap<usize, SampleCertificate>> {
+fn resume(path: &Path, want: &StreamHeader) -> Result<BTreeMap<usize, SampleCertificate>> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(BTreeMap::new()) };
     let mut lines = text.lines();
     let Some(first) = lines.next() else { return Ok(BTreeMap::new()) };
     let header: StreamHeader = serde_json::from_str(first)
         .with_context(|| format!("{}: not a certify stream (first line)", path.display()))?;
-    let want = StreamHeader { config: config.clone(), model_sha256: model.sha256.clone() };
-    if header != want {
+    if &header != want {
         return Err(usage(format!(
             "{} was written with another model or configuration; delete it or pass --no-resume",
             path.display()
@@ -180,12 +245,7 @@ fn resume(
     Ok(done)
 }
 
-fn open_stream(
-    path: &Path,
-    config: &SmoothingConfig,
-    model: &ModelInfo,
-    fresh: bool,
-) -> Result<std::fs::File> {
+fn open_stream(path: &Path, header: &StreamHeader, fresh: bool) -> Result<std::fs::File> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(!fresh)
@@ -200,25 +260,49 @@ fn open_stream(
         writeln!(f)?;
     }
     if fresh {
-        let header = StreamHeader { config: config.clone(), model_sha256: model.sha256.clone() };
-        writeln!(f, "{}", serde_json::to_string(&header)?)?;
+        writeln!(f, "{}", serde_json::to_string(header)?)?;
     }
     Ok(f)
 }
 
-/// The page: settings, the certified-accuracy table and its plot.
+/// The page: settings, the certified (and attacked) accuracy table and their plot.
 fn page(report: &CertifyReport) -> Result<gibbon::report::HtmlReport> {
     use gibbon::report::{HtmlReport, SummaryTable};
     let c = &report.config;
-    let mut table = SummaryTable::new(vec!["L2 radius".into(), "certified accuracy".into()]);
-    for (r, a) in &report.certified_accuracy {
-        table.push_row(vec![format!("{r}"), format!("{a:.4}")]);
+    let mut head = vec!["L2 radius".to_string(), "certified accuracy (lower bound)".to_string()];
+    if report.attacked_accuracy.is_some() {
+        head.push("accuracy under SmoothAdv (upper bound)".into());
     }
+    let mut table = SummaryTable::new(head);
+    for (k, (r, a)) in report.certified_accuracy.iter().enumerate() {
+        let mut row = vec![format!("{r}"), format!("{a:.4}")];
+        if let Some(e) = &report.attacked_accuracy {
+            row.push(format!("{:.4}", e[k].1));
+        }
+        table.push_row(row);
+    }
+    let attack = match (&report.attack, report.violations) {
+        (Some(a), Some(v)) => format!(
+            " SmoothAdv (Salman et al. 2019) attacked the smoothed classifier: L2 PGD, {} steps, \
+             {} noise draws per step, bisection ({} steps) on the radius up to {}; an example \
+             counts when PREDICT with {} fresh draws answers another class than the smoothed \
+             class at the clean input (abstaining does not count). Violations (an example \
+             strictly inside a certified radius; expected 0): {v}{}.",
+            a.steps,
+            a.noise_samples,
+            a.search_steps,
+            a.max_eps,
+            a.predict_draws,
+            if v > 0 { format!(", samples {:?}", report.violation_indices) } else { String::new() }
+        ),
+        _ => String::new(),
+    };
     let intro = format!(
         "Randomized smoothing (Cohen, Rosenfeld & Kolter 2019) of {} with σ = {} on {} samples \
          of {}: {} selection and {} estimation draws per sample, each certificate wrong with \
          probability at most α = {}. Certified accuracy at r: the share of samples whose smoothed \
-         class is the label with a certified radius of at least r. Abstained on {}. Command: {}",
+         class is the label with a certified radius of at least r. Abstained on {}.{attack} \
+         Command: {}",
         report.model.path,
         c.sigma,
         report.n,
@@ -235,21 +319,41 @@ fn page(report: &CertifyReport) -> Result<gibbon::report::HtmlReport> {
         .add_figure("Certified accuracy against radius", "", &curve_svg(report)?))
 }
 
-/// Certified accuracy (y) against the L2 radius (x), over every sample's radius (a step curve).
-fn curve_svg(report: &CertifyReport) -> Result<String> {
-    use plotters::prelude::*;
-    let mut radii: Vec<f64> =
-        report.per_sample.iter().filter(|s| s.correct).map(|s| s.certificate.radius).collect();
-    radii.sort_by(|a, b| a.total_cmp(b));
-    let n = report.n.max(1) as f64;
-    let top = radii.last().copied().unwrap_or(0.0).max(1.0) * 1.05;
+/// A step curve: the share of `n` samples whose value is at least r (`radii` sorted).
+fn step_curve(radii: &[f64], n: f64, top: f64) -> Vec<(f64, f64)> {
     let mut points = vec![(0.0, radii.len() as f64 / n)];
     for (k, r) in radii.iter().enumerate() {
-        let left = (radii.len() - k) as f64 / n;
-        points.push((*r, left));
+        points.push((*r, (radii.len() - k) as f64 / n));
         points.push((*r, (radii.len() - k - 1) as f64 / n));
     }
     points.push((top, 0.0));
+    points
+}
+
+/// Certified accuracy (blue) and accuracy under SmoothAdv (red) against the L2 radius, over
+/// every sample's radius (step curves).
+fn curve_svg(report: &CertifyReport) -> Result<String> {
+    use plotters::prelude::*;
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    };
+    let certified = sorted(
+        report.per_sample.iter().filter(|s| s.correct).map(|s| s.certificate.radius).collect(),
+    );
+    let max_eps = report.attack.as_ref().map_or(0.0, |a| a.max_eps);
+    let attacked: Option<Vec<f64>> = report.attack.as_ref().map(|_| {
+        sorted(
+            report
+                .per_sample
+                .iter()
+                .filter_map(|s| s.attack.filter(|a| a.clean_class == Some(s.label)))
+                .map(|a| a.perturbation.unwrap_or(max_eps))
+                .collect(),
+        )
+    });
+    let n = report.n.max(1) as f64;
+    let top = certified.last().copied().unwrap_or(0.0).max(1.0).max(max_eps) * 1.05;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (720, 480)).into_drawing_area();
@@ -265,10 +369,27 @@ fn curve_svg(report: &CertifyReport) -> Result<String> {
         chart
             .configure_mesh()
             .x_desc("L2 radius")
-            .y_desc("certified accuracy")
+            .y_desc("accuracy")
             .draw()
             .map_err(|e| fail(&e))?;
-        chart.draw_series(LineSeries::new(points, &BLUE)).map_err(|e| fail(&e))?;
+        chart
+            .draw_series(LineSeries::new(step_curve(&certified, n, top), &BLUE))
+            .map_err(|e| fail(&e))?
+            .label("certified (lower bound)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        if let Some(attacked) = attacked {
+            chart
+                .draw_series(LineSeries::new(step_curve(&attacked, n, top), &RED))
+                .map_err(|e| fail(&e))?
+                .label("under SmoothAdv (upper bound)")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+            chart
+                .configure_series_labels()
+                .background_style(WHITE)
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| fail(&e))?;
+        }
         root.present().map_err(|e| fail(&e))?;
     }
     Ok(svg)

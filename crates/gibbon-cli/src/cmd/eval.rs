@@ -20,12 +20,22 @@ pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
     let mut threat = build_threat(&args.threat)?;
     threat.defense = crate::resolve::chain_spec(args.model.defense.as_deref())?;
     let data = load_data(&args.data)?;
+    let certificates = match &args.certificates {
+        Some(path) => {
+            let info = run_info(&args.data);
+            Some(super::certified_beside::load(path, &info.data_spec, &info.split)?)
+        }
+        None => None,
+    };
     let model = build_model(&args.model, &data)?;
     let mut s = eval_settings(&args.threat, &args.run, args.data.n, quiet, &mut threat)?;
     crate::resolve::apply_eot(&args.model, &mut s);
     crate::resolve::set_precision(&args.run, model.as_ref(), &mut s)?;
     let eps = eps_values(&args.threat);
     if eps.len() > 1 {
+        if args.certificates.is_some() {
+            return Err(crate::resolve::usage("--certificates needs a single --eps"));
+        }
         return curve(&args, model.as_ref(), &data, &threat, eps, &s);
     }
     let stream = args.out.as_ref().filter(|_| !args.run.no_resume).map(|o| partial_path(o));
@@ -55,7 +65,12 @@ pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
         }
         audit = Some(checks);
     }
-    let result = Evaluated { report: &report, audit: audit.as_ref() };
+    let certified = certificates.map(|c| super::certified_beside::join(c, &report));
+    if let Some(c) = &certified {
+        super::certified_beside::print(c);
+    }
+    let result =
+        Evaluated { report: &report, audit: audit.as_ref(), certified: certified.as_ref() };
     if let Some(path) = &args.html {
         super::report::write_evaluation_page(path, &report.model.path, &result, &data, &examples)?;
     }
@@ -81,6 +96,10 @@ struct Evaluated<'a> {
     /// the gradients the attacks used.
     #[serde(skip_serializing_if = "Option::is_none")]
     audit: Option<&'a AuditReport>,
+    /// With --certificates: the smoothed classifier's certificates beside the base classifier's
+    /// smallest examples, by sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certified: Option<&'a super::certified_beside::CertifiedBeside>,
 }
 
 /// `eval` with several ε: a robustness curve (JSON: gibbon::eval::CurveReport).

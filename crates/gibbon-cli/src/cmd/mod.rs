@@ -2,6 +2,7 @@
 //! (`crate::args`), turns them into library values (`crate::resolve`) and calls the library.
 mod attack;
 mod audit;
+mod certified_beside;
 mod certify;
 mod demo;
 mod detect;

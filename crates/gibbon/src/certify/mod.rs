@@ -3,9 +3,16 @@
 //! An attack that finds an example proves a sample is not robust; a certificate proves that no
 //! example exists within a radius (here with a stated probability). [`smoothing`] is randomized
 //! smoothing (Cohen, Rosenfeld & Kolter 2019): the certified L2 radius of the classifier that
-//! answers the majority class of the base model under Gaussian input noise.
+//! answers the majority class of the base model under Gaussian input noise. [`smoothadv`]
+//! attacks that smoothed classifier (Salman et al. 2019), the upper bound beside the
+//! certificate's lower bound.
+pub mod smoothadv;
 pub mod smoothing;
 
+pub use smoothadv::{
+    attacked_accuracy, is_violation, SmoothAdvConfig, SmoothAttack, SMOOTHADV_NOISE_SAMPLES,
+    SMOOTHADV_PREDICT_DRAWS, SMOOTHADV_STEPS,
+};
 pub use smoothing::{
     certified_accuracy, Certificate, Smoothed, SmoothingConfig, SMOOTHING_ALPHA, SMOOTHING_N,
     SMOOTHING_N0,

@@ -124,6 +124,20 @@ impl<'a> Smoothed<'a> {
         &self.config
     }
 
+    /// The base classifier.
+    pub fn model(&self) -> &dyn Classifier {
+        self.model
+    }
+
+    /// Draws `start..start + rows` of the standard normal noise under `key`, `[rows, dim]`.
+    pub(crate) fn noise(&self, key: &RngKey, start: usize, rows: usize, dim: usize) -> Tensor {
+        let mut noise: Vec<f32> = Vec::with_capacity(rows * dim);
+        for draw in start..start + rows {
+            noise.extend(key.step(draw).normal(dim).into_iter().map(|z| z as f32));
+        }
+        Tensor::from_slice(&noise).reshape([rows as i64, dim as i64])
+    }
+
     /// Class counts of `num` noisy copies of `x` (one input, no batch axis), drawn on
     /// `stream` for the sample `index`.
     pub fn counts(&self, x: &Tensor, index: usize, num: usize, stream: u64) -> Result<Vec<usize>> {
@@ -136,11 +150,7 @@ impl<'a> Smoothed<'a> {
         let mut done = 0;
         while done < num {
             let rows = self.config.batch.min(num - done);
-            let mut noise: Vec<f32> = Vec::with_capacity(rows * dim);
-            for draw in done..done + rows {
-                noise.extend(key.step(draw).normal(dim).into_iter().map(|z| z as f32));
-            }
-            let noise = Tensor::from_slice(&noise).reshape([rows as i64, dim as i64]);
+            let noise = self.noise(&key, done, rows, dim);
             let mut full = vec![rows as i64];
             full.extend_from_slice(&shape);
             let noisy = (&x + noise * self.config.sigma).reshape(full.as_slice());
@@ -175,7 +185,18 @@ impl<'a> Smoothed<'a> {
     /// PREDICT with `n` draws for the input `x` of sample `index`: the top class, or `None`
     /// (abstain) when a binomial test cannot tell it from the runner-up at level α.
     pub fn predict(&self, x: &Tensor, index: usize, n: usize) -> Result<Option<i64>> {
-        let counts = self.counts(x, index, n, PREDICTION)?;
+        self.predict_with(x, index, n, PREDICTION)
+    }
+
+    /// PREDICT on the noise stream `stream` (fresh draws for each new `stream`).
+    pub fn predict_with(
+        &self,
+        x: &Tensor,
+        index: usize,
+        n: usize,
+        stream: u64,
+    ) -> Result<Option<i64>> {
+        let counts = self.counts(x, index, n, stream)?;
         let top = argmax(&counts);
         let runner_up = counts.iter().enumerate().filter(|&(c, _)| c != top).map(|(_, &k)| k);
         let (a, b) = (counts[top], runner_up.max().unwrap_or(0));
