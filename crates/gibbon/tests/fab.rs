@@ -372,3 +372,75 @@ fn fab_t_on_the_adversarially_trained_reference_cnn_is_close_to_pgd40() {
     let fab_t = eval("fab-t");
     assert!(fab_t + 3 >= pgd, "fab-t broke {fab_t}, pgd-40 {pgd}");
 }
+
+/// A model that counts the rows of its forward passes: with an input that requires grad (a
+/// forward + backward pass) and without (a forward-only check). The zero rows that pad the
+/// last tile of a pass (`TILE_ROWS`) are not counted.
+struct CountingModel<'a> {
+    inner: &'a BuiltinModel,
+    gradient_rows: std::cell::Cell<i64>,
+    forward_only_rows: std::cell::Cell<i64>,
+}
+
+impl Classifier for CountingModel<'_> {
+    fn forward(&self, x: &Tensor) -> gibbon::error::Result<Tensor> {
+        let counter = if x.requires_grad() { &self.gradient_rows } else { &self.forward_only_rows };
+        let real = tch::no_grad(|| x.flatten(1, -1).abs().amax([1i64].as_slice(), false).gt(0.0));
+        counter.set(counter.get() + real.sum(Kind::Int64).int64_value(&[]));
+        self.inner.forward(x)
+    }
+    fn input_shape(&self) -> &[i64] {
+        self.inner.input_shape()
+    }
+    fn num_classes(&self) -> i64 {
+        self.inner.num_classes()
+    }
+    fn device(&self) -> Device {
+        self.inner.device()
+    }
+    fn info(&self) -> &gibbon::model::ModelInfo {
+        self.inner.info()
+    }
+}
+
+/// One forward + backward pass per FAB step: the pass at a point also checks it, and after a
+/// success the step from the point moved back towards the clean input reuses the pass's
+/// gradients with the logits of a forward-only check. With `minimize` on a linear model FAB
+/// oscillates across the boundary (a success about every other step), so a gradient pass per
+/// success (the earlier design, about 2 per step) fails the bound.
+#[test]
+fn fab_takes_one_gradient_pass_per_step() {
+    let model = linear_model(4, 11);
+    let (data, _) = multiclass_samples(&model, Norm::L2, 30);
+    let idx: Vec<usize> = (0..30).collect();
+    let mut threat = ThreatModel::new(Norm::L2, box_diameter(Norm::L2)).unwrap();
+    threat.budget.steps = Some(LINEAR_STEPS);
+    let options = AttackOptions { minimize: true, ..Default::default() };
+    for (attack, runs) in [("fab", 1), ("fab-t", 3)] {
+        let counting =
+            CountingModel { inner: &model, gradient_rows: 0.into(), forward_only_rows: 0.into() };
+        let attack_impl = build_attack(attack, &threat, &options).unwrap();
+        let ctx = AttackContext { model: &counting, threat: &threat, seed: 0, batch_size: 30 };
+        let mut source = TensorSource::new(Chunk {
+            indices: idx.clone(),
+            x: data.batch(&idx, Device::Cpu),
+            labels: data.labels_of(&idx, Device::Cpu),
+            targets: None,
+        });
+        let mut broken = 0;
+        attack_impl
+            .run(&ctx, &mut source, &mut |r| {
+                broken += usize::from(r.claimed_success);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(broken, 30, "{attack}");
+        let steps = (30 * runs * LINEAR_STEPS) as f64;
+        let per_step = counting.gradient_rows.get() as f64 / steps;
+        let checks = counting.forward_only_rows.get() as f64 / steps;
+        eprintln!("{attack}: {per_step:.3} gradient passes and {checks:.3} forward-only per step");
+        assert!((1.0..=1.1).contains(&per_step), "{attack}: {per_step} gradient passes per step");
+        // The oscillation is there: successes are checked forward-only.
+        assert!(checks > 0.2, "{attack}: {checks} forward-only checks per step");
+    }
+}
