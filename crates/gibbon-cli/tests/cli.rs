@@ -226,6 +226,25 @@ fn attack_writes_npy_and_pngs() {
     assert_eq!(std::fs::read_dir(dir.path().join("png")).unwrap().count(), 6);
 }
 
+/// Builtin weights know their class count: the first two MNIST test images (labels 7 and 2)
+/// must not shrink a 10-class head to 8 classes.
+#[test]
+fn safetensors_model_keeps_its_classes_on_a_small_slice() {
+    let weights =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../gibbon/models/smallcnn_mnist_pgd.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let data = mnist();
+    let out_s = out.display().to_string();
+    let mut args = eval_args(weights, &data, &["--arch", "smallcnn", "--out", &out_s]);
+    args[6] = "2";
+    let run = gibbon(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(r["n"], 2);
+}
+
 #[test]
 fn missing_model_file() {
     assert_user_error(

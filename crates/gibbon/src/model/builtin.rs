@@ -37,6 +37,15 @@ impl Arch {
         }
     }
 
+    /// The name of the classifier head's bias, whose length is the number of classes.
+    pub fn head_bias(self) -> &'static str {
+        match self {
+            Arch::Linear => "fc.bias",
+            Arch::Mlp | Arch::SmallCnn => "fc3.bias",
+            Arch::PreActResNet18 => "linear.bias",
+        }
+    }
+
     /// The input shape the architecture requires, or `None` when it adapts to the data.
     pub fn fixed_input_shape(self) -> Option<Vec<i64>> {
         match self {
@@ -177,6 +186,11 @@ impl BuiltinModel {
         classes: i64,
         device: Device,
     ) -> Result<Self> {
+        // The weights say how many classes the model has: a data slice whose labels do not
+        // reach the last class (the first few test images) must not shrink the head. Fewer
+        // classes in the weights than in the data stays an error (from `load_into`).
+        let classes = weights::vector_len(bytes, arch.head_bias())
+            .map_or(classes, |k| (k as i64).max(classes));
         let mut model = Self::new(arch, input_shape, classes, device)?;
         weights::load_into(&mut model.vs, bytes, origin)?;
         model.vs.freeze();

@@ -8,6 +8,15 @@ use tch::{nn, Kind, Tensor};
 /// Buffers PyTorch saves that gibbon's models do not use.
 const IGNORED_SUFFIXES: &[&str] = &["num_batches_tracked"];
 
+/// The length of the one-dimensional tensor `name` in the safetensors `bytes`, if there is one.
+pub fn vector_len(bytes: &[u8], name: &str) -> Option<usize> {
+    let st = SafeTensors::deserialize(bytes).ok()?;
+    match st.tensor(name).ok()?.shape() {
+        [n] => Some(*n),
+        _ => None,
+    }
+}
+
 /// Copies every variable of `vs` from the safetensors `bytes`; names and shapes must match.
 pub fn load_into(vs: &mut nn::VarStore, bytes: &[u8], origin: &str) -> Result<()> {
     let st = SafeTensors::deserialize(bytes)
