@@ -180,16 +180,56 @@ pub fn deletion_order(
     problem: &Problem,
     oracle: &mut Oracle,
 ) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+    importance_order(problem, oracle, "")
+}
+
+/// Word importance as the drop in the label's probability when the word is replaced by
+/// `stand_in` (`""`: deleted), for every word with candidates; the words in decreasing
+/// importance (ties by position) and the original's probabilities, `None` when the budget ran
+/// out.
+pub fn importance_order(
+    problem: &Problem,
+    oracle: &mut Oracle,
+    stand_in: &str,
+) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
     let ks: Vec<usize> =
         (0..problem.candidates.len()).filter(|&k| !problem.candidates[k].is_empty()).collect();
     let mut texts = vec![problem.original.text()];
-    texts.extend(ks.iter().map(|&k| problem.with_word(k, "")));
+    texts.extend(ks.iter().map(|&k| problem.with_word(k, stand_in)));
     let Some(probs) = oracle.probabilities(&texts)? else { return Ok(None) };
     let p0 = probs[0][problem.label];
     let mut scored: Vec<(usize, f32)> =
         ks.iter().zip(&probs[1..]).map(|(&k, p)| (k, p0 - p[problem.label])).collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     Ok(Some((scored.into_iter().map(|(k, _)| k).collect(), probs[0].clone())))
+}
+
+/// The greedy search along an importance ranking (`ranked`: the words in order and the
+/// original's probabilities, `None` when ranking ran out of budget): each word in turn gets
+/// its best candidate when that lowers the label's probability, until the prediction changes.
+pub fn greedy_along(
+    problem: &Problem,
+    oracle: &mut Oracle,
+    ranked: Option<(Vec<usize>, Vec<f32>)>,
+) -> Result<SearchOutcome> {
+    let mut edits = Edits::new();
+    let Some((order, p0)) = ranked else {
+        return Ok(SearchOutcome { edits, claimed_success: false, stop: "budget" });
+    };
+    let mut p = p0[problem.label];
+    for k in order {
+        match greedy_step(problem, oracle, &edits, p, k)? {
+            None => return Ok(SearchOutcome { edits, claimed_success: false, stop: "budget" }),
+            Some((next, p_next, success)) => {
+                edits = next;
+                p = p_next;
+                if success {
+                    return Ok(SearchOutcome { edits, claimed_success: true, stop: "success" });
+                }
+            }
+        }
+    }
+    Ok(SearchOutcome { edits, claimed_success: false, stop: "exhausted" })
 }
 
 /// One greedy step at word `k` from `current` (label probability `p_current`): every allowed
