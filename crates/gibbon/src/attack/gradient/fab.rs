@@ -21,16 +21,6 @@
 //! smallest adversarial norm found even above ε, and unless [`AttackOptions::minimize`] is set a
 //! sample leaves the batch as soon as it is broken within ε. Each forward pass counts as one
 //! query per row (the backward passes for the Jacobian reuse it).
-//!
-//! One forward + backward pass per step: the logits of the pass at an iterate both check it
-//! (the success test and the best-point bookkeeping) and linearise it. After a success the
-//! point moved back towards `x₀` is checked by a forward pass without gradient, and the step
-//! from it uses that check's logits with the gradients of the pass at the iterate (exact on a
-//! model linear between the two points, so on linear models the iterates are those of a fresh
-//! gradient pass at the moved point, up to float rounding). The returned point is confirmed by
-//! one more forward-only pass.
-use super::fab_projection::project_hyperplane_box;
-use super::fab_slopes::{Hyperplanes, Slopes};
 use super::stepped::StartPoint;
 use crate::attack::loss::{class_ranking, margin, success_mask};
 use crate::attack::pool::{drive, row_set, Keep, RowSet};
@@ -38,12 +28,8 @@ use crate::attack::{Attack, AttackContext, AttackOptions, AttackRecord, Chunk, S
 use crate::error::{GibbonError, Result};
 use crate::model::precision::{exact_where, refining};
 use crate::random::{stacked, RngKey};
-use crate::threat::{Goal, Norm, ThreatModel};
+use crate::threat::{Goal, InputBox, Norm, ThreatModel};
 use tch::{Kind, Tensor};
-
-/// Most moves back towards the clean input after one pass (each `β = 0.9` closer; the clean
-/// input itself is not adversarial, so in practice a handful suffice).
-const MAX_SHRINKS: usize = 200;
 
 /// FAB's default iterations per run (AutoAttack's 100) when the user did not set `--steps`.
 pub const FAB_STEPS: usize = 100;
@@ -176,6 +162,94 @@ enum Next {
     Finish,
 }
 
+/// Per-sample norm of rows of `d` (`[N, D]`, float64) in the dual of `norm`, over dimension
+/// `dim`.
+fn dual_norm(norm: Norm, d: &Tensor, dim: i64) -> Tensor {
+    match norm {
+        Norm::Linf => d.abs().sum_dim_intlist([dim].as_slice(), false, Kind::Double),
+        Norm::L2 => d.square().sum_dim_intlist([dim].as_slice(), false, Kind::Double).sqrt(),
+        Norm::L1 => d.abs().amax([dim].as_slice(), false),
+    }
+}
+
+/// The minimal-norm `δ` (rows of `[N, D]`, float64) with `w·δ = c` and `lo ≤ t + δ ≤ hi`, per
+/// row; where the hyperplane cannot be reached inside the box, the box corner nearest to it.
+///
+/// Moving coordinate `i` in the direction `sign(c w_i)` by at most its room `r_i` to the box,
+/// L∞ gives `δ_i = min(λ, r_i)` and L2 `δ_i = min(λ|w_i|, r_i)` (KKT), so `w·δ` is a
+/// non-decreasing piecewise-linear function of `λ` whose kinks are the saturation points
+/// `r_i` (L∞) or `r_i/|w_i|` (L2). Sorting the kinks and accumulating the saturated and the
+/// still-free parts gives that function at every kink; the segment holding `|c|` is found by
+/// counting and `λ` solved on it, exactly. L1 fills coordinates greedily by decreasing `|w_i|`.
+pub fn project_hyperplane_box(
+    norm: Norm,
+    t: &Tensor,
+    w: &Tensor,
+    c: &Tensor,
+    bounds: InputBox,
+) -> Tensor {
+    let t = t.to_kind(Kind::Double);
+    let w = w.to_kind(Kind::Double) * c.to_kind(Kind::Double).sign().unsqueeze(1);
+    let c = c.to_kind(Kind::Double).abs().unsqueeze(1);
+    let up = (-&t + bounds.hi).clamp_min(0.0);
+    let down = (&t - bounds.lo).clamp_min(0.0);
+    let room = up.where_self(&w.gt(0.0), &down);
+    let dir = w.sign();
+    let aw = w.abs();
+    // Contribution of each coordinate to w·δ once it is saturated.
+    let cap = &aw * &room;
+    match norm {
+        Norm::Linf | Norm::L2 => {
+            let scale = match norm {
+                Norm::Linf => aw.ones_like(),
+                _ => aw.shallow_clone(),
+            };
+            let slope = &aw * &scale;
+            let active = slope.gt(0.0);
+            let knee = (&room / scale.clamp_min(1e-300)).where_self(&active, &room.zeros_like());
+            let (knee_sorted, order) = knee.sort(1, false);
+            let slope_sorted = slope.gather(1, &order, false);
+            let cap_sorted = cap.gather(1, &order, false);
+            let total_slope = slope.sum_dim_intlist([1i64].as_slice(), true, Kind::Double);
+            let saturated = cap_sorted.cumsum(1, Kind::Double);
+            let free = &total_slope - slope_sorted.cumsum(1, Kind::Double);
+            // Value of w·δ at each kink (coordinates up to that one saturated).
+            let at_knee = &saturated + &knee_sorted * &free;
+            let dims = t.size()[1];
+            let segment =
+                at_knee.lt_tensor(&c).sum_dim_intlist([1i64].as_slice(), true, Kind::Int64);
+            let zero = c.zeros_like();
+            let saturated = Tensor::cat(&[&zero, &saturated], 1).gather(1, &segment, false);
+            let free = Tensor::cat(&[&total_slope, &free], 1).gather(1, &segment, false);
+            let reachable = segment.lt(dims);
+            let lambda = ((&c - saturated) / free.clamp_min(1e-300))
+                .clamp(0.0, 1e30)
+                .where_self(&reachable, &c.full_like(1e30));
+            dir * (lambda * scale).minimum(&room)
+        }
+        Norm::L1 => {
+            let order = aw.argsort(1, true);
+            let cap_sorted = cap.gather(1, &order, false);
+            let aw_sorted = aw.gather(1, &order, false);
+            let room_sorted = room.gather(1, &order, false);
+            let before = cap_sorted.cumsum(1, Kind::Double) - &cap_sorted;
+            let amount = ((&c - before) / aw_sorted.clamp_min(1e-300))
+                .clamp_min(0.0)
+                .minimum(&room_sorted)
+                .where_self(&aw_sorted.gt(0.0), &aw_sorted.zeros_like());
+            dir * aw.zeros_like().scatter(1, &order, &amount)
+        }
+    }
+}
+
+/// The hyperplane of one FAB step, per row: the linearisation `f + w·(z - p)` of the chosen
+/// logit difference around the pass point `p` (positive once the goal is reached).
+struct Linearization {
+    logits: Tensor,
+    f: Tensor,
+    w: Tensor,
+}
+
 impl Fab {
     fn runs(&self, classes: i64) -> usize {
         match self.config.variant {
@@ -188,15 +262,22 @@ impl Fab {
         self.config.n_targets.min((classes - 1).max(1) as usize)
     }
 
-    /// One forward pass at `r.current` (its logits, detached) and the backward passes for the
-    /// rows' hyperplanes.
-    fn linearize(&self, ctx: &AttackContext<'_>, r: &Rows) -> Result<(Tensor, Slopes)> {
+    /// One forward pass at `r.current` and the backward passes for the chosen hyperplanes.
+    fn linearize(&self, ctx: &AttackContext<'_>, r: &Rows) -> Result<Linearization> {
         let x = &r.current;
+        let b = x.size()[0];
         let xg = x.detach().set_requires_grad(true);
         let exact: Vec<bool> = r.info.iter().map(|i| refining(i.step, self.config.steps)).collect();
         let logits = ctx.model.logits_padded_rows(&xg, &exact)?;
         let z = logits.detach().to_kind(Kind::Double);
-        let planes = match (self.config.variant, &r.goal_targets, &r.ranking) {
+        let grad_of = |scalar: Tensor, keep: bool| -> Result<Tensor> {
+            let g = Tensor::f_run_backward(&[scalar], &[&xg], keep, false)?;
+            let g =
+                g.into_iter().next().ok_or_else(|| GibbonError::Internal("no gradient".into()))?;
+            Ok(g.flatten(1, -1).to_kind(Kind::Double))
+        };
+        // Pair hyperplanes: (class that should win, class that should lose).
+        let pair = match (self.config.variant, &r.goal_targets, &r.ranking) {
             (FabVariant::Targeted, _, Some(rank)) => {
                 let classes = z.size()[1];
                 let which: Vec<i64> = r
@@ -207,10 +288,7 @@ impl Fab {
                     })
                     .collect();
                 let col = Tensor::from_slice(&which).to_device(x.device()).unsqueeze(1);
-                Hyperplanes::Pair {
-                    plus: rank.gather(1, &col, false),
-                    minus: r.labels.unsqueeze(1),
-                }
+                Some((rank.gather(1, &col, false), r.labels.unsqueeze(1)))
             }
             (FabVariant::Targeted, _, None) => {
                 return Err(GibbonError::Internal("fab-t rows without a class ranking".into()))
@@ -218,29 +296,58 @@ impl Fab {
             (FabVariant::Untargeted, Some(t), _) => {
                 let t = t.unsqueeze(1);
                 let masked = z.scatter_value(1, &t, f64::NEG_INFINITY);
-                Hyperplanes::Pair { minus: masked.argmax(1, true), plus: t }
+                Some((t, masked.argmax(1, true)))
             }
-            (FabVariant::Untargeted, None, _) => Hyperplanes::All { label: r.labels.unsqueeze(1) },
+            (FabVariant::Untargeted, None, _) => None,
         };
-        let slopes = Slopes::at(&xg, &logits, planes, ctx.threat.norm)?;
-        Ok((logits.detach(), slopes))
+        let (f, w) =
+            match pair {
+                Some((plus, minus)) => {
+                    let diff = logits.gather(1, &plus, false) - logits.gather(1, &minus, false);
+                    let w = grad_of(diff.sum(Kind::Float), false)?;
+                    let f = z.gather(1, &plus, false) - z.gather(1, &minus, false);
+                    (f.squeeze_dim(1), w)
+                }
+                None => {
+                    let classes = z.size()[1];
+                    let mut grads = Vec::with_capacity(classes as usize);
+                    for k in 0..classes {
+                        grads.push(grad_of(logits.select(1, k).sum(Kind::Float), k + 1 < classes)?);
+                    }
+                    let jac = Tensor::stack(&grads, 1);
+                    let dims = jac.size()[2];
+                    let label = r.labels.unsqueeze(1);
+                    let df = &z - z.gather(1, &label, false);
+                    let own = jac.gather(1, &label.unsqueeze(2).expand([b, 1, dims], false), false);
+                    let dg = jac - own;
+                    let dist = (df.abs() / (dual_norm(ctx.threat.norm, &dg, 2) + 1e-12))
+                        .scatter_value(1, &label, f64::INFINITY);
+                    let nearest = dist.argmin(1, true);
+                    let f = df.gather(1, &nearest, false).squeeze_dim(1);
+                    let w = dg
+                        .gather(1, &nearest.unsqueeze(2).expand([b, 1, dims], false), false)
+                        .squeeze_dim(1);
+                    (f, w)
+                }
+            };
+        Ok(Linearization { logits: logits.detach(), f, w })
     }
 
-    /// The FAB step from every row's current point towards the hyperplane `f + w·(z - p)`
-    /// (see the module docs).
-    fn step(&self, threat: &ThreatModel, r: &Rows, f: &Tensor, w: &Tensor) -> Tensor {
+    /// The FAB step from every row's current point (see the module docs).
+    fn step(&self, threat: &ThreatModel, r: &Rows, lin: &Linearization) -> Tensor {
         let cfg = &self.config;
         let shape = r.current.size();
         let b = shape[0];
         let p = r.current.to_kind(Kind::Double).flatten(1, -1);
         let x0 = r.x0.to_kind(Kind::Double).flatten(1, -1);
         // w·δ needed to reach the hyperplane from p and from x0.
-        let c_p = -f;
-        let c_0 = &c_p - (w * (&x0 - &p)).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+        let c_p = -&lin.f;
+        let c_0 =
+            &c_p - (&lin.w * (&x0 - &p)).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
         let d = project_hyperplane_box(
             threat.norm,
             &Tensor::cat(&[&p, &x0], 0),
-            &Tensor::cat(&[w, w], 0),
+            &Tensor::cat(&[&lin.w, &lin.w], 0),
             &Tensor::cat(&[&c_p, &c_0], 0),
             threat.bounds,
         );
@@ -389,12 +496,12 @@ impl Fab {
         ctx: &AttackContext<'_>,
         runs: usize,
         r: &mut Rows,
-        logits: &Tensor,
+        lin: &Linearization,
     ) -> Result<(Vec<Next>, Vec<bool>)> {
         let (threat, cfg) = (ctx.threat, &self.config);
         let goal = r.goal_targets.as_ref();
-        let near = margin(logits, &r.labels, goal);
-        let logits = exact_where(ctx.model, &r.current, logits, &near)?;
+        let near = margin(&lin.logits, &r.labels, goal);
+        let logits = exact_where(ctx.model, &r.current, &lin.logits, &near)?;
         let adversarial: Vec<bool> = Vec::try_from(success_mask(&logits, &r.labels, goal))?;
         let norms: Vec<f64> = Vec::try_from(threat.distance(&r.x0, &r.current))?;
         let n = r.info.len();
@@ -425,82 +532,8 @@ impl Fab {
         Ok((next, improved))
     }
 
-    /// The rows that the pass found adversarial move back towards the clean input,
-    /// `p ← x₀ + β (p - x₀)`, and each moved point is checked by a forward pass without gradient
-    /// (one query): recorded if adversarial and the smallest so far, and moved back again, until
-    /// it is not adversarial (at most [`MAX_SHRINKS`] times). Such a row then steps from its
-    /// moved point with the hyperplane of the pass's gradients at the logits of that check (see
-    /// [`Slopes`]), so a success costs a forward pass instead of a forward + backward pass.
-    /// Returns `logits` with those rows replaced by the logits of their last check.
-    fn shrink(
-        &self,
-        ctx: &AttackContext<'_>,
-        r: &mut Rows,
-        next: &mut [Next],
-        logits: Tensor,
-    ) -> Result<Tensor> {
-        let (threat, cfg) = (ctx.threat, &self.config);
-        let device = r.x0.device();
-        let mut logits = logits;
-        let mut todo: Vec<i64> =
-            (0..next.len() as i64).filter(|&i| next[i as usize] == Next::Shrink).collect();
-        for _ in 0..MAX_SHRINKS {
-            if todo.is_empty() {
-                break;
-            }
-            let idx = Tensor::from_slice(&todo).to_device(device);
-            let x0 = r.x0.index_select(0, &idx);
-            let p = r.current.index_select(0, &idx);
-            let s = (x0.to_kind(Kind::Double)
-                + (p.to_kind(Kind::Double) - x0.to_kind(Kind::Double)) * cfg.beta)
-                .to_kind(p.kind());
-            r.current = r.current.index_copy(0, &idx, &s);
-            let exact: Vec<bool> =
-                todo.iter().map(|&i| refining(r.info[i as usize].step, cfg.steps)).collect();
-            let z = tch::no_grad(|| ctx.model.logits_padded_rows(&s, &exact))?;
-            let labels = r.labels.index_select(0, &idx);
-            let goal = r.goal_targets.as_ref().map(|g| g.index_select(0, &idx));
-            let near = margin(&z, &labels, goal.as_ref());
-            let checked = exact_where(ctx.model, &s, &z, &near)?;
-            let adversarial: Vec<bool> =
-                Vec::try_from(success_mask(&checked, &labels, goal.as_ref()))?;
-            let norms: Vec<f64> = Vec::try_from(threat.distance(&x0, &s))?;
-            logits = logits.index_copy(0, &idx, &z.to_kind(logits.kind()));
-            let (mut improved, mut again) = (Vec::new(), Vec::new());
-            for (j, &i) in todo.iter().enumerate() {
-                let info = &mut r.info[i as usize];
-                info.queries += 1;
-                if adversarial[j] && norms[j] < info.best_norm {
-                    info.best_norm = norms[j];
-                    info.best_step = Some(info.total_steps);
-                    info.best_run = info.run;
-                    improved.push(j as i64);
-                }
-                next[i as usize] = if !cfg.minimize && info.best_norm <= threat.eps {
-                    Next::Finish
-                } else if adversarial[j] {
-                    again.push(i);
-                    Next::Shrink
-                } else {
-                    Next::Step
-                };
-            }
-            if !improved.is_empty() {
-                let at = Tensor::from_slice(&improved).to_device(device);
-                let moved = s.index_select(0, &at);
-                r.best_adv = r.best_adv.index_copy(0, &idx.index_select(0, &at), &moved);
-            }
-            todo = again;
-        }
-        for &i in &todo {
-            next[i as usize] = Next::Step;
-        }
-        Ok(logits)
-    }
-
-    /// One FAB iteration for every row: a step (after a shrink towards the clean input where
-    /// the pass found the current point adversarial), a new run or the end of the sample. One
-    /// forward + backward pass per step: its logits check the point the previous step reached.
+    /// One FAB iteration for every row: a step, a shrink towards the clean input, a new run or
+    /// the end of the sample.
     fn round(
         &self,
         ctx: &AttackContext<'_>,
@@ -508,22 +541,26 @@ impl Fab {
         r: &mut Rows,
         sink: &mut dyn FnMut(AttackRecord) -> Result<()>,
     ) -> Result<()> {
-        let threat = ctx.threat;
-        let (logits, slopes) = self.linearize(ctx, r)?;
-        let (mut next, improved) = self.decide(ctx, runs, r, &logits)?;
+        let (threat, cfg) = (ctx.threat, &self.config);
+        let lin = self.linearize(ctx, r)?;
+        let (next, improved) = self.decide(ctx, runs, r, &lin)?;
         let n = r.info.len();
         let device = r.x0.device();
         let view = crate::tensor::per_sample_view(&r.x0);
+        let mask_of = |want: Next| {
+            let v: Vec<bool> = next.iter().map(|&a| a == want).collect();
+            Tensor::from_slice(&v).to_device(device).view(view.as_slice())
+        };
         let improved_t = Tensor::from_slice(&improved).to_device(device).view(view.as_slice());
         r.best_adv = r.current.where_self(&improved_t, &r.best_adv);
-        let logits = self.shrink(ctx, r, &mut next, logits)?;
-        let stepping: Vec<bool> = next.iter().map(|&a| a == Next::Step).collect();
-        let mut current = if stepping.contains(&true) {
-            let (f, w) = slopes.hyperplane(&logits);
-            let mask = Tensor::from_slice(&stepping).to_device(device).view(view.as_slice());
-            self.step(threat, r, &f, &w).where_self(&mask, &r.current)
+
+        let shrunk = (&r.x0.to_kind(Kind::Double)
+            + (r.current.to_kind(Kind::Double) - r.x0.to_kind(Kind::Double)) * cfg.beta)
+            .to_kind(r.current.kind());
+        let mut current = if next.contains(&Next::Step) {
+            self.step(threat, r, &lin).where_self(&mask_of(Next::Step), &shrunk)
         } else {
-            r.current.shallow_clone()
+            shrunk
         };
         for (i, info) in r.info.iter_mut().enumerate() {
             match next[i] {

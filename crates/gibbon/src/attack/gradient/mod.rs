@@ -8,8 +8,6 @@ pub(in crate::attack) mod apgd_l1;
 pub(in crate::attack) mod bim;
 pub(in crate::attack) mod difgsm;
 pub(in crate::attack) mod fab;
-pub(in crate::attack) mod fab_projection;
-pub(in crate::attack) mod fab_slopes;
 pub(in crate::attack) mod fgsm;
 pub(in crate::attack) mod mifgsm;
 pub(in crate::attack) mod pgd;
