@@ -54,16 +54,24 @@ fn encode(value: &impl Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| GibbonError::Internal(format!("encoding JSON: {e}")))
 }
 
+/// An HTTP server listening on `addr`, and the IP address it got (the port chosen for `:0`).
+pub(crate) fn listen(
+    addr: impl ToSocketAddrs + std::fmt::Debug,
+) -> Result<(tiny_http::Server, SocketAddr)> {
+    let shown = format!("{addr:?}");
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| GibbonError::invalid("port", format!("cannot listen on {shown}: {e}")))?;
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| GibbonError::Internal("the server is not on an IP address".into()))?;
+    Ok((server, addr))
+}
+
 impl ModelServer {
     /// Binds to `addr` (e.g. `127.0.0.1:0` for a free port on loopback).
     pub fn bind(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Self> {
-        let shown = format!("{addr:?}");
-        let server = tiny_http::Server::http(addr)
-            .map_err(|e| GibbonError::invalid("port", format!("cannot listen on {shown}: {e}")))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| GibbonError::Internal("the server is not on an IP address".into()))?;
+        let (server, addr) = listen(addr)?;
         Ok(ModelServer { server, addr })
     }
 

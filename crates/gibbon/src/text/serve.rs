@@ -35,13 +35,7 @@ struct PredictRequest {
 impl TextModelServer {
     /// Binds to `addr` (`127.0.0.1:0`: a free port on loopback).
     pub fn bind(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Self> {
-        let shown = format!("{addr:?}");
-        let server = tiny_http::Server::http(addr)
-            .map_err(|e| GibbonError::invalid("port", format!("cannot listen on {shown}: {e}")))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| GibbonError::Internal("the server is not on an IP address".into()))?;
+        let (server, addr) = crate::model::serve::listen(addr)?;
         Ok(TextModelServer { server, addr })
     }
 
