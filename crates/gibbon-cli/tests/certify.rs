@@ -60,6 +60,9 @@ fn certificates_are_bounded_and_a_resumed_run_equals_a_fresh_one() {
     }
     let curve = fresh["certified_accuracy"].as_array().unwrap();
     assert_eq!(curve[0][0], 0.0);
+    for rate in ["draws_per_second", "forward_rows_per_second"] {
+        assert!(fresh[rate].as_f64().is_some_and(|r| r > 0.0), "{rate}: {}", fresh[rate]);
+    }
     // A stream holding the first certificate: the rerun takes it and certifies the rest.
     let partial = dir.path().join("cert.json.partial.jsonl");
     let header =
@@ -151,6 +154,7 @@ fn smoothadv_beside_the_certificates() {
 fn eval_joins_the_certificates(cert: &std::path::Path, certified: &serde_json::Value) {
     let model = shared("reference/mnist_smallcnn_std.pt");
     let data = format!("idx:{}", shared("data/mnist"));
+    let html = cert.with_file_name("eval.html");
     let eval = |data: &str| {
         gibbon(&[
             "eval",
@@ -172,6 +176,8 @@ fn eval_joins_the_certificates(cert: &std::path::Path, certified: &serde_json::V
             "5",
             "--certificates",
             cert.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
         ])
     };
     let o = eval(&data);
@@ -193,6 +199,11 @@ fn eval_joins_the_certificates(cert: &std::path::Path, certified: &serde_json::V
             base.is_some_and(|b| b < s["radius"].as_f64().unwrap()) && !s["class"].is_null();
         assert_eq!(row["base_inside_certified_radius"], inside, "{row}");
     }
+    let page = std::fs::read_to_string(&html).unwrap();
+    let section = page.split("data-section=\"certified-beside\"").nth(1).expect("the section");
+    let section = section.split("</section>").next().unwrap();
+    assert!(section.contains("SmoothAdv examples inside a certified radius"), "section");
+    assert!(section.contains("<svg"), "the scatter plot");
     let other = format!("idx:{}/", shared("data/mnist"));
     let o = eval(&other);
     let stderr = String::from_utf8_lossy(&o.stderr);

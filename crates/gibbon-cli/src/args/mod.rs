@@ -593,8 +593,9 @@ pub struct TrainDefenseArgs {
     /// noise: standard deviation of the Gaussian augmentation.
     #[arg(long, allow_hyphen_values = true)]
     pub sigma: Option<f64>,
-    /// fast-fgsm: hold-out PGD robust accuracy this far below the best epoch counts as
-    /// catastrophic overfitting (roll back to the last good epoch and stop).
+    /// fast-fgsm: hold-out APGD-CE robust accuracy this far below the best epoch counts as
+    /// catastrophic overfitting (roll back to the last good epoch and stop); so does a
+    /// significant fall below half of the best (3 standard errors on the hold-out slice).
     #[arg(long, default_value_t = gibbon::train::DEFAULT_GUARD_DROP)]
     pub guard_drop: f64,
 }

@@ -60,6 +60,10 @@ struct CertifyReport {
     /// Noisy forward rows per second of CERTIFY over the samples certified in this run (the
     /// attack's time excluded).
     draws_per_second: Option<f64>,
+    /// The base model's own rate on the same batches without noise (`query_predict` of
+    /// `--noise-batch` copies of the first sample, timed for at least a second): what
+    /// `draws_per_second` is bounded by. Measured when this run certified a sample.
+    forward_rows_per_second: Option<f64>,
     resumed: usize,
     per_sample: Vec<SampleCertificate>,
 }
@@ -138,6 +142,12 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         per_sample.iter().filter(|s| s.violation).map(|s| s.index).collect();
     let rows = certified_here * (config.n0 + config.n);
     let seconds = certify_seconds;
+    let forward_rows_per_second = match certified_here > 0 {
+        true => {
+            Some(forward_rate(model.as_ref(), &data.try_batch(&[0], Device::Cpu)?, config.batch)?)
+        }
+        false => None,
+    };
     let report = CertifyReport {
         gibbon_version: gibbon::VERSION,
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -152,6 +162,7 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         violation_indices,
         attack,
         draws_per_second: (certified_here > 0 && seconds > 0.0).then(|| rows as f64 / seconds),
+        forward_rows_per_second,
         resumed,
         config,
         per_sample,
@@ -165,6 +176,9 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
             }
         }
         eprintln!("abstained on {} of {}", report.abstained, report.n);
+        if let (Some(d), Some(f)) = (report.draws_per_second, report.forward_rows_per_second) {
+            eprintln!("noise draws {d:.0}/s; the model's own forward rate {f:.0} rows/s");
+        }
         if let Some(v) = report.violations {
             eprintln!("violations (attack example inside a certified radius): {v}");
         }
@@ -182,6 +196,20 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         None => println!("{}", serde_json::to_string_pretty(&report)?),
     }
     Ok(())
+}
+
+/// Rows per second of the model's label-only forward on `batch` copies of `x` (`[1, ...]`),
+/// timed over at least one second after one warm-up batch.
+fn forward_rate(model: &dyn Classifier, x: &tch::Tensor, batch: usize) -> Result<f64> {
+    let rows = x.repeat_interleave_self_int(batch as i64, Some(0), None).to_device(model.device());
+    let _ = model.query_predict(&rows)?;
+    let t0 = Instant::now();
+    let mut done = 0usize;
+    while done == 0 || t0.elapsed().as_secs_f64() < 1.0 {
+        let _ = model.query_predict(&rows)?;
+        done += batch;
+    }
+    Ok(done as f64 / t0.elapsed().as_secs_f64())
 }
 
 /// The stream's first line: what its certificates were made with.

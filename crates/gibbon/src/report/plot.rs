@@ -2,6 +2,7 @@
 //! an interval band, a histogram, a heat map and a step curve. Each returns the SVG text,
 //! which [`super::html::Part::Svg`] inlines into the page.
 use crate::error::{GibbonError, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 const SIZE: (u32, u32) = (720, 420);
@@ -18,6 +19,38 @@ fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
     (lo - pad)..(hi + pad)
 }
 
+/// A chart on `root` with both axes described: the frame every plot here shares.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+fn framed<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    x_desc: &str,
+    y_desc: &str,
+) -> Result<Chart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(root)
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(x, y)
+        .map_err(plot_error)?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(plot_error)?;
+    Ok(chart)
+}
+
+/// The legend of every labelled series, in the chart's corner.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(plot_error)
+}
+
 /// One point of a curve with its interval: `(x, y, y_low, y_high)`.
 pub type BandPoint = (f64, f64, f64, f64);
 
@@ -30,13 +63,7 @@ pub fn line_with_band(points: &[BandPoint], x_desc: &str, y_desc: &str) -> Resul
         root.fill(&WHITE).map_err(plot_error)?;
         let lo = points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
         let hi = points.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
-        let mut chart = ChartBuilder::on(&root)
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d(padded(lo, hi), 0f64..1.02f64)
-            .map_err(plot_error)?;
-        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(plot_error)?;
+        let mut chart = framed(&root, padded(lo, hi), 0f64..1.02f64, x_desc, y_desc)?;
         let mut band: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.3)).collect();
         band.extend(points.iter().rev().map(|p| (p.0, p.2)));
         chart
@@ -54,12 +81,7 @@ pub fn line_with_band(points: &[BandPoint], x_desc: &str, y_desc: &str) -> Resul
         chart
             .draw_series(points.iter().map(|p| Circle::new((p.0, p.1), 4, BAND.filled())))
             .map_err(plot_error)?;
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(plot_error)?;
+        legend(&mut chart)?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
@@ -89,13 +111,7 @@ pub fn histogram(values: &[f64], bins: usize, x_desc: &str, marker: Option<f64>)
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d(lo..hi, 0f64..top)
-            .map_err(plot_error)?;
-        chart.configure_mesh().x_desc(x_desc).y_desc("samples").draw().map_err(plot_error)?;
+        let mut chart = framed(&root, lo..hi, 0f64..top, x_desc, "samples")?;
         chart
             .draw_series(counts.iter().enumerate().map(|(k, &c)| {
                 let x0 = lo + k as f64 * width;
@@ -189,16 +205,45 @@ pub fn step_curve(points: &[(f64, f64)], x_desc: &str, y_desc: &str) -> Result<S
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0f64..top * 1.05, 0f64..1.02f64)
-            .map_err(plot_error)?;
-        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(plot_error)?;
+        let mut chart = framed(&root, 0f64..top * 1.05, 0f64..1.02f64, x_desc, y_desc)?;
         chart
             .draw_series(LineSeries::new(points.iter().copied(), BAND.stroke_width(2)))
             .map_err(plot_error)?;
+        root.present().map_err(plot_error)?;
+    }
+    Ok(svg)
+}
+
+/// A named set of `(x, y)` points for [`scatter_with_diagonal`].
+pub type PointSeries<'a> = (&'a str, Vec<(f64, f64)>);
+
+/// Points against the diagonal `y = x` (e.g. the smallest adversarial perturbation found against
+/// a certified radius: a point below the diagonal contradicts its certificate), one colour per
+/// series, both axes from 0.
+pub fn scatter_with_diagonal(series: &[PointSeries], x_desc: &str, y_desc: &str) -> Result<String> {
+    const COLOURS: [RGBColor; 3] = [BAND, RGBColor(214, 96, 32), RGBColor(40, 150, 80)];
+    let all = series.iter().flat_map(|s| s.1.iter()).filter(|p| p.0.is_finite() && p.1.is_finite());
+    let top = all.fold(0.0f64, |m, p| m.max(p.0).max(p.1)).max(1e-9) * 1.05;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let mut chart = framed(&root, 0f64..top, 0f64..top, x_desc, y_desc)?;
+        chart
+            .draw_series(LineSeries::new([(0.0, 0.0), (top, top)], BLACK.mix(0.4).stroke_width(1)))
+            .map_err(plot_error)?
+            .label("y = x")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.4)));
+        for (k, (name, points)) in series.iter().enumerate() {
+            let colour = COLOURS[k % COLOURS.len()];
+            let finite = points.iter().filter(|p| p.0.is_finite() && p.1.is_finite());
+            chart
+                .draw_series(finite.map(|p| Circle::new(*p, 3, colour.mix(0.7).filled())))
+                .map_err(plot_error)?
+                .label(*name)
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, colour.filled()));
+        }
+        legend(&mut chart)?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)

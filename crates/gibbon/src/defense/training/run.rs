@@ -55,7 +55,7 @@ pub fn train(model: &mut BuiltinModel, data: &Dataset, cfg: &TrainConfig) -> Res
         // The guard's memory (the best hold-out robust accuracy so far) is replayed from the
         // resumed epochs; the checkpoint is the last good state.
         stats.iter().filter_map(|s| s.holdout_robust_accuracy).for_each(|r| {
-            g.check(r);
+            g.check(r, holdout.len());
         });
         last_good = resumed_from_epoch.map(|epoch| (epoch, snapshot(model)));
     }
@@ -90,7 +90,7 @@ pub fn train(model: &mut BuiltinModel, data: &Dataset, cfg: &TrainConfig) -> Res
         );
         stats.push(s);
         if let (Some(g), Some(r)) = (guard.as_mut(), robust) {
-            if let GuardVerdict::Collapsed { best, now } = g.check(r) {
+            if let GuardVerdict::Collapsed { best, now } = g.check(r, holdout.len()) {
                 early_stop = Some(roll_back(model, last_good.take(), epoch + 1, best, now));
                 break;
             }
@@ -217,7 +217,7 @@ fn roll_back(
         None => epoch,
     };
     let reason = format!(
-        "catastrophic overfitting: hold-out PGD robust accuracy fell from {best:.4} to {now:.4}"
+        "catastrophic overfitting: hold-out robust accuracy (APGD-CE) fell from {best:.4} to {now:.4}"
     );
     tracing::warn!("epoch {epoch}: {reason}; restored epoch {restored_epoch} and stopped");
     EarlyStop { epoch, restored_epoch, reason }

@@ -9,6 +9,7 @@
 //! (`detection.rs` is one such: `gibbon detect eval` and `gibbon detect attack` results).
 mod accuracy;
 mod audit;
+mod certified_beside;
 mod certify;
 mod criteria;
 mod curve;
@@ -74,6 +75,7 @@ pub static SECTIONS: &[&(dyn Section + Sync)] = &[
     &transfer::TransferHeatMap,
     &audit::Audit,
     &certify::Certification,
+    &certified_beside::CertifiedBeside,
     &detection::Detection,
     &text_attack::TextAttacks,
     &samples::Samples,
