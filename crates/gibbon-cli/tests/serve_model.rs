@@ -168,6 +168,18 @@ fn a_labels_server_and_an_unreachable_one_give_one_clear_line() {
     };
     // Square needs scores: refused before any query, naming why.
     assert_user_error(&eval(&server.url, &[]), &["square needs score-only access", "labels only"]);
+    // CERTIFY needs only labels; SmoothAdv needs scores and gradients: refused before any query.
+    let certify = |extra: &[&str]| {
+        let mut args = vec!["certify", "--model", &server.url, "--data", &data, "--n", "1"];
+        args.extend_from_slice(&["--sigma", "0.25", "--draws", "200", "--selection-draws", "20"]);
+        args.extend_from_slice(extra);
+        gibbon(&args)
+    };
+    let o = certify(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["per_sample"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_user_error(&certify(&["--attack"]), &["SmoothAdv", "labels only"]);
     // Nobody listens on a port that was just released.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let down = format!("http://127.0.0.1:{port}/predict");

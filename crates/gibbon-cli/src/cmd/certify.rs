@@ -86,6 +86,14 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
     let attack = args.attack.then(|| attack_config(&args)).transpose()?;
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
+    if attack.is_some() && model.labels_only() {
+        // CERTIFY needs only the base model's labels; SmoothAdv needs its scores and gradients.
+        return Err(usage(format!(
+            "--attack: SmoothAdv needs the model's scores and gradients; {} answers labels only \
+             (certify without --attack needs only labels)",
+            model.info().path
+        )));
+    }
     let smoothed = Smoothed::new(model.as_ref(), config.clone())?;
     let stream = args.out.as_ref().filter(|_| !args.no_resume).map(|o| partial_path(o));
     let mut done = match &stream {
