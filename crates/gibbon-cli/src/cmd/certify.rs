@@ -86,13 +86,9 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
     let attack = args.attack.then(|| attack_config(&args)).transpose()?;
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
-    if attack.is_some() && model.labels_only() {
-        // CERTIFY needs only the base model's labels; SmoothAdv needs its scores and gradients.
-        return Err(usage(format!(
-            "--attack: SmoothAdv needs the model's scores and gradients; {} answers labels only \
-             (certify without --attack needs only labels)",
-            model.info().path
-        )));
+    if attack.is_some() {
+        // Refused before any sample is certified, not after the first.
+        gibbon::certify::require_scores(model.as_ref())?;
     }
     let smoothed = Smoothed::new(model.as_ref(), config.clone())?;
     let stream = args.out.as_ref().filter(|_| !args.no_resume).map(|o| partial_path(o));
@@ -150,12 +146,9 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         per_sample.iter().filter(|s| s.violation).map(|s| s.index).collect();
     let rows = certified_here * (config.n0 + config.n);
     let seconds = certify_seconds;
-    let forward_rows_per_second = match certified_here > 0 {
-        true => {
-            Some(forward_rate(model.as_ref(), &data.try_batch(&[0], Device::Cpu)?, config.batch)?)
-        }
-        false => None,
-    };
+    let forward_rows_per_second = (certified_here > 0)
+        .then(|| forward_rate(model.as_ref(), &data.try_batch(&[0], Device::Cpu)?, config.batch))
+        .transpose()?;
     let report = CertifyReport {
         gibbon_version: gibbon::VERSION,
         command: std::env::args().collect::<Vec<_>>().join(" "),

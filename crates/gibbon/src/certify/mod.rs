@@ -10,8 +10,8 @@ pub mod smoothadv;
 pub mod smoothing;
 
 pub use smoothadv::{
-    attacked_accuracy, is_violation, SmoothAdvConfig, SmoothAttack, SMOOTHADV_NOISE_SAMPLES,
-    SMOOTHADV_PREDICT_DRAWS, SMOOTHADV_STEPS,
+    attacked_accuracy, is_violation, require_scores, SmoothAdvConfig, SmoothAttack,
+    SMOOTHADV_NOISE_SAMPLES, SMOOTHADV_PREDICT_DRAWS, SMOOTHADV_STEPS,
 };
 pub use smoothing::{
     certified_accuracy, Certificate, Smoothed, SmoothingConfig, SMOOTHING_ALPHA, SMOOTHING_N,

@@ -20,6 +20,7 @@
 //! verdict inside a certified radius is a bug or a failed (1 - α) event of one of the two tests.
 use super::smoothing::{Certificate, Smoothed};
 use crate::error::{GibbonError, Result};
+use crate::model::Classifier;
 use crate::random::RngKey;
 use crate::threat::project_l2_ball_box;
 use crate::threat::InputBox;
@@ -144,12 +145,7 @@ impl Smoothed<'_> {
         attack: &SmoothAdvConfig,
     ) -> Result<SmoothAttack> {
         attack.validate()?;
-        if self.model().labels_only() {
-            return Err(GibbonError::invalid(
-                "model",
-                "SmoothAdv needs the model's scores and gradients; this model answers labels only",
-            ));
-        }
+        require_scores(self.model())?;
         let x = x.to_device(Device::Cpu).to_kind(Kind::Float).unsqueeze(0);
         let mut found = SmoothAttack {
             clean_class: Some(class),
@@ -251,4 +247,20 @@ pub fn attacked_accuracy(attacks: &[(SmoothAttack, i64)], radii: &[f64]) -> Vec<
             (r, robust as f64 / n)
         })
         .collect()
+}
+
+/// SmoothAdv needs the base model's scores and gradients (CERTIFY needs only its labels): an
+/// error naming the model when it answers labels only.
+pub fn require_scores(model: &dyn Classifier) -> Result<()> {
+    if model.labels_only() {
+        return Err(GibbonError::invalid(
+            "model",
+            format!(
+                "SmoothAdv needs the model's scores and gradients; {} answers labels only \
+                 (certify without --attack needs only labels)",
+                model.info().path
+            ),
+        ));
+    }
+    Ok(())
 }

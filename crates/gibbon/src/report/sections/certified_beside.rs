@@ -55,10 +55,8 @@ impl Section for CertifiedBeside {
     }
 
     fn render(&self, doc: &ResultDoc) -> Result<Option<(String, Vec<Part>)>> {
-        let Some(c) = doc.json.get("certified").filter(|c| c.get("per_sample").is_some()) else {
-            return Ok(None);
-        };
-        let rows = c.get("per_sample").and_then(Value::as_array).cloned().unwrap_or_default();
+        let Some(c) = doc.json.get("certified") else { return Ok(None) };
+        let Some(rows) = c.get("per_sample").and_then(Value::as_array) else { return Ok(None) };
         let mut parts = vec![
             Part::Note(
                 "Each point is one sample the smoothed classifier certified: its certified L2 \
@@ -70,9 +68,9 @@ impl Section for CertifiedBeside {
             ),
             Part::Table(counts_table(c)),
         ];
-        let smoothed = pairs(&rows, "smoothed_attack_l2");
+        let smoothed = pairs(rows, "smoothed_attack_l2");
         let l2 = c.get("base_norm").and_then(Value::as_str) == Some("l2");
-        let base = if l2 { pairs(&rows, "base_min_norm") } else { Vec::new() };
+        let base = if l2 { pairs(rows, "base_min_norm") } else { Vec::new() };
         let mut series = Vec::new();
         if !smoothed.is_empty() {
             series.push(("SmoothAdv on the smoothed classifier", smoothed));
