@@ -45,6 +45,25 @@ fn eval_json(n: usize) -> Value {
     })
 }
 
+/// An L2 eval joined with certificates (`gibbon eval --certificates`): two certified samples
+/// with SmoothAdv and base-classifier distances, one abstention.
+fn eval_with_certificates_json() -> Value {
+    let mut doc = eval_json(3);
+    doc["certified"] = json!({
+        "sigma": 0.25, "draws": 10000, "alpha": 0.001, "joined": 3,
+        "same_base_model": true, "smoothed_violations": 0,
+        "base_inside_certified_radius": 1, "base_norm": "l2",
+        "per_sample": [
+            { "index": 0, "smoothed_class": 7, "certified_radius": 0.6,
+              "smoothed_attack_l2": 0.9, "base_min_norm": 0.4 },
+            { "index": 1, "smoothed_class": 2, "certified_radius": 0.3,
+              "smoothed_attack_l2": 0.5, "base_min_norm": 0.7 },
+            { "index": 2, "smoothed_class": null, "certified_radius": 0.0 }
+        ]
+    });
+    doc
+}
+
 /// Pictures for the gallery's samples: a 28×28 gradient and a shifted copy.
 fn images(json: &Value) -> SampleImages {
     let mut images = SampleImages { shape: [1, 28, 28], ..Default::default() };
@@ -191,11 +210,19 @@ fn each_section_renders_exactly_when_its_data_is_present() {
     for needle in ["deepwordbug", "0.5000 (0.0126-0.9874)", "<mark>", "U+200B", "free"] {
         assert!(page.contains(needle), "{needle} missing from the text-attacks section");
     }
+    let certified = ResultDoc::new("certified.json", eval_with_certificates_json());
+    let mut with_certificates = set(&base);
+    with_certificates.insert("certified-beside");
+    assert_eq!(rendered(&certified), with_certificates);
+    let page = report_page("t", "", std::slice::from_ref(&certified)).unwrap().render();
+    for needle in ["Certificates beside the attacks", "0.25 / 10000 / 0.001", "expected 0", "<svg"] {
+        assert!(page.contains(needle), "{needle} missing from the certified-beside section");
+    }
     assert_eq!(rendered(&ResultDoc::new("empty.json", json!({}))), set(&["json"]));
     // Every registered section is exercised by one of these results.
     let all: BTreeSet<_> = SECTIONS.iter().map(|s| s.name()).collect();
     let mut seen = BTreeSet::new();
-    for doc in [&eval, &curve, &transfer, &audit, &certify, &redteam, &detect, &text] {
+    for doc in [&eval, &curve, &transfer, &audit, &certify, &redteam, &detect, &text, &certified] {
         seen.extend(rendered(doc));
     }
     assert_eq!(seen, all);
