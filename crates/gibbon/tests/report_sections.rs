@@ -215,7 +215,8 @@ fn each_section_renders_exactly_when_its_data_is_present() {
     with_certificates.insert("certified-beside");
     assert_eq!(rendered(&certified), with_certificates);
     let page = report_page("t", "", std::slice::from_ref(&certified)).unwrap().render();
-    for needle in ["Certificates beside the attacks", "0.25 / 10000 / 0.001", "expected 0", "<svg"] {
+    for needle in ["Certificates beside the attacks", "0.25 / 10000 / 0.001", "expected 0", "<svg"]
+    {
         assert!(page.contains(needle), "{needle} missing from the certified-beside section");
     }
     assert_eq!(rendered(&ResultDoc::new("empty.json", json!({}))), set(&["json"]));

@@ -1,9 +1,15 @@
 //! Fast FGSM adversarial training (Wong, Rice & Kolter 2020, "Fast is better than free:
 //! revisiting adversarial training"): one FGSM step of size α = 1.25·ε from a uniform random
-//! start in the L∞ ball, projected back onto the ball ∩ box, and the model learns from that
-//! point; the paper pairs it with a cyclic learning rate (`Schedule::Cyclic`). The authors'
-//! MNIST settings: ε = 0.3, α = 0.375, Adam with a cyclic rate peaking at 5e-3, batch 100,
-//! 10 epochs.
+//! start δ ~ U(-ε, ε), projected onto the ball ∩ box, and the model learns from that point; the
+//! paper pairs it with a cyclic learning rate (`Schedule::Cyclic`). The authors' MNIST settings:
+//! ε = 0.3, α = 0.375, Adam with a cyclic rate peaking at 5e-3, batch 100, 10 epochs.
+//!
+//! As in the authors' code (`MNIST/train_mnist.py`), the gradient is taken at x + δ *before*
+//! any clipping to the box: only the point after the step is projected. Projecting the start
+//! too matters on images with saturated pixels (MNIST's background is 0, so half the start's
+//! coordinates would collapse onto the box): measured on all of MNIST with SmallCNN and the
+//! settings above, hold-out APGD-CE robust accuracy after epochs 4-7 was 0.57, 0.69, 0.67, 0.58
+//! with the projected start and 0.53, 0.70, 0.83, 0.87 with the authors' start.
 //!
 //! FGSM training can overfit catastrophically: PGD robust accuracy collapses to near 0 within
 //! an epoch while FGSM accuracy rises. The paper's remedy is early stopping on a PGD check;
@@ -74,16 +80,59 @@ impl Trainer for FastFgsmTraining {
         Some(OverfitGuard::new(self.guard_drop))
     }
     fn batch_loss(&self, model: &BuiltinModel, batch: &Batch) -> Result<Tensor> {
+        let x_adv = self.training_point(model, batch)?;
+        model.set_train(true);
+        Ok(model.forward(&x_adv)?.cross_entropy_for_logits(batch.y))
+    }
+}
+
+impl FastFgsmTraining {
+    /// The point the model learns from: x + δ with δ ~ U(-ε, ε) (not clipped to the box), one
+    /// signed gradient step of α, then the projection onto the ε-ball ∩ [0, 1].
+    fn training_point(&self, model: &BuiltinModel, batch: &Batch) -> Result<Tensor> {
         let (x, y) = (batch.x, batch.y);
         let eps = self.eps * batch.eps_scale;
         let threat = ThreatModel::new(Norm::Linf, eps)?;
-        let start = threat.project(x, &(x + uniform_linf_start(x, batch.keys, eps)));
+        let start = x + uniform_linf_start(x, batch.keys, eps);
         let xg = start.detach().set_requires_grad(true);
         let loss = cross_entropy_objective(&model.forward(&xg)?, y, None).sum(Kind::Float);
         let grad = Tensor::f_run_backward(&[loss], &[&xg], false, false)?.remove(0);
         let alpha = self.alpha * eps / self.eps;
-        let x_adv = threat.project(x, &(start + grad.sign() * alpha)).detach();
-        model.set_train(true);
-        Ok(model.forward(&x_adv)?.cross_entropy_for_logits(y))
+        Ok(threat.project(x, &(start + grad.sign() * alpha)).detach())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Arch;
+    use crate::random::RngKey;
+    use tch::Device;
+
+    /// On saturated pixels (0 and 1) the training point stays in the ε-ball and the box, the
+    /// same keys give the same point, and the start is the authors' unclipped one: with
+    /// α = 1.25·ε a start projected onto the box would put every coordinate on a face of the
+    /// ball ∩ box (0 or ε away from x), while from δ < -(α - ε) the step ends strictly inside.
+    #[test]
+    fn the_training_point_is_in_the_ball_and_the_box_from_an_unclipped_start() {
+        tch::manual_seed(0);
+        let model = BuiltinModel::new(Arch::SmallCnn, &[1, 28, 28], 10, Device::Cpu).unwrap();
+        let opts = (Kind::Float, Device::Cpu);
+        let x = Tensor::cat(
+            &[Tensor::zeros([2, 1, 28, 28], opts), Tensor::ones([2, 1, 28, 28], opts)],
+            0,
+        );
+        let y = Tensor::from_slice(&[0i64, 1, 2, 3]);
+        let keys: Vec<RngKey> = (0..4).map(|i| RngKey::new(7, i)).collect();
+        let batch = Batch { x: &x, y: &y, keys: &keys, eps_scale: 1.0 };
+        let fast = FastFgsmTraining::new(0.3);
+        let p = fast.training_point(&model, &batch).unwrap();
+        let d = (&p - &x).abs();
+        assert!(d.max().double_value(&[]) <= 0.3 + 1e-6);
+        assert!(p.min().double_value(&[]) >= 0.0 && p.max().double_value(&[]) <= 1.0);
+        assert!(p.equal(&fast.training_point(&model, &batch).unwrap()));
+        let inside = d.gt(1e-4).logical_and(&d.lt(0.3 - 1e-4));
+        let share = inside.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+        assert!(share > 0.01, "{share} of the coordinates strictly inside: a projected start?");
     }
 }
