@@ -210,3 +210,89 @@ fn eval_joins_the_certificates(cert: &std::path::Path, certified: &serde_json::V
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("certified on data"), "{stderr}");
 }
+
+/// `gibbon certify --ibp` of the adversarially trained SmallCNN's weights on 20 images: a
+/// verified L∞ radius per sample, a non-increasing curve that starts at the clean accuracy of
+/// the samples with a positive margin, the JSON and the page.
+#[test]
+fn interval_bounds_certify_a_builtin_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, html) = (dir.path().join("ibp.json"), dir.path().join("ibp.html"));
+    let model = shared("reference/mnist_smallcnn_adv.safetensors");
+    let data = format!("idx:{}", shared("data/mnist"));
+    let o = gibbon(&[
+        "certify",
+        "--model",
+        &model,
+        "--arch",
+        "smallcnn",
+        "--data",
+        &data,
+        "--n",
+        "20",
+        "--ibp",
+        "--radii",
+        "0,0.00001,0.5",
+        "--threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(json["method"], "interval-bound-propagation");
+    let samples = json["per_sample"].as_array().unwrap();
+    assert_eq!(samples.len(), 20);
+    for s in samples {
+        let r = s["radius"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&r), "{s}");
+        assert!(s["margin"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    let curve: Vec<f64> = json["certified_accuracy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    assert_eq!(curve[0], json["clean_accuracy"].as_f64().unwrap());
+    assert!(curve[1] <= curve[0] && curve[1] > 0.0 && curve[2] == 0.0, "{curve:?}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<img class=\"figure\"") && page.contains("Interval bound propagation"));
+}
+
+#[test]
+fn interval_bounds_refuse_what_they_cannot_bound() {
+    let data = format!("idx:{}", shared("data/mnist"));
+    let ts = shared("reference/mnist_smallcnn_std.pt");
+    let st = shared("reference/mnist_smallcnn_adv.safetensors");
+    for (args, needle) in [
+        (vec!["--model", ts.as_str(), "--ibp"], "not one of gibbon's architectures"),
+        (vec!["--model", st.as_str(), "--ibp"], "--arch"),
+        (vec!["--model", st.as_str(), "--arch", "smallcnn", "--ibp", "--max-eps", "0"], "max-eps"),
+        (vec!["--model", st.as_str(), "--arch", "smallcnn", "--ibp", "--sigma", "0.5"], "--sigma"),
+        (
+            vec![
+                "--model",
+                st.as_str(),
+                "--arch",
+                "smallcnn",
+                "--ibp",
+                "--defense",
+                "bits:depth=3",
+            ],
+            "--defense",
+        ),
+        (vec!["--model", st.as_str(), "--arch", "smallcnn", "--max-eps", "0.1"], "--ibp"),
+    ] {
+        let mut all = vec!["certify", "--data", data.as_str(), "--n", "2", "--threads", "1"];
+        all.extend(args.iter().copied());
+        let o = gibbon(&all);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -8,7 +8,7 @@ use gibbon::eval::{evaluate, EvalReport, EvalSettings, RunInfo};
 use gibbon::model::{BuiltinModel, Classifier, ModelInfo};
 use gibbon::threat::{Norm, ThreatModel};
 use support::{linear, mnist, shared};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 fn reference(name: &str) -> Box<dyn Classifier> {
     support::reference_model(name)
@@ -55,27 +55,6 @@ fn linear(classes: i64, dim: i64, seed: i64) -> BuiltinModel {
     linear::with_weights(&[1, 1, dim], &w, &b)
 }
 
-/// Exact minimal distance to misclassification of a linear multi-class model when the box does
-/// not bind: min over k≠y of (z_y − z_k) / ‖w_y − w_k‖_dual (dual of L2 is L2, of L∞ is L1).
-fn linear_min_distance(model: &BuiltinModel, x: &Tensor, label: i64, norm: Norm) -> f64 {
-    let vars = model.var_store().variables();
-    let w = vars["fc.weight"].to_kind(Kind::Double);
-    let z = model.logits(&x.unsqueeze(0)).unwrap().to_kind(Kind::Double).get(0);
-    let classes = w.size()[0];
-    (0..classes)
-        .filter(|&k| k != label)
-        .map(|k| {
-            let dw = w.get(label) - w.get(k);
-            let dual = match norm {
-                Norm::L2 => dw.square().sum(Kind::Double).sqrt().double_value(&[]),
-                Norm::Linf => dw.abs().sum(Kind::Double).double_value(&[]),
-                Norm::L1 => dw.abs().max().double_value(&[]),
-            };
-            (z.double_value(&[label]) - z.double_value(&[k])) / dual
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
 #[test]
 fn apgd_breaks_linear_models_exactly_above_the_minimal_distance() {
     // Per sample: the threat radius 1% above / below its own exact minimal distance. Samples are
@@ -93,7 +72,7 @@ fn apgd_breaks_linear_models_exactly_above_the_minimal_distance() {
                 let (mut above, mut below) = (0, 0);
                 for i in 0..12 {
                     let xi = x.get(i);
-                    let d = linear_min_distance(&model, &xi, labels[i as usize], norm);
+                    let d = linear::linear_min_distance(&model, &xi, labels[i as usize], norm);
                     let data =
                         Dataset::from_tensor(xi.unsqueeze(0), vec![labels[i as usize]], "lin")
                             .unwrap();

@@ -118,6 +118,16 @@ fn certify_json() -> Value {
     })
 }
 
+/// `gibbon certify --ibp`: L∞ radii, one sample not verified even at 0 (`radius: null`).
+fn certify_ibp_json() -> Value {
+    json!({
+        "model": model(), "data": "idx:data/mnist (test)", "method": "interval-bound-propagation",
+        "norm": "linf", "n": 3, "certified_accuracy": [[0.0, 0.67], [0.1, 0.33]],
+        "per_sample": [{ "index": 0, "radius": 0.12, "correct": true }, { "index": 1, "radius": 0.05, "correct": true },
+                       { "index": 2, "radius": null, "correct": true }],
+    })
+}
+
 fn detect_eval_json() -> Value {
     let rate = |k: usize, n: usize| json!({ "k": k, "n": n, "rate": k as f64 / n as f64, "ci95": [0.0, 1.0] });
     json!({
@@ -194,6 +204,16 @@ fn each_section_renders_exactly_when_its_data_is_present() {
     assert_eq!(rendered(&audit), set(&["threat-model", "audit", "json"]));
     let certify = ResultDoc::new("certify.json", certify_json());
     assert_eq!(rendered(&certify), set(&["threat-model", "certification", "json"]));
+    let ibp = ResultDoc::new("ibp.json", certify_ibp_json());
+    assert_eq!(rendered(&ibp), set(&["threat-model", "certification", "json"]));
+    let page = report_page("t", "", std::slice::from_ref(&ibp)).unwrap().render();
+    assert!(page.contains("L∞ radius") && page.contains("(interval bound propagation)"));
+    assert!(
+        !page.contains("L2 radius") && !page.contains("σ ="),
+        "smoothing's words on an IBP page"
+    );
+    let page = report_page("t", "", std::slice::from_ref(&certify)).unwrap().render();
+    assert!(page.contains("L2 radius") && page.contains("(randomized smoothing)"));
     let redteam = ResultDoc::new("redteam.json", redteam_json());
     assert_eq!(rendered(&redteam), set(&["criteria", "json"]));
     let detect = ResultDoc::new("detect.json", detect_eval_json());

@@ -96,9 +96,19 @@ pub struct CertifyArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Noise standard deviation σ (input units).
-    #[arg(long, allow_hyphen_values = true)]
-    pub sigma: f64,
+    /// Noise standard deviation σ (input units) of randomized smoothing.
+    #[arg(long, allow_hyphen_values = true, required_unless_present = "ibp")]
+    pub sigma: Option<f64>,
+    /// Certify with interval bound propagation (Gowal et al. 2018) instead of randomized
+    /// smoothing: a deterministic L∞ radius per sample (verified robust within it), for gibbon's
+    /// own architectures (linear, mlp, smallcnn: a .safetensors file with --arch, or
+    /// builtin:NAME).
+    #[arg(long, conflicts_with_all = ["sigma", "attack"])]
+    pub ibp: bool,
+    /// Interval bound propagation: the largest L∞ radius searched (default: the input box's
+    /// width, 1).
+    #[arg(long, requires = "ibp", allow_hyphen_values = true)]
+    pub max_eps: Option<f64>,
     /// Estimation draws per sample (the paper's n; --n is the number of samples).
     #[arg(long, default_value_t = gibbon::certify::SMOOTHING_N)]
     pub draws: usize,
@@ -111,9 +121,10 @@ pub struct CertifyArgs {
     /// Noisy copies per forward pass.
     #[arg(long, default_value_t = 1000)]
     pub noise_batch: usize,
-    /// Radii of the certified-accuracy curve.
-    #[arg(long, value_delimiter = ',', default_values_t = [0.0, 0.25, 0.5, 0.75, 1.0])]
-    pub radii: Vec<f64>,
+    /// Radii of the certified-accuracy curve (default: 0,0.25,0.5,0.75,1 in L2 for smoothing;
+    /// 0,0.01,0.02,0.05,0.1,0.2,0.3 in L∞ with --ibp).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub radii: Option<Vec<f64>>,
     /// Seed of the counter-based noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -69,10 +69,15 @@ struct CertifyReport {
 }
 
 /// Certifies the first `--n` samples and writes the report.
-pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
+pub fn run(mut args: CertifyArgs, quiet: bool) -> Result<()> {
+    if args.ibp {
+        return super::certify_ibp::run(args, quiet);
+    }
     set_threads(args.model.threads)?;
+    let radii = args.radii.take().unwrap_or_else(|| SMOOTHING_RADII.to_vec());
+    check_radii(&radii)?;
     let config = SmoothingConfig {
-        sigma: args.sigma,
+        sigma: args.sigma.ok_or_else(|| usage("--sigma is required (or --ibp)"))?,
         n0: args.selection_draws,
         n: args.draws,
         alpha: args.alpha,
@@ -80,9 +85,6 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         seed: args.seed,
     };
     config.validate()?;
-    if let Some(r) = args.radii.iter().find(|r| !r.is_finite() || **r < 0.0) {
-        return Err(usage(format!("--radii: {r} is not a finite radius >= 0")));
-    }
     let attack = args.attack.then(|| attack_config(&args)).transpose()?;
     let data = load_data(&args.data)?;
     let model = build_model(&args.model, &data)?;
@@ -157,8 +159,8 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         split: args.data.split.to_string(),
         n: per_sample.len(),
         abstained: per_sample.iter().filter(|s| s.certificate.class.is_none()).count(),
-        certified_accuracy: certified_accuracy(&pairs, &args.radii),
-        attacked_accuracy: attacked.as_ref().map(|a| attacked_accuracy(a, &args.radii)),
+        certified_accuracy: certified_accuracy(&pairs, &radii),
+        attacked_accuracy: attacked.as_ref().map(|a| attacked_accuracy(a, &radii)),
         violations: attack.as_ref().map(|_| violation_indices.len()),
         violation_indices,
         attack,
@@ -197,6 +199,17 @@ pub fn run(args: CertifyArgs, quiet: bool) -> Result<()> {
         None => println!("{}", serde_json::to_string_pretty(&report)?),
     }
     Ok(())
+}
+
+/// The certified-accuracy curve's default L2 radii for randomized smoothing.
+const SMOOTHING_RADII: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+
+/// `--radii` must be finite and non-negative.
+pub(super) fn check_radii(radii: &[f64]) -> Result<()> {
+    match radii.iter().find(|r| !r.is_finite() || **r < 0.0) {
+        Some(r) => Err(usage(format!("--radii: {r} is not a finite radius >= 0"))),
+        None => Ok(()),
+    }
 }
 
 /// Rows per second of the model's label-only forward on `batch` copies of `x` (`[1, ...]`),

@@ -4,6 +4,7 @@ mod attack;
 mod audit;
 mod certified_beside;
 mod certify;
+mod certify_ibp;
 mod demo;
 mod detect;
 mod eval;

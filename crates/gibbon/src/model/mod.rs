@@ -42,7 +42,7 @@ pub use query::{
 pub use remote::{RemoteModel, RemoteOptions, RemoteOutput};
 pub use scan::{FlaggedOp, GraphScan, OpEffect};
 pub use serve::ModelServer;
-pub use spec::{load_model, load_model_with, ModelSpec};
+pub use spec::{load_builtin_model, load_model, load_model_with, ModelSpec};
 pub use torchscript::TorchScriptModel;
 
 use crate::error::{GibbonError, Result};

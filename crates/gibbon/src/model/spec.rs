@@ -133,6 +133,23 @@ pub fn load_model_with(
             Ok(Box::new(TorchScriptModel::load(path, input_shape, device)?))
         }
         ModelSpec::Onnx(path) => Ok(Box::new(OnnxModel::load(path, input_shape, device)?)),
+        ModelSpec::Safetensors(_) | ModelSpec::Builtin(_) => {
+            Ok(Box::new(load_builtin_model(spec, arch, input_shape, classes, device)?))
+        }
+    }
+}
+
+/// A model of one of gibbon's own architectures: a `.safetensors` file with `arch`, or shipped
+/// weights (`builtin:NAME`). Analyses that read the layers themselves (interval bound
+/// propagation) need this concrete type; any other `spec` is an error naming it.
+pub fn load_builtin_model(
+    spec: &ModelSpec,
+    arch: Option<Arch>,
+    input_shape: &[i64],
+    classes: i64,
+    device: Device,
+) -> Result<BuiltinModel> {
+    match spec {
         ModelSpec::Safetensors(path) => {
             let arch = arch.ok_or_else(|| {
                 GibbonError::invalid(
@@ -144,7 +161,7 @@ pub fn load_model_with(
                     ),
                 )
             })?;
-            Ok(Box::new(BuiltinModel::load(arch, path, input_shape, classes, device)?))
+            BuiltinModel::load(arch, path, input_shape, classes, device)
         }
         ModelSpec::Builtin(name) => {
             let (_, barch, bytes, shape) =
@@ -167,7 +184,15 @@ pub fn load_model_with(
             let mut info = model.info().clone();
             info.kind = "builtin".into();
             model.set_info(info);
-            Ok(Box::new(model))
+            Ok(model)
         }
+        other => Err(GibbonError::invalid(
+            "model",
+            format!(
+                "{other} is not one of gibbon's architectures: this needs a .safetensors file with \
+                 --arch ({}) or builtin:NAME",
+                Arch::NAMES.join(", ")
+            ),
+        )),
     }
 }

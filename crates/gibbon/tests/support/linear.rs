@@ -99,3 +99,24 @@ pub fn box_diameter(norm: Norm, dim: i64) -> f64 {
         Norm::L1 => dim as f64,
     }
 }
+
+/// Exact minimal distance to misclassification of a linear multi-class model when the box does
+/// not bind: min over k≠y of (z_y − z_k) / ‖w_y − w_k‖_dual (dual of L2 is L2, of L∞ is L1).
+pub fn linear_min_distance(model: &BuiltinModel, x: &Tensor, label: i64, norm: Norm) -> f64 {
+    let vars = model.var_store().variables();
+    let w = vars["fc.weight"].to_kind(Kind::Double);
+    let z = model.logits(&x.unsqueeze(0)).unwrap().to_kind(Kind::Double).get(0);
+    let classes = w.size()[0];
+    (0..classes)
+        .filter(|&k| k != label)
+        .map(|k| {
+            let dw = w.get(label) - w.get(k);
+            let dual = match norm {
+                Norm::L2 => dw.square().sum(Kind::Double).sqrt().double_value(&[]),
+                Norm::Linf => dw.abs().sum(Kind::Double).double_value(&[]),
+                Norm::L1 => dw.abs().max().double_value(&[]),
+            };
+            (z.double_value(&[label]) - z.double_value(&[k])) / dual
+        })
+        .fold(f64::INFINITY, f64::min)
+}

@@ -1,6 +1,6 @@
-//! Randomized-smoothing certification (`gibbon certify`; Cohen, Rosenfeld & Kolter 2019):
-//! certified accuracy against the L2 radius, as a table and a step curve over every sample's
-//! certified radius.
+//! Certification (`gibbon certify`): randomized smoothing (Cohen, Rosenfeld & Kolter 2019,
+//! L2) or interval bound propagation (`--ibp`, Gowal et al. 2018, L∞): certified accuracy
+//! against the radius, as a table and a step curve over every sample's certified radius.
 use super::{num, table, ResultDoc, Section};
 use crate::error::Result;
 use crate::report::html::Part;
@@ -34,29 +34,36 @@ impl Section for Certification {
         let Some(curve) = doc.json.get("certified_accuracy").and_then(Value::as_array) else {
             return Ok(None);
         };
-        let mut t = table(&["L2 radius", "certified accuracy"]);
+        let ibp =
+            doc.json.get("method").and_then(Value::as_str) == Some("interval-bound-propagation");
+        let axis = if ibp { "L∞ radius" } else { "L2 radius" };
+        let mut t = table(&[axis, "certified accuracy"]);
         for pair in curve {
             let p = pair.as_array().cloned().unwrap_or_default();
             let cell = |k: usize| p.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
             t.push_row(vec![format!("{}", cell(0)), format!("{:.4}", cell(1))]);
         }
-        let sigma = doc.json.get("config").and_then(|c| num(c, "sigma"));
-        let note = format!(
-            "Certified accuracy at r: the share of samples whose smoothed class (σ = {}) is the \
-             label with a certified L2 radius of at least r; abstained on {}.",
-            sigma.map_or("?".into(), |s| s.to_string()),
-            doc.json.get("abstained").map_or("?".into(), |v| v.to_string())
-        );
+        let note = if ibp {
+            "Certified accuracy at r: the share of samples answered correctly whose every margin \
+             has a positive interval lower bound over the whole L∞ ball of radius r \
+             (deterministic; above a sample's radius it is unknown, not broken)."
+                .to_string()
+        } else {
+            let sigma = doc.json.get("config").and_then(|c| num(c, "sigma"));
+            format!(
+                "Certified accuracy at r: the share of samples whose smoothed class (σ = {}) is \
+                 the label with a certified L2 radius of at least r; abstained on {}.",
+                sigma.map_or("?".into(), |s| s.to_string()),
+                doc.json.get("abstained").map_or("?".into(), |v| v.to_string())
+            )
+        };
         let mut parts = vec![Part::Note(note), Part::Table(t)];
         let per_sample = doc.json.get("per_sample").and_then(Value::as_array);
         if let Some(records) = per_sample.filter(|r| !r.is_empty()) {
             let n = num(&doc.json, "n").map_or(records.len(), |n| n as usize);
-            parts.push(Part::Svg(step_curve(
-                &steps(records, n),
-                "L2 radius",
-                "certified accuracy",
-            )?));
+            parts.push(Part::Svg(step_curve(&steps(records, n), axis, "certified accuracy")?));
         }
-        Ok(Some(("Certified accuracy (randomized smoothing)".into(), parts)))
+        let method = if ibp { "interval bound propagation" } else { "randomized smoothing" };
+        Ok(Some((format!("Certified accuracy ({method})"), parts)))
     }
 }
