@@ -591,11 +591,13 @@ pub struct TransferArgs {
 #[derive(Args, Debug, Clone)]
 pub struct TrainDefenseArgs {
     /// Training defense: standard, pgd (Madry et al. 2018), trades (Zhang et al. 2019),
-    /// fast-fgsm (Wong et al. 2020, with the catastrophic-overfitting guard) or noise
-    /// (Gaussian augmentation, --sigma). Default: pgd when --adv-eps is given, else standard.
-    /// pgd, trades and fast-fgsm use --adv-eps, --adv-steps, --adv-alpha, --adv-ramp-epochs
-    /// (TRADES's MNIST constants: --adv-eps 0.3 --adv-steps 40 --adv-alpha 0.01; fast-fgsm's
-    /// step defaults to 1.25 eps; pair it with --schedule cyclic).
+    /// fast-fgsm (Wong et al. 2020, with the catastrophic-overfitting guard), noise
+    /// (Gaussian augmentation, --sigma) or ibp (interval bound propagation, Gowal et al. 2018:
+    /// verifiable robustness, certified by `gibbon certify --ibp`). Default: pgd when --adv-eps
+    /// is given, else standard. pgd, trades, fast-fgsm and ibp use --adv-eps and
+    /// --adv-ramp-epochs (ibp: 3 by default); pgd, trades and fast-fgsm --adv-steps and
+    /// --adv-alpha (TRADES's MNIST constants: --adv-eps 0.3 --adv-steps 40 --adv-alpha 0.01;
+    /// fast-fgsm's step defaults to 1.25 eps; pair it with --schedule cyclic).
     #[arg(long)]
     pub defense: Option<String>,
     /// TRADES: weight of the KL term (the paper's MNIST and CIFAR-10 value: 6).

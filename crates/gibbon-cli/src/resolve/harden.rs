@@ -1,4 +1,4 @@
-//! Resolving the hardening flags: `gibbon train --defense standard|pgd|trades|fast-fgsm|noise` (with
+//! Resolving the hardening flags: `gibbon train --defense standard|pgd|trades|fast-fgsm|noise|ibp` (with
 //! `--beta`, `--sigma`, `--guard-drop`) and `--defense CHAIN` (input defenses such as
 //! `jpeg:quality=75,bits:depth=3`) on eval, attack, serve-model and transfer.
 use crate::args::TrainArgs;
@@ -7,7 +7,8 @@ use anyhow::Result;
 use gibbon::defense::input::{Defended, DefenseChain};
 use gibbon::model::{Classifier, FlaggedOp, OpEffect};
 use gibbon::train::{
-    AdversarialTraining, FastFgsmTraining, NoiseTraining, TradesTraining, TrainingDefense,
+    AdversarialTraining, FastFgsmTraining, IbpTraining, NoiseTraining, TradesTraining,
+    TrainingDefense,
 };
 
 /// The training defense the flags ask for.
@@ -63,14 +64,22 @@ pub fn training_defense(args: &TrainArgs) -> Result<TrainingDefense> {
             let sigma = d.sigma.ok_or_else(|| usage("--defense noise needs --sigma S"))?;
             TrainingDefense::Noise(NoiseTraining { sigma })
         }
+        "ibp" => {
+            let ibp = IbpTraining::new(eps()?);
+            let ramp =
+                if args.adv_ramp_epochs > 0 { args.adv_ramp_epochs } else { ibp.ramp_epochs };
+            TrainingDefense::Ibp(IbpTraining { ramp_epochs: ramp, ..ibp })
+        }
         other => {
             return Err(usage(format!(
-                "training defense '{other}' is not standard, pgd, trades, fast-fgsm or noise"
+                "training defense '{other}' is not standard, pgd, trades, fast-fgsm, noise or ibp"
             )))
         }
     };
-    if matches!(defense, TrainingDefense::Trades(_) | TrainingDefense::FastFgsm(_))
-        && args.adv_norm != gibbon::threat::Norm::Linf
+    if matches!(
+        defense,
+        TrainingDefense::Trades(_) | TrainingDefense::FastFgsm(_) | TrainingDefense::Ibp(_)
+    ) && args.adv_norm != gibbon::threat::Norm::Linf
     {
         return Err(usage(format!("--defense {name} is L-infinity only")));
     }

@@ -18,8 +18,10 @@
 //! `[0, max_eps]`); the bound only loosens as ε grows, and the radius reported is a value at
 //! which the bound itself was verified. On a linear model IBP is exact: the radius is the minimal
 //! L∞ distance to the decision boundary inside the box (`min_j (z_c − z_j) / ‖w_c − w_j‖₁` when
-//! the box does not bind, less the tolerance). Everything runs in float64 on the model's weights;
-//! float64's rounding (about 1e-13 of the logits here) is far below the tolerance.
+//! the box does not bind, less the tolerance). Certificates run in float64 on the model's
+//! weights ([`IntervalNetwork::from_builtin`]); float64's rounding (about 1e-13 of the logits
+//! here) is far below the tolerance. [`IntervalNetwork::trainable`] shares the live weights for
+//! IBP training.
 use crate::error::{GibbonError, Result};
 use crate::model::{Arch, BuiltinModel};
 use serde::{Deserialize, Serialize};
@@ -107,9 +109,19 @@ impl IntervalNetwork {
     /// The layers of `model`: linear, MLP and SmallCNN (ReLU networks of convolutions, dense
     /// layers and max-pooling). PreAct ResNet-18 (batch norm, residual sums) is refused.
     pub fn from_builtin(model: &BuiltinModel) -> Result<Self> {
+        Self::with_weights(model, |t| t.detach().to_kind(Kind::Double))
+    }
+
+    /// The layers of `model` in its own precision, sharing its weights (gradients flow back to
+    /// them): interval bounds as a training loss (IBP training, `train::IbpTraining`).
+    pub fn trainable(model: &BuiltinModel) -> Result<Self> {
+        Self::with_weights(model, Tensor::shallow_clone)
+    }
+
+    fn with_weights(model: &BuiltinModel, take: impl Fn(&Tensor) -> Tensor) -> Result<Self> {
         let vars = model.var_store().variables();
         let get = |name: &str| -> Result<Tensor> {
-            vars.get(name).map(|t| t.detach().to_kind(Kind::Double)).ok_or_else(|| {
+            vars.get(name).map(&take).ok_or_else(|| {
                 GibbonError::Internal(format!("interval bounds: the model has no '{name}'"))
             })
         };
@@ -151,10 +163,10 @@ impl IntervalNetwork {
     /// The penultimate box of the inputs `x` (`[N, ...]`) widened by `eps` (`[N]`, one radius
     /// per row) and cut to the box `[lo, hi]`.
     fn penultimate(&self, x: &Tensor, eps: &Tensor, (lo, hi): (f64, f64)) -> (Tensor, Tensor) {
-        let x = x.to_kind(Kind::Double);
+        let x = x.to_kind(self.head_w.kind());
         let mut shape = vec![-1i64];
         shape.extend(std::iter::repeat_n(1, x.dim() - 1));
-        let e = eps.to_kind(Kind::Double).reshape(shape.as_slice());
+        let e = eps.to_kind(self.head_w.kind()).reshape(shape.as_slice());
         let mut l = (&x - &e).clamp(lo, hi);
         let mut u = (&x + &e).clamp(lo, hi);
         for layer in &self.body {
@@ -207,6 +219,22 @@ impl IntervalNetwork {
         let mid = ((l + u) / 2.0).unsqueeze(2);
         let rad = ((u - l) / 2.0).unsqueeze(2);
         wd.bmm(&mid).squeeze_dim(2) - wd.abs().bmm(&rad).squeeze_dim(2) + bd
+    }
+
+    /// Gowal et al.'s worst-case logits of the batch `x` with labels `y` over the L∞ ball of
+    /// radius `eps` in the box: entry j is minus the lower bound of `z_y − z_j` (0 at j = y), so
+    /// cross-entropy on them bounds the loss at every point of the ball. One pass, with a graph
+    /// to the weights of a [`IntervalNetwork::trainable`] network.
+    pub fn worst_case_logits(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        bounds: (f64, f64),
+    ) -> Tensor {
+        let radii = Tensor::full([x.size()[0]], eps, (self.head_w.kind(), x.device()));
+        let (l, u) = self.penultimate(x, &radii, bounds);
+        -self.pair_lower_bounds(&l, &u, y)
     }
 
     /// Each row's certificate for its class `classes[i]` (normally the model's answer): the

@@ -15,6 +15,7 @@
 //! rest, so every defense gets the same schedules, checkpoints and measurements.
 mod fast_fgsm;
 mod guard;
+mod ibp;
 mod noise;
 mod pgd;
 mod resume;
@@ -24,6 +25,9 @@ mod trades;
 
 pub use fast_fgsm::{FastFgsmTraining, DEFAULT_GUARD_DROP};
 pub use guard::{GuardVerdict, OverfitGuard};
+pub use ibp::{
+    IbpTraining, IBP_DEFAULT_RAMP_EPOCHS, IBP_INIT_SCALE, IBP_KAPPA_FINAL, IBP_WARMUP_SHARE,
+};
 pub use noise::NoiseTraining;
 pub use pgd::AdversarialTraining;
 pub use run::train;
@@ -94,6 +98,8 @@ pub enum TrainingDefense {
     FastFgsm(FastFgsmTraining),
     /// Gaussian noise augmentation.
     Noise(NoiseTraining),
+    /// Interval-bound-propagation training (verifiable robustness).
+    Ibp(IbpTraining),
 }
 
 impl TrainingDefense {
@@ -106,6 +112,7 @@ impl TrainingDefense {
             TrainingDefense::Trades(cfg) => Box::new(cfg.validated()?),
             TrainingDefense::FastFgsm(cfg) => Box::new(cfg.validated()?),
             TrainingDefense::Noise(cfg) => Box::new(cfg.validated()?),
+            TrainingDefense::Ibp(cfg) => Box::new(cfg.validated()?),
         })
     }
 }
@@ -140,6 +147,11 @@ pub trait Trainer {
     /// (`None`: no guard). When it fires the loop restores the last good epoch and stops.
     fn overfit_guard(&self) -> Option<OverfitGuard> {
         None
+    }
+    /// The factor `train` applies to the freshly initialized weights (not the biases) before
+    /// the first epoch; 1 leaves tch's initialization as it is.
+    fn initial_weight_scale(&self) -> f64 {
+        1.0
     }
     /// The scalar loss of one batch, with a graph to the weights. The model is in evaluation
     /// mode on entry; a trainer switches it to training mode for the passes the optimizer

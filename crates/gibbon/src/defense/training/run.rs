@@ -37,6 +37,7 @@ pub fn train(model: &mut BuiltinModel, data: &Dataset, cfg: &TrainConfig) -> Res
     let holdout: Vec<usize> = (train_n..total).collect();
     let started = Instant::now();
     model.var_store_mut().unfreeze();
+    scale_initial_weights(model, trainer.initial_weight_scale())?;
     let mut opt = match cfg.optimizer {
         OptimizerKind::Adam => nn::Adam { wd: cfg.weight_decay, ..Default::default() }
             .build(model.var_store(), cfg.lr)?,
@@ -293,4 +294,20 @@ fn holdout_apgd(
     };
     let (report, _) = evaluate(model, &slice, &threat, &settings, &RunInfo::default())?;
     Ok(report.robust_accuracy)
+}
+
+/// Multiplies every weight (not the biases) of the fresh `model` by `scale` (see
+/// [`Trainer::initial_weight_scale`]); a resumed run then loads its checkpoint over them.
+fn scale_initial_weights(model: &BuiltinModel, scale: f64) -> Result<()> {
+    if scale == 1.0 {
+        return Ok(());
+    }
+    tch::no_grad(|| {
+        for (name, mut w) in model.var_store().variables() {
+            if name.ends_with(".weight") {
+                let _ = w.f_mul_scalar_(scale)?;
+            }
+        }
+        Ok(())
+    })
 }
