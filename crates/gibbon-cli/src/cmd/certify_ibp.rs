@@ -3,7 +3,7 @@
 //! model's answer), and the certified accuracy at the `--radii`, as JSON and an HTML page. A
 //! sample whose radius is below ε is unknown at ε, not broken: `gibbon eval` at the same ε gives
 //! the upper bound to set beside it.
-use super::certify::check_radii;
+use super::certify::{check_radii, step_curve};
 use super::write_json;
 use crate::args::CertifyArgs;
 use crate::resolve::{load_data, progress, set_threads, usage};
@@ -174,12 +174,7 @@ fn page(report: &IntervalReport) -> Result<gibbon::report::HtmlReport> {
         .filter_map(|s| s.certificate.radius)
         .collect();
     radii.sort_by(f64::total_cmp);
-    let n = report.n.max(1) as f64;
-    let mut points = vec![(0.0, radii.len() as f64 / n)];
-    for (k, r) in radii.iter().enumerate() {
-        points.push((*r, (radii.len() - k) as f64 / n));
-        points.push((*r, (radii.len() - k - 1) as f64 / n));
-    }
+    let points = step_curve(&radii, report.n.max(1) as f64, report.max_eps);
     let svg = gibbon::report::plot::step_curve(&points, "L∞ radius", "certified accuracy")?;
     let intro = format!(
         "Interval bound propagation (Gowal et al. 2018; the box domain of Mirman, Gehr & Vechev \
