@@ -363,11 +363,7 @@ fn page(report: &CertifyReport) -> Result<gibbon::report::HtmlReport> {
 
 /// A step curve: the share of `n` samples whose value is at least r (`radii` sorted).
 pub(super) fn step_curve(radii: &[f64], n: f64, top: f64) -> Vec<(f64, f64)> {
-    let mut points = vec![(0.0, radii.len() as f64 / n)];
-    for (k, r) in radii.iter().enumerate() {
-        points.push((*r, (radii.len() - k) as f64 / n));
-        points.push((*r, (radii.len() - k - 1) as f64 / n));
-    }
+    let mut points = gibbon::report::plot::share_at_least(radii, n);
     points.push((top, 0.0));
     points
 }

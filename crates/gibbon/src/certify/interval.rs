@@ -192,15 +192,18 @@ impl IntervalNetwork {
                 eps.size()
             )));
         }
-        let tiles: Vec<Tensor> = (0..n)
-            .step_by(IBP_TILE_ROWS as usize)
-            .map(|s| {
-                let len = IBP_TILE_ROWS.min(n - s);
-                let (l, u) = self.penultimate(&x.narrow(0, s, len), &eps.narrow(0, s, len), bounds);
-                self.margin_bound(&l, &u, &classes.narrow(0, s, len))
-            })
-            .collect();
-        Ok(tch::no_grad(|| Tensor::cat(&tiles, 0)))
+        Ok(tch::no_grad(|| {
+            let tiles: Vec<Tensor> = (0..n)
+                .step_by(IBP_TILE_ROWS as usize)
+                .map(|s| {
+                    let len = IBP_TILE_ROWS.min(n - s);
+                    let (l, u) =
+                        self.penultimate(&x.narrow(0, s, len), &eps.narrow(0, s, len), bounds);
+                    self.margin_bound(&l, &u, &classes.narrow(0, s, len))
+                })
+                .collect();
+            Tensor::cat(&tiles, 0)
+        }))
     }
 
     /// The lower bound of `min_{j≠c} (w_c − w_j)·h + b_c − b_j` over the box `[l, u]` of h.
@@ -267,9 +270,9 @@ impl IntervalNetwork {
             lo = mid.where_self(&ok, &lo);
             hi = hi.where_self(&ok, &mid);
         }
-        let margins = Vec::<f64>::try_from(&margins).map_err(tch_err)?;
-        let radii = Vec::<f64>::try_from(&lo).map_err(tch_err)?;
-        let classes = Vec::<i64>::try_from(classes).map_err(tch_err)?;
+        let margins = Vec::<f64>::try_from(&margins)?;
+        let radii = Vec::<f64>::try_from(&lo)?;
+        let classes = Vec::<i64>::try_from(classes)?;
         Ok((0..n as usize)
             .map(|i| IntervalCertificate {
                 class: classes[i],
@@ -278,10 +281,6 @@ impl IntervalNetwork {
             })
             .collect())
     }
-}
-
-fn tch_err(e: tch::TchError) -> GibbonError {
-    GibbonError::Internal(format!("interval bounds: {e}"))
 }
 
 /// SmallCNN's body: conv32-conv32-pool-conv64-conv64-pool-fc200-fc200 with ReLUs.

@@ -197,6 +197,18 @@ pub fn heat_map(rows: &[String], columns: &[String], cells: &[Vec<Option<f64>>])
     Ok(svg)
 }
 
+/// The corners of the step curve "share of `n` samples whose value is at least r" for the
+/// values `sorted` (ascending), e.g. certified radii: `(0, k/n)`, then a drop at each value.
+pub fn share_at_least(sorted: &[f64], n: f64) -> Vec<(f64, f64)> {
+    let k = sorted.len();
+    let mut points = vec![(0.0, k as f64 / n)];
+    for (i, r) in sorted.iter().enumerate() {
+        points.push((*r, (k - i) as f64 / n));
+        points.push((*r, (k - i - 1) as f64 / n));
+    }
+    points
+}
+
 /// A decreasing step curve through `points` (`(x, y)` with `y` in `[0, 1]`), e.g. certified
 /// accuracy against the radius.
 pub fn step_curve(points: &[(f64, f64)], x_desc: &str, y_desc: &str) -> Result<String> {

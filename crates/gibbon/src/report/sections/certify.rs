@@ -4,7 +4,7 @@
 use super::{num, table, ResultDoc, Section};
 use crate::error::Result;
 use crate::report::html::Part;
-use crate::report::plot::step_curve;
+use crate::report::plot::{share_at_least, step_curve};
 use serde_json::Value;
 
 /// The "Certified accuracy" section (results with `certified_accuracy`).
@@ -16,13 +16,7 @@ fn steps(per_sample: &[Value], n: usize) -> Vec<(f64, f64)> {
         per_sample.iter().filter(|s| s.get("correct").and_then(Value::as_bool) == Some(true));
     let mut radii: Vec<f64> = correct.filter_map(|s| num(s, "radius")).collect();
     radii.sort_by(f64::total_cmp);
-    let n = n.max(1) as f64;
-    let mut points = vec![(0.0, radii.len() as f64 / n)];
-    for (k, r) in radii.iter().enumerate() {
-        points.push((*r, (radii.len() - k) as f64 / n));
-        points.push((*r, (radii.len() - k - 1) as f64 / n));
-    }
-    points
+    share_at_least(&radii, n.max(1) as f64)
 }
 
 impl Section for Certification {
